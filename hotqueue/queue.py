@@ -1,0 +1,261 @@
+"""HotQueue: a FIFO queue of Python objects in one Redis list.
+
+>>> from hotqueue import HotQueue
+>>> queue = HotQueue("myqueue", host="localhost", port=6379, db=0)   # doctest: +SKIP
+>>> queue.put("my message", {"any": "picklable object"})             # doctest: +SKIP
+>>> queue.get()                                                      # doctest: +SKIP
+'my message'
+
+The list lives at ``hotqueue:<name>``; messages are pickled by default, so old
+(0.2.8) and new producers and consumers can share one queue. Unpickling runs
+code: consume only from a Redis that only trusted programs write to, or use
+``serializer=json``.
+"""
+
+import functools
+import logging
+import math
+import pickle
+import time
+from typing import Any, Callable, Iterator, Optional, TypeVar, Union, overload
+
+import resp
+
+__all__ = ["HotQueue", "key_for_name"]
+
+log = logging.getLogger("hotqueue")
+
+#: Reconnection backoff of ``consume`` and ``worker``: first wait, cap.
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+
+_CONNECTION_OPTIONS = frozenset(
+    {
+        "host", "port", "db", "password", "username", "socket_timeout",
+        "socket_connect_timeout", "unix_socket_path", "ssl", "ssl_context",
+        "ssl_ca_certs", "client_name", "max_connections",
+    }
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def key_for_name(name: str) -> str:
+    """Return the Redis key of the queue called ``name``: ``'hotqueue:' + name``.
+
+    :raises TypeError: ``name`` is not a ``str`` (a ``bytes`` name would become
+        ``hotqueue:b'…'``).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"queue name must be a str, not {type(name).__name__}")
+    return "hotqueue:" + name
+
+
+def _check_timeout(timeout: Optional[float]) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if not math.isfinite(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
+
+
+def _raw(message: Any) -> Union[bytes, bytearray, memoryview, str, int, float]:
+    # What serializer=None accepts: the types Redis stores without ambiguity.
+    if isinstance(message, bool) or not isinstance(
+        message, (bytes, bytearray, memoryview, str, int, float)
+    ):
+        raise TypeError(
+            "with serializer=None a message must be bytes, str, int or float, "
+            f"not {type(message).__name__}"
+        )
+    return message
+
+
+def _dumped(data: Any, serializer: Any) -> Union[bytes, bytearray, memoryview, str]:
+    if not isinstance(data, (bytes, bytearray, memoryview, str)):
+        raise TypeError(f"{serializer!r}.dumps returned {type(data).__name__}, not bytes or str")
+    return data
+
+
+class HotQueue:
+    """A FIFO queue of messages in the Redis list ``hotqueue:<name>``.
+
+    >>> queue = HotQueue("myqueue", host="localhost", port=6379, db=0)  # doctest: +SKIP
+
+    :param name: the queue's name (a non-empty ``str``).
+    :param serializer: anything with ``dumps`` and ``loads`` — ``pickle`` (the
+        default), ``json``, a class — or ``None`` to store ``bytes``, ``str``,
+        ``int`` and ``float`` as they are (``get`` then returns ``bytes``).
+    :param kwargs: connection options for ``resp.Client`` (``host``, ``port``,
+        ``db``, ``password``, ``username``, ``socket_timeout``, ``ssl`` …), or
+        ``url="redis://…"``, or ``client=`` an existing ``resp.Client`` to
+        share among queues. Nothing connects until the first command.
+    :raises TypeError: an unknown connection option (named in the message).
+    """
+
+    def __init__(self, name: str, serializer: Any = pickle, **kwargs: Any) -> None:
+        key_for_name(name)
+        if not name:
+            raise ValueError("queue name must not be empty")
+        unknown = sorted(set(kwargs) - _CONNECTION_OPTIONS - {"url", "client"})
+        if unknown:
+            raise TypeError(f"HotQueue() got unknown connection option(s): {', '.join(unknown)}")
+        client = kwargs.pop("client", None)
+        url = kwargs.pop("url", None)
+        if client is not None:
+            if kwargs or url is not None:
+                raise TypeError("client= cannot be combined with other connection options")
+            if not isinstance(client, resp.Client):
+                raise TypeError(f"client must be a resp.Client, not {type(client).__name__}")
+        elif url is not None:
+            client = resp.Client.from_url(url, **kwargs)
+        else:
+            client = resp.Client(**kwargs)
+        self.name = name
+        self.serializer = serializer
+        self._client: resp.Client = client
+
+    def __repr__(self) -> str:
+        return f"HotQueue({self.name!r}, {self._client!r})"
+
+    @property
+    def key(self) -> str:
+        """The Redis key of this queue: ``hotqueue:<name>``."""
+        return key_for_name(self.name)
+
+    @property
+    def client(self) -> resp.Client:
+        """The ``resp.Client`` this queue talks through."""
+        return self._client
+
+    def __len__(self) -> int:
+        """The number of messages waiting (``LLEN``); 0 when the key is missing."""
+        return self._client.llen(self.key)
+
+    def clear(self) -> None:
+        """Delete the queue and every message in it."""
+        self._client.delete(self.key)
+
+    def put(self, *msgs: Any) -> None:
+        """Put one or more messages onto the end of the queue, atomically.
+
+        >>> queue.put("my message")                        # doctest: +SKIP
+        >>> queue.put("my message", "another", 3)          # doctest: +SKIP
+
+        Every message is serialized first; if one fails, its error propagates
+        and nothing is sent. Then one ``RPUSH`` stores all of them or none.
+        ``put()`` with no message does nothing.
+        """
+        if not msgs:
+            return
+        serializer = self.serializer
+        if serializer is None:
+            values = [_raw(msg) for msg in msgs]
+        else:
+            dumps = serializer.dumps
+            values = [_dumped(dumps(msg), serializer) for msg in msgs]
+        self._client.rpush(self.key, *values)
+
+    def get(self, block: bool = False, timeout: Optional[float] = None) -> Any:
+        """Remove and return the first message, or ``None`` when there is none.
+
+        >>> queue.get()                                    # doctest: +SKIP
+        'my message'
+
+        :param block: wait for a message when the queue is empty.
+        :param timeout: with ``block``, give up after this many seconds and
+            return ``None``; ``None`` or ``0`` waits forever. Floats allowed.
+        :raises ValueError: a negative or NaN ``timeout``.
+        :raises resp.ConnectionError, resp.TimeoutError: Redis is unreachable.
+
+        A stored value that ``serializer.loads`` cannot read raises that
+        serializer's own error, and the message is gone from Redis.
+        """
+        _check_timeout(timeout)
+        data = self._pop(block, timeout)
+        if data is None or self.serializer is None:
+            return data
+        return self.serializer.loads(data)
+
+    def _pop(self, block: bool, timeout: Optional[float]) -> Optional[bytes]:
+        # The stored bytes of the first message, or None: empty or timed out.
+        if block:
+            popped = self._client.blpop(self.key, timeout or 0)
+            return None if popped is None else popped[1]
+        return self._client.lpop(self.key)  # type: ignore[no-any-return]
+
+    def consume(self, **kwargs: Any) -> Iterator[Any]:
+        """Yield messages as they arrive, until the queue is empty (with
+        ``block=False``) or a wait times out (with ``timeout``).
+
+        >>> for msg in queue.consume(timeout=1):           # doctest: +SKIP
+        ...     print(msg)
+
+        :param kwargs: what ``get`` takes; ``block`` defaults to ``True``.
+
+        A message that is ``None`` is yielded like any other. When Redis goes
+        away the generator waits and reconnects (0.1 s doubling to 5 s, with a
+        warning logged each time) and goes on; a timeout counts afresh after a
+        reconnection. ``KeyboardInterrupt`` while waiting ends it quietly.
+        """
+        kwargs.setdefault("block", True)
+        block = kwargs["block"]
+        timeout = kwargs.get("timeout")
+        _check_timeout(timeout)
+        unknown = set(kwargs) - {"block", "timeout"}
+        if unknown:
+            raise TypeError(f"consume() got unexpected argument(s): {', '.join(sorted(unknown))}")
+        backoff = BACKOFF_FIRST
+        while True:
+            try:
+                data = self._pop(block, timeout)
+            except KeyboardInterrupt:
+                return
+            except (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError) as exc:
+                log.warning("queue %r: %s; retrying in %.1f s", self.name, exc, backoff)
+                try:
+                    time.sleep(backoff)
+                except KeyboardInterrupt:
+                    return
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_FIRST
+            if data is None:
+                return
+            serializer = self.serializer
+            yield data if serializer is None else serializer.loads(data)
+
+    @overload
+    def worker(self, func: F) -> F: ...
+
+    @overload
+    def worker(self, *, block: bool = ..., timeout: Optional[float] = ...) -> Callable[[F], F]: ...
+
+    def worker(self, *args: Any, **kwargs: Any) -> Any:
+        """Decorate a function to run it on every message ``consume`` yields.
+
+        >>> @queue.worker                                   # doctest: +SKIP
+        ... def square(num):
+        ...     print(num * num)
+        >>> square()                                        # doctest: +SKIP
+
+        Usable bare or with ``get``'s arguments (``@queue.worker(timeout=1)``).
+        Calling the wrapped function with ``*args`` runs ``func(*args, msg)`` for
+        each message, so methods can be decorated too.
+        """
+        if args and (len(args) > 1 or kwargs or not callable(args[0])):
+            raise TypeError("use @queue.worker or @queue.worker(block=..., timeout=...)")
+        _check_timeout(kwargs.get("timeout"))
+
+        def decorator(func: Callable[..., Any]) -> Callable[..., None]:
+            @functools.wraps(func)
+            def wrapper(*call_args: Any) -> None:
+                for msg in self.consume(**kwargs):
+                    func(*call_args, msg)
+
+            return wrapper
+
+        if args:
+            return decorator(args[0])
+        return decorator

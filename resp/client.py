@@ -1,0 +1,415 @@
+"""``Client``: send any command, with methods for the list commands a queue uses.
+
+Rules this module keeps:
+
+1. Arguments are checked and encoded before a connection is even taken: bad
+   input raises ``TypeError`` or ``ValueError`` with nothing sent.
+2. A command is resent only when not one byte of it reached the socket (a pooled
+   connection found broken on the first write). Once anything was sent, a
+   failure raises: an ``RPUSH`` is never doubled, a ``BLPOP``'s message never
+   silently lost.
+3. Any exception between sending a command and reading its whole reply, even a
+   ``KeyboardInterrupt``, closes that connection, so no reply can ever reach the
+   wrong command.
+4. A blocking command's deadline is its own server-side timeout plus a margin,
+   not ``socket_timeout``.
+"""
+
+import math
+import ssl as _ssl
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .connection import Address, Connection, NothingSentError
+from .errors import AuthenticationError, ResponseError
+from .pool import Pool
+from .protocol import CommandArg, Reply, encode_parts
+
+__all__ = ["Client", "Pipeline"]
+
+_monotonic = time.monotonic
+#: Added to a blocking command's own timeout: servers before 7 overshoot it by
+#: up to a second, and the reply still has to travel.
+BLOCKING_MARGIN = 1.0
+# Commands whose last argument is a timeout in seconds (0 = forever).
+_BLOCKING = frozenset(
+    {"BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN", "BZPOPMAX"}
+)
+_URL_QUERY_OPTIONS = {
+    "db": int,
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "client_name": str,
+    "ssl_ca_certs": str,
+}
+
+KeyT = Union[str, bytes]
+ClientT = TypeVar("ClientT", bound="Client")
+
+
+def _check_timeout(name: str, value: Optional[float]) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
+    if math.isnan(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
+    return float(value)
+
+
+def blocking_timeout_arg(timeout: float) -> CommandArg:
+    """Check a blocking command's timeout and return it as the server wants it:
+    an integer when whole (servers before 6.0 accept nothing else).
+
+    :raises TypeError: not a number. :raises ValueError: negative, NaN or infinite.
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if not math.isfinite(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
+    return int(timeout) if timeout == int(timeout) else float(timeout)
+
+
+class Client:
+    """A Redis client over a thread-safe pool of lazily opened connections.
+
+    >>> client = Client(port=6379)                        # doctest: +SKIP
+    >>> client.rpush("mylist", "a", b"b", 3)              # doctest: +SKIP
+    3
+
+    Every new connection authenticates (``AUTH [username] password``), selects
+    ``db`` and sets ``client_name`` before its first command.
+
+    :param socket_timeout: seconds a command may take, from sending it to
+        reading its whole reply; ``None`` waits as long as the connection lives.
+    :param socket_connect_timeout: seconds to connect; defaults to ``socket_timeout``.
+    :param ssl: use TLS, verifying the server's certificate and host name
+        against the system's CAs, or ``ssl_ca_certs``, or ``ssl_context``.
+    :param max_connections: bound on open connections; a command waits for one
+        to come free (up to ``socket_timeout``).
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        db: int = 0,
+        password: Optional[str] = None,
+        username: Optional[str] = None,
+        socket_timeout: Optional[float] = None,
+        socket_connect_timeout: Optional[float] = None,
+        unix_socket_path: Optional[str] = None,
+        ssl: bool = False,
+        ssl_context: Optional[_ssl.SSLContext] = None,
+        ssl_ca_certs: Optional[str] = None,
+        client_name: Optional[str] = None,
+        max_connections: Optional[int] = None,
+    ) -> None:
+        if not isinstance(host, str) or not host:
+            raise TypeError("host must be a non-empty str")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"port must be an int from 1 to 65535, not {port!r}")
+        if isinstance(db, bool) or not isinstance(db, int) or db < 0:
+            raise ValueError(f"db must be an int >= 0, not {db!r}")
+        for name, value in (("password", password), ("username", username),
+                            ("client_name", client_name), ("ssl_ca_certs", ssl_ca_certs),
+                            ("unix_socket_path", unix_socket_path)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a str or None")
+        if max_connections is not None and (
+            isinstance(max_connections, bool) or not isinstance(max_connections, int)
+            or max_connections < 1
+        ):
+            raise ValueError(f"max_connections must be an int >= 1 or None, not {max_connections!r}")
+        self.socket_timeout = _check_timeout("socket_timeout", socket_timeout)
+        connect_timeout = _check_timeout("socket_connect_timeout", socket_connect_timeout)
+        if ssl_context is None and (ssl or ssl_ca_certs is not None):
+            ssl_context = _ssl.create_default_context(cafile=ssl_ca_certs)
+        self.address = Address(
+            host, port, unix_socket_path, ssl_context,
+            connect_timeout if connect_timeout is not None else self.socket_timeout,
+        )
+        self.db = db
+        self.username = username
+        self._password = password
+        self.client_name = client_name
+        self._pool = Pool(self._connect, max_connections, self.socket_timeout)
+
+    @classmethod
+    def from_url(cls: Type[ClientT], url: str, **overrides: Any) -> ClientT:
+        """Make a client from a URL; keyword arguments override what it says.
+
+        ``redis://[[username]:password@]host[:port][/db]``, ``rediss://…`` for
+        TLS, ``unix:///path/to/socket?db=N``. The query string may also give
+        ``db``, ``socket_timeout``, ``socket_connect_timeout``, ``client_name``
+        and ``ssl_ca_certs``.
+
+        :raises ValueError: the URL is malformed (the message never repeats
+            the password).
+        """
+        return cls(**{**parse_url(url), **overrides})
+
+    def __repr__(self) -> str:
+        return f"<resp.Client {self.address} db={self.db}>"
+
+    def __enter__(self: ClientT) -> ClientT:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every idle connection now, and each busy one as its command
+        ends. The client stays usable: a later command connects again."""
+        self._pool.close()
+
+    def _connect(self) -> Connection:
+        conn = Connection(self.address)
+        try:
+            setup: List[Tuple[CommandArg, ...]] = []
+            if self._password is not None:
+                if self.username is not None:
+                    setup.append(("AUTH", self.username, self._password))
+                else:
+                    setup.append(("AUTH", self._password))
+            if self.db:
+                setup.append(("SELECT", self.db))
+            if self.client_name is not None:
+                setup.append(("CLIENT", "SETNAME", self.client_name))
+            if setup:
+                deadline = None
+                timeout = self.address.connect_timeout
+                if timeout is not None:
+                    deadline = _monotonic() + timeout
+                conn.send([p for args in setup for p in encode_parts(args)], deadline)
+                for args in setup:
+                    reply = conn.read_reply(deadline)
+                    if isinstance(reply, ResponseError):
+                        if args[0] == "AUTH":
+                            raise AuthenticationError(str(reply))
+                        raise reply
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _call(self, parts: List[Any], timeout: Optional[float], count: Optional[int] = None) -> Reply:
+        # Send encoded commands and read one reply (count None: raised if an
+        # error) or a list of ``count`` replies (errors left in place).
+        pool = self._pool
+        conn, reused = pool.acquire()
+        deadline = None if timeout is None else _monotonic() + timeout
+        try:
+            try:
+                conn.send(parts, deadline)
+            except NothingSentError:
+                if not reused:
+                    raise
+                # The pooled connection was dead before it carried anything.
+                pool.discard(conn)
+                conn = pool.new()
+                conn.send(parts, deadline)
+            if count is None:
+                reply = conn.read_reply(deadline)
+            else:
+                reply = [conn.read_reply(deadline) for _ in range(count)]
+        except BaseException:
+            pool.discard(conn)
+            raise
+        pool.release(conn)
+        if count is None and isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    def _blocking_timeout(self, server_timeout: object) -> Optional[float]:
+        # The deadline of a command that the server itself holds for
+        # ``server_timeout`` seconds (0 = forever).
+        try:
+            seconds = float(server_timeout)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return self.socket_timeout  # the server will refuse it at once
+        if seconds == 0:
+            return None
+        if not 0 < seconds < math.inf:
+            return self.socket_timeout
+        return seconds + BLOCKING_MARGIN + (self.socket_timeout or 0.0)
+
+    def execute(self, *args: CommandArg) -> Reply:
+        """Send one command and return its reply.
+
+        Bulk strings come back as ``bytes``, status replies as ``str``,
+        integers as ``int``, arrays as ``list``, nulls as ``None``; an error
+        inside an array is a ``ResponseError`` in its place.
+
+        :raises TypeError: an argument is not bytes-like, ``str``, ``int`` or
+            ``float``; nothing was sent.
+        :raises ResponseError: the server answered with an error.
+        :raises ConnectionError, TimeoutError, ProtocolError: the connection
+            failed; it was closed.
+        """
+        parts = encode_parts(args)
+        name = args[0]
+        if isinstance(name, str) and name.upper() in _BLOCKING:
+            return self._call(parts, self._blocking_timeout(args[-1]))
+        return self._call(parts, self.socket_timeout)
+
+    def pipeline(self) -> "Pipeline":
+        """Return a ``Pipeline``: queue commands, then send them in one write."""
+        return Pipeline(self)
+
+    # The list commands a queue needs. Keys and values: bytes-like or str.
+
+    def ping(self) -> bool:
+        """``PING``: True when the server answers."""
+        return self._call(encode_parts(("PING",)), self.socket_timeout) == "PONG"  # type: ignore[no-any-return]
+
+    def rpush(self, key: KeyT, *values: CommandArg) -> int:
+        """``RPUSH``: append ``values`` in one atomic command; return the new length."""
+        if not values:
+            raise ValueError("rpush needs at least one value")
+        return self._call(encode_parts(("RPUSH", key) + values), self.socket_timeout)  # type: ignore[no-any-return]
+
+    def lpop(self, key: KeyT, count: Optional[int] = None) -> Any:
+        """``LPOP``: the first value (``bytes``) or ``None`` when the list is empty;
+        with ``count`` (Redis 6.2+), a list of up to ``count`` values or ``None``."""
+        if count is None:
+            return self._call(encode_parts(("LPOP", key)), self.socket_timeout)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be an int >= 0, not {count!r}")
+        return self._call(encode_parts(("LPOP", key, count)), self.socket_timeout)
+
+    def blpop(self, keys: Union[KeyT, Sequence[KeyT]], timeout: float = 0) -> Optional[Tuple[bytes, bytes]]:
+        """``BLPOP``: wait up to ``timeout`` seconds (0 = forever) for a value on
+        any of ``keys``; return ``(key, value)`` or ``None`` on timeout."""
+        if isinstance(keys, (str, bytes)):
+            keys = [keys]
+        if not keys:
+            raise ValueError("blpop needs at least one key")
+        server_timeout = blocking_timeout_arg(timeout)
+        reply = self._call(
+            encode_parts(("BLPOP", *keys, server_timeout)), self._blocking_timeout(server_timeout)
+        )
+        return None if reply is None else (reply[0], reply[1])
+
+    def llen(self, key: KeyT) -> int:
+        """``LLEN``: the length of a list, 0 when the key is missing."""
+        return self._call(encode_parts(("LLEN", key)), self.socket_timeout)  # type: ignore[no-any-return]
+
+    def delete(self, *keys: KeyT) -> int:
+        """``DEL``: delete keys; return how many existed."""
+        if not keys:
+            raise ValueError("delete needs at least one key")
+        return self._call(encode_parts(("DEL",) + keys), self.socket_timeout)  # type: ignore[no-any-return]
+
+    def lmove(
+        self, source: KeyT, destination: KeyT, wherefrom: str = "LEFT", whereto: str = "RIGHT"
+    ) -> Optional[bytes]:
+        """``LMOVE`` (Redis 6.2+): move one value between lists atomically; return
+        it, or ``None`` when ``source`` is empty."""
+        return self._call(  # type: ignore[no-any-return]
+            encode_parts(("LMOVE", source, destination, wherefrom, whereto)), self.socket_timeout
+        )
+
+    def blmove(self, source: KeyT, destination: KeyT, timeout: float = 0,
+               wherefrom: str = "LEFT", whereto: str = "RIGHT") -> Optional[bytes]:
+        """``BLMOVE`` (Redis 6.2+): like ``lmove``, waiting up to ``timeout``
+        seconds (0 = forever); ``None`` on timeout."""
+        server_timeout = blocking_timeout_arg(timeout)
+        return self._call(  # type: ignore[no-any-return]
+            encode_parts(("BLMOVE", source, destination, wherefrom, whereto, server_timeout)),
+            self._blocking_timeout(server_timeout),
+        )
+
+
+class Pipeline:
+    """Commands queued with ``command`` and sent in one write by ``execute``.
+
+    >>> pipe = client.pipeline()                          # doctest: +SKIP
+    >>> pipe.command("RPUSH", "q", "a").command("LLEN", "q").execute()  # doctest: +SKIP
+    [1, 1]
+
+    Not atomic (use ``MULTI``/``EXEC`` inside it for that), and not for
+    blocking commands.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._parts: List[Any] = []
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def command(self, *args: CommandArg) -> "Pipeline":
+        """Queue one command (encoded now, so bad arguments raise here)."""
+        self._parts.extend(encode_parts(args))
+        self._count += 1
+        return self
+
+    def execute(self, raise_on_error: bool = True) -> List[Reply]:
+        """Send the queued commands and return their replies in order.
+
+        Every reply is read even when some are errors; then, with
+        ``raise_on_error``, the first error is raised, else errors stay in the
+        list as ``ResponseError`` instances. The queue is emptied either way.
+        """
+        parts, count = self._parts, self._count
+        self._parts, self._count = [], 0
+        if not count:
+            return []
+        client = self._client
+        replies: List[Reply] = client._call(parts, client.socket_timeout, count)
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply
+        return replies
+
+
+def parse_url(url: str) -> Dict[str, Any]:
+    """Return the ``Client`` options that a ``redis://``, ``rediss://`` or
+    ``unix://`` URL gives.
+
+    :raises ValueError: the URL is malformed; the message never repeats a password.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError("malformed Redis URL (expected redis://[[user]:password@]host[:port][/db])") from None
+    options: Dict[str, Any] = {}
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    if parts.password is not None:
+        options["password"] = unquote(parts.password)
+    scheme = parts.scheme.lower()
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError("a unix:// URL needs a socket path, e.g. unix:///run/redis.sock")
+        options["unix_socket_path"] = unquote(parts.path)
+    elif scheme in ("redis", "rediss"):
+        if parts.hostname:
+            options["host"] = unquote(parts.hostname)
+        if port is not None:
+            options["port"] = port
+        path = parts.path.strip("/")
+        if path:
+            if not path.isdigit():
+                raise ValueError(f"the database in a Redis URL must be a number, not {path!r}")
+            options["db"] = int(path)
+        if scheme == "rediss":
+            options["ssl"] = True
+    else:
+        raise ValueError(f"unsupported URL scheme {parts.scheme!r}: use redis://, rediss:// or unix://")
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        convert = _URL_QUERY_OPTIONS.get(name)
+        if convert is None:
+            raise ValueError(f"unknown option {name!r} in Redis URL")
+        try:
+            options[name] = convert(value)
+        except ValueError:
+            raise ValueError(f"bad value for {name!r} in Redis URL: {value!r}") from None
+    return options

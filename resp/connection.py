@@ -1,0 +1,208 @@
+"""One socket to one server: connect (TCP, unix socket, TLS), send, read a reply
+by a deadline, close.
+
+Rules this module keeps:
+
+1. Deadlines, not timeouts: every wait gets what is left of one
+   ``time.monotonic()`` deadline, set by the caller for the whole command.
+2. Every failure is raised as ``resp.ConnectionError`` or ``resp.TimeoutError``
+   (a ``NothingSentError`` when not one byte of the command left); deciding
+   what to do about it — close, retry — is the caller's job.
+3. No retries and no parsing by hand: replies come from ``protocol.Reader``.
+"""
+
+import os
+import selectors
+import socket
+import ssl
+import time
+from typing import List, Optional, Union
+
+from .errors import ConnectionError, TimeoutError
+from .protocol import Reader, Reply
+
+__all__ = ["Connection", "NothingSentError", "Address"]
+
+_monotonic = time.monotonic
+_RECV_SIZE = 65536
+# Probe a silent peer after a minute idle, every 10 s, three times: a dead
+# server is noticed in about 90 s even by a command that has no deadline.
+_KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
+
+
+class NothingSentError(ConnectionError):
+    """The connection failed before any byte of the command was written."""
+
+
+class Address:
+    """Where and how to connect: a TCP host and port or a unix socket path, and
+    the TLS context for ``rediss://``. Holds no credentials."""
+
+    __slots__ = ("host", "port", "unix_socket_path", "ssl_context", "connect_timeout")
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        unix_socket_path: Optional[str] = None,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        connect_timeout: Optional[float] = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.unix_socket_path = unix_socket_path
+        self.ssl_context = ssl_context
+        self.connect_timeout = connect_timeout
+
+    def __str__(self) -> str:
+        if self.unix_socket_path is not None:
+            return f"unix:{self.unix_socket_path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def _open_socket(address: Address) -> socket.socket:
+    timeout = address.connect_timeout
+    if address.unix_socket_path is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address.unix_socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    sock = socket.create_connection((address.host, address.port), timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in _KEEPALIVE.items():
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+        if address.ssl_context is not None:
+            sock = address.ssl_context.wrap_socket(sock, server_hostname=address.host)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Connection:
+    """An open connection to one server, used by one thread at a time.
+
+    Any exception from ``send`` or ``read_reply`` leaves the connection out of
+    step with the server; the caller must ``close`` it.
+    """
+
+    __slots__ = ("sock", "reader", "pid", "address", "generation", "_selector", "_timeout")
+
+    def __init__(self, address: Address) -> None:
+        """Connect to ``address``.
+
+        :raises ConnectionError: the server cannot be reached or refused TLS.
+        :raises TimeoutError: connecting took longer than its timeout.
+        """
+        self.address = address
+        try:
+            self.sock = _open_socket(address)
+        except (socket.timeout, TimeoutError) as exc:
+            raise TimeoutError(f"timed out connecting to {address}") from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectionError(
+                f"TLS certificate of {address} not trusted: {exc.verify_message}"
+                " (give ssl_ca_certs or ssl_context to trust its CA)"
+            ) from exc
+        except OSError as exc:
+            raise ConnectionError(f"could not connect to {address}: {_describe(exc)}") from exc
+        self.reader = Reader()
+        self.pid = os.getpid()
+        self.generation = 0  # the pool's, see pool.Pool.close
+        self._timeout: Optional[float] = address.connect_timeout
+        self._selector: Optional[selectors.BaseSelector] = None
+
+    def __repr__(self) -> str:
+        return f"<resp.Connection {self.address}>"
+
+    def _set_deadline(self, deadline: Optional[float]) -> None:
+        if deadline is None:
+            if self._timeout is not None:
+                self.sock.settimeout(None)
+                self._timeout = None
+            return
+        remaining = deadline - _monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"timed out waiting for {self.address}")
+        self.sock.settimeout(remaining)
+        self._timeout = remaining
+
+    def send(self, parts: List[Union[bytes, memoryview]], deadline: Optional[float]) -> None:
+        """Write every part, in order, by ``deadline``.
+
+        :raises NothingSentError: failed before the first byte was written.
+        :raises ConnectionError, TimeoutError: failed after that.
+        """
+        sent_any = False
+        try:
+            for part in parts:
+                view = memoryview(part)
+                while view:
+                    self._set_deadline(deadline)
+                    count = self.sock.send(view)
+                    sent_any = True
+                    view = view[count:]
+        except TimeoutError:
+            raise
+        except (socket.timeout, OSError) as exc:
+            if isinstance(exc, socket.timeout):
+                raise TimeoutError(f"timed out writing to {self.address}") from exc
+            error = NothingSentError if not sent_any else ConnectionError
+            raise error(f"error writing to {self.address}: {_describe(exc)}") from exc
+
+    def read_reply(self, deadline: Optional[float]) -> Reply:
+        """Return the next reply, waiting for it until ``deadline`` at most.
+
+        :raises ConnectionError: the server closed the connection, or it broke.
+        :raises TimeoutError: no whole reply by the deadline.
+        :raises ProtocolError: the server sent something that is not RESP2.
+        """
+        reader = self.reader
+        reply = reader.gets()
+        while reply is False:
+            self._set_deadline(deadline)
+            try:
+                data = self.sock.recv(_RECV_SIZE)
+            except socket.timeout as exc:
+                raise TimeoutError(f"timed out reading from {self.address}") from exc
+            except OSError as exc:
+                raise ConnectionError(f"error reading from {self.address}: {_describe(exc)}") from exc
+            if not data:
+                raise ConnectionError(f"connection closed by {self.address}")
+            reader.feed(data)
+            reply = reader.gets()
+        return reply
+
+    def is_readable(self) -> bool:
+        """Whether an idle connection has something to read: the server closed
+        it, or sent bytes nobody asked for. Either way it must not be reused."""
+        if self.reader.has_data():
+            return True
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        selector = self._selector
+        if selector is None:
+            selector = self._selector = selectors.DefaultSelector()
+            selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(0))
+
+    def close(self) -> None:
+        """Close the socket without ``shutdown()``: after a fork the parent's
+        side must stay usable."""
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+        self.sock.close()
+
+
+def _describe(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__

@@ -1,0 +1,88 @@
+"""The errors ``resp`` raises: one base class, subclasses by cause.
+
+``ConnectionError`` and ``TimeoutError`` also subclass the builtins of the same
+name, so ``except ConnectionError`` written against the standard library still
+catches them. No message ever contains a password.
+"""
+
+import builtins
+from typing import Dict, Type
+
+__all__ = [
+    "RespError",
+    "ConnectionError",
+    "TimeoutError",
+    "ProtocolError",
+    "ResponseError",
+    "WrongTypeError",
+    "AuthenticationError",
+    "NoPermissionError",
+    "ReadOnlyError",
+    "BusyLoadingError",
+    "error_from_reply",
+]
+
+
+class RespError(Exception):
+    """Base class of every error raised by ``resp``."""
+
+
+class ConnectionError(RespError, builtins.ConnectionError):
+    """The server could not be reached, or the connection broke mid-command."""
+
+
+class TimeoutError(RespError, builtins.TimeoutError):
+    """The server did not answer before the command's deadline."""
+
+
+class ProtocolError(RespError):
+    """The peer sent bytes that break RESP2; the connection cannot be trusted."""
+
+
+class ResponseError(RespError):
+    """The server answered with an error reply (``-ERR …``).
+
+    ``kind`` holds the error's first word (``ERR``, ``WRONGTYPE``, ``MOVED`` …).
+    """
+
+    @property
+    def kind(self) -> str:
+        """The first word of the server's message, e.g. ``"WRONGTYPE"``."""
+        message = str(self)
+        return message.split(" ", 1)[0] if message else ""
+
+
+class WrongTypeError(ResponseError):
+    """The command was run against a key holding another type of value."""
+
+
+class AuthenticationError(ResponseError):
+    """The server refused the password or user (``NOAUTH``, ``WRONGPASS``)."""
+
+
+class NoPermissionError(ResponseError):
+    """The ACL user may not run that command or touch that key (``NOPERM``)."""
+
+
+class ReadOnlyError(ResponseError):
+    """A write reached a replica (``READONLY``), e.g. after a failover."""
+
+
+class BusyLoadingError(ResponseError):
+    """The server is still loading its dataset (``LOADING``)."""
+
+
+_ERROR_CLASSES: Dict[str, Type[ResponseError]] = {
+    "WRONGTYPE": WrongTypeError,
+    "NOAUTH": AuthenticationError,
+    "WRONGPASS": AuthenticationError,
+    "NOPERM": NoPermissionError,
+    "READONLY": ReadOnlyError,
+    "LOADING": BusyLoadingError,
+}
+
+
+def error_from_reply(message: str) -> ResponseError:
+    """Return the ``ResponseError`` (or subclass) for one error reply's text."""
+    kind = message.split(" ", 1)[0]
+    return _ERROR_CLASSES.get(kind, ResponseError)(message)

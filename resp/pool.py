@@ -1,0 +1,137 @@
+"""Idle connections, shared by threads.
+
+Rules this module keeps:
+
+1. Last in, first out: the connection used most recently is the one most likely
+   to be alive, and the rest can time out on the server unused.
+2. Only connections that finished their command cleanly come back (``release``);
+   anything else is ``discard``-ed, which closes it.
+3. A connection is handed out only in the process that opened it: after
+   ``os.fork()`` the child closes what it inherited (never ``shutdown()``, which
+   would break the parent's side) and connects afresh.
+4. An idle connection that has become readable (the server closed it, or sent
+   bytes nobody asked for) is dropped, not reused.
+"""
+
+import os
+import threading
+from typing import Callable, List, Optional, Tuple
+
+from .connection import Connection
+from .errors import TimeoutError
+
+__all__ = ["Pool"]
+
+
+class Pool:
+    """A thread-safe LIFO pool of connections made by ``connect``.
+
+    :param connect: makes a new, ready connection (handshake included).
+    :param max_connections: how many may be open at once; ``None`` for no bound.
+        Past the bound, ``acquire`` waits up to ``wait_timeout`` for one to be
+        released, then raises ``TimeoutError``.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Connection],
+        max_connections: Optional[int] = None,
+        wait_timeout: Optional[float] = None,
+    ) -> None:
+        self._connect = connect
+        self._max_connections = max_connections
+        self._wait_timeout = wait_timeout
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
+        self._idle: List[Connection] = []
+        self._open_count = 0
+        # Bumped by close(): connections busy at that moment are closed when
+        # they come back instead of being kept.
+        self._generation = 0
+
+    def acquire(self) -> Tuple[Connection, bool]:
+        """Return a connection for one command, and whether it was reused."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        while True:
+            with self._lock:
+                if self._idle:
+                    conn = self._idle.pop()
+                else:
+                    self._wait_for_room()
+                    self._open_count += 1
+                    break
+            if conn.is_readable():
+                self.discard(conn)
+                continue
+            return conn, True
+        return self._open(), False
+
+    def new(self) -> Connection:
+        """Return a fresh connection, counted against the bound like any other."""
+        with self._lock:
+            self._wait_for_room()
+            self._open_count += 1
+        return self._open()
+
+    def _open(self) -> Connection:
+        # The caller has counted this connection already.
+        generation = self._generation
+        try:
+            conn = self._connect()
+        except BaseException:
+            self._forget()
+            raise
+        conn.generation = generation
+        return conn
+
+    def _wait_for_room(self) -> None:
+        # Called with the lock held.
+        limit = self._max_connections
+        if limit is None or self._open_count < limit:
+            return
+        if not self._released.wait_for(lambda: self._open_count < limit, self._wait_timeout):
+            raise TimeoutError(f"all {limit} connections stayed busy")
+
+    def release(self, conn: Connection) -> None:
+        """Take back a connection whose command finished cleanly."""
+        if conn.pid != os.getpid():
+            return  # opened by the parent of a fork: not ours to close or keep
+        with self._lock:
+            if conn.generation == self._generation:
+                self._idle.append(conn)
+                self._released.notify()
+                return
+        self.discard(conn)
+
+    def discard(self, conn: Connection) -> None:
+        """Close a connection that must not be reused."""
+        if conn.pid == os.getpid():
+            conn.close()
+            self._forget()
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._open_count -= 1
+            self._released.notify()
+
+    def _after_fork(self) -> None:
+        inherited = self._idle
+        self._reset()
+        for conn in inherited:
+            conn.sock.close()
+
+    def close(self) -> None:
+        """Close the idle connections now, and the busy ones when they are
+        released. The pool stays usable: a later command connects afresh."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._lock:
+            self._generation += 1
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self.discard(conn)

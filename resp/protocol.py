@@ -1,0 +1,228 @@
+"""RESP2 without IO: ``Reader`` turns bytes into replies, ``encode_command`` turns
+a command into bytes.
+
+Rules this module keeps:
+
+1. No IO. Bytes come in through ``Reader.feed``; nothing here imports ``socket``,
+   ``selectors``, ``time`` or ``threading``.
+2. Everything the peer claims is bounded before it is believed (see the limits
+   below), and memory grows only with the bytes actually fed.
+3. No recursion: nested arrays are kept on an explicit stack that survives
+   between calls, so a reply split anywhere is parsed once, in linear time.
+4. Any malformed input raises ``ProtocolError``. Any other exception from the
+   parser is a bug. After a ``ProtocolError`` the reader is unusable, as is the
+   connection it served.
+"""
+
+from typing import Any, List, Tuple, Union
+
+from .errors import ProtocolError, error_from_reply
+
+__all__ = ["Reader", "encode_command", "Reply", "CommandArg"]
+
+#: Redis refuses bulk strings over 512 MiB (``proto-max-bulk-len``); so do we.
+MAX_BULK_LENGTH = 512 * 1024 * 1024
+#: An array may claim at most 2**32 elements (the server's own limit); elements
+#: are only ever stored as they arrive.
+MAX_ARRAY_LENGTH = 2**32
+#: Real replies nest three or four deep (CLUSTER SHARDS); hiredis stops at 9.
+MAX_DEPTH = 32
+#: Status, error and length lines are short; a line with no CRLF after this many
+#: bytes is not RESP2.
+MAX_LINE_LENGTH = 64 * 1024
+
+Reply = Any
+CommandArg = Union[bytes, bytearray, memoryview, str, int, float]
+
+_CRLF = b"\r\n"
+
+
+def _parse_int(line: Union[bytes, bytearray], what: str) -> int:
+    # int() would accept '_', spaces, '+' and non-ASCII digits; RESP2 does not.
+    # bytes.isdigit() is ASCII-only.
+    digits = line[1:] if line[:1] == b"-" else line
+    if not digits.isdigit() or len(digits) > 19:
+        raise ProtocolError(f"malformed {what}: {bytes(line[:40])!r}")
+    return int(line)
+
+
+class Reader:
+    """An incremental RESP2 parser with the interface of ``hiredis.Reader``.
+
+    >>> reader = Reader()
+    >>> reader.feed(b"*2\\r\\n$5\\r\\nhello\\r\\n:7\\r\\n")
+    >>> reader.gets()
+    [b'hello', 7]
+    >>> reader.gets()
+    False
+
+    Bulk strings become ``bytes``, status replies ``str``, integers ``int``,
+    arrays ``list``, nulls ``None``; an error reply is *returned* as a
+    ``ResponseError`` instance, so one inside an array keeps its place.
+    """
+
+    __slots__ = ("_buffer", "_pos", "_stack")
+
+    def __init__(self) -> None:
+        self._buffer: Union[bytes, bytearray] = b""
+        self._pos = 0
+        # One [items, remaining] pair per array still being filled.
+        self._stack: List[List[Any]] = []
+
+    def feed(self, data: Union[bytes, bytearray, memoryview]) -> None:
+        """Append bytes received from the server."""
+        if self._pos >= len(self._buffer):
+            self._buffer = data if type(data) is bytes else bytes(data)
+            self._pos = 0
+        elif data:
+            buffer = self._buffer
+            if isinstance(buffer, bytearray):
+                del buffer[: self._pos]  # O(1) for a bytearray in CPython
+            else:
+                buffer = bytearray(memoryview(buffer)[self._pos:])
+            buffer += data
+            self._buffer = buffer
+            self._pos = 0
+
+    def gets(self) -> Reply:
+        """Return the next complete reply, or ``False`` while none is complete.
+
+        :raises ProtocolError: the bytes fed so far are not RESP2.
+        """
+        buffer = self._buffer
+        pos = self._pos
+        stack = self._stack
+        while True:
+            end = buffer.find(_CRLF, pos)
+            if end < 0:
+                if len(buffer) - pos > MAX_LINE_LENGTH:
+                    raise ProtocolError("line too long")
+                return False
+            kind = buffer[pos]
+            if kind == 36:  # '$' bulk string
+                length = _parse_int(buffer[pos + 1 : end], "bulk length")
+                if length < 0:
+                    if length != -1:
+                        raise ProtocolError(f"negative bulk length {length}")
+                    value: Reply = None
+                    pos = end + 2
+                else:
+                    if length > MAX_BULK_LENGTH:
+                        raise ProtocolError(f"bulk length {length} over the 512 MiB limit")
+                    start = end + 2
+                    stop = start + length
+                    if stop + 2 > len(buffer):
+                        return False
+                    if buffer[stop : stop + 2] != _CRLF:
+                        raise ProtocolError("bulk string not terminated by CRLF")
+                    value = bytes(buffer[start:stop])
+                    pos = stop + 2
+            elif kind == 42:  # '*' array
+                length = _parse_int(buffer[pos + 1 : end], "array length")
+                pos = end + 2
+                if length > 0:
+                    if length > MAX_ARRAY_LENGTH:
+                        raise ProtocolError(f"array length {length} over the 2**32 limit")
+                    if len(stack) >= MAX_DEPTH:
+                        raise ProtocolError(f"arrays nested deeper than {MAX_DEPTH}")
+                    stack.append([[], length])
+                    self._pos = pos
+                    continue
+                if length == 0:
+                    value = []
+                elif length == -1:
+                    value = None
+                else:
+                    raise ProtocolError(f"negative array length {length}")
+            elif kind == 58:  # ':' integer
+                value = _parse_int(buffer[pos + 1 : end], "integer")
+                if not -(2**63) <= value < 2**63:
+                    raise ProtocolError("integer out of the signed 64-bit range")
+                pos = end + 2
+            elif kind == 43:  # '+' status
+                value = buffer[pos + 1 : end].decode("utf-8", "replace")
+                pos = end + 2
+            elif kind == 45:  # '-' error
+                value = error_from_reply(buffer[pos + 1 : end].decode("utf-8", "replace"))
+                pos = end + 2
+            else:
+                raise ProtocolError(f"unknown reply type byte {bytes([kind])!r}")
+
+            while stack:
+                top = stack[-1]
+                top[0].append(value)
+                top[1] -= 1
+                if top[1]:
+                    break
+                value = stack.pop()[0]
+            else:
+                self._pos = pos
+                return value
+            self._pos = pos
+
+    def has_data(self) -> bool:
+        """Whether bytes of an unfinished reply are buffered."""
+        return self._pos < len(self._buffer) or bool(self._stack)
+
+
+def _encode_arg(arg: CommandArg) -> bytes:
+    if isinstance(arg, str):
+        return arg.encode("utf-8")
+    if isinstance(arg, (bytes, bytearray, memoryview)) and not isinstance(arg, bool):
+        return bytes(arg)
+    if isinstance(arg, int) and not isinstance(arg, bool):
+        return str(arg).encode("ascii")
+    if isinstance(arg, float):
+        return repr(arg).encode("ascii")
+    raise TypeError(
+        f"command arguments must be bytes, str, int or float, not {type(arg).__name__}"
+    )
+
+
+#: Values at least this long are sent as they are instead of being copied into
+#: the joined command.
+LARGE_VALUE = 64 * 1024
+
+
+def encode_parts(args: Tuple[CommandArg, ...]) -> List[Union[bytes, memoryview]]:
+    """Encode one command as a list of byte strings to send in order.
+
+    Short arguments are joined into one piece; long bytes-like values are kept
+    as their own pieces so that they are never copied.
+
+    :raises TypeError: an argument is not bytes-like, ``str``, ``int`` or ``float``
+        (``bool`` and ``None`` included), before anything is encoded.
+    :raises ValueError: there is no argument at all.
+    """
+    if not args:
+        raise ValueError("a command needs at least its name")
+    pieces: List[bytes] = [b"*%d\r\n" % len(args)]
+    parts: List[Union[bytes, memoryview]] = []
+    for arg in args:
+        if type(arg) is bytes:
+            value: Union[bytes, memoryview] = arg
+        elif isinstance(arg, (bytearray, memoryview)) and len(arg) >= LARGE_VALUE:
+            value = memoryview(arg).cast("B")
+        else:
+            value = _encode_arg(arg)
+        size = len(value)
+        if size >= LARGE_VALUE:
+            pieces.append(b"$%d\r\n" % size)
+            parts.append(b"".join(pieces))
+            parts.append(value)
+            pieces = [_CRLF]
+        else:
+            pieces.append(b"$%d\r\n%s\r\n" % (size, value))
+    parts.append(b"".join(pieces))
+    return parts
+
+
+def encode_command(*args: CommandArg) -> bytes:
+    """Return the RESP2 bytes of one command (an array of bulk strings).
+
+    >>> encode_command("RPUSH", "q", b"x", 7)
+    b'*4\\r\\n$5\\r\\nRPUSH\\r\\n$1\\r\\nq\\r\\n$1\\r\\nx\\r\\n$1\\r\\n7\\r\\n'
+
+    :raises TypeError: an argument is not bytes-like, ``str``, ``int`` or ``float``.
+    """
+    return b"".join(encode_parts(args))

@@ -1,0 +1,2 @@
+def test_ping(client):
+    assert client.ping() is True
