@@ -17,9 +17,12 @@ import logging
 import math
 import pickle
 import time
-from typing import Any, Callable, Iterator, Optional, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Optional, Union, overload
 
 import resp
+
+if TYPE_CHECKING:
+    from .reliable import DeadLetters, QueueStats
 
 __all__ = ["HotQueue", "key_for_name"]
 
@@ -37,7 +40,6 @@ _CONNECTION_OPTIONS = frozenset(
     }
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def key_for_name(name: str) -> str:
@@ -89,8 +91,10 @@ class HotQueue:
         ``int`` and ``float`` as they are (``get`` then returns ``bytes``).
     :param kwargs: connection options for ``resp.Client`` (``host``, ``port``,
         ``db``, ``password``, ``username``, ``socket_timeout``, ``ssl`` …), or
-        ``url="redis://…"``, or ``client=`` an existing ``resp.Client`` to
-        share among queues. Nothing connects until the first command.
+        ``url="redis://…"`` (also ``redis+cluster://`` and
+        ``redis+sentinel://``, see ``resp.from_url``), or ``client=`` an
+        existing ``resp.Client`` (``resp.SentinelClient`` included) or
+        ``resp.ClusterClient`` to share among queues. Nothing connects until the first command.
     :raises TypeError: an unknown connection option (named in the message).
     """
 
@@ -106,15 +110,17 @@ class HotQueue:
         if client is not None:
             if kwargs or url is not None:
                 raise TypeError("client= cannot be combined with other connection options")
-            if not isinstance(client, resp.Client):
-                raise TypeError(f"client must be a resp.Client, not {type(client).__name__}")
+            if not isinstance(client, (resp.Client, resp.ClusterClient)):
+                raise TypeError(
+                    f"client must be a resp.Client or resp.ClusterClient, not {type(client).__name__}"
+                )
         elif url is not None:
-            client = resp.Client.from_url(url, **kwargs)
+            client = resp.from_url(url, **kwargs)
         else:
             client = resp.Client(**kwargs)
         self.name = name
         self.serializer = serializer
-        self._client: resp.Client = client
+        self._client: Union[resp.Client, resp.ClusterClient] = client
 
     def __repr__(self) -> str:
         return f"HotQueue({self.name!r}, {self._client!r})"
@@ -125,8 +131,8 @@ class HotQueue:
         return key_for_name(self.name)
 
     @property
-    def client(self) -> resp.Client:
-        """The ``resp.Client`` this queue talks through."""
+    def client(self) -> Union[resp.Client, resp.ClusterClient]:
+        """The ``resp`` client this queue talks through."""
         return self._client
 
     def __len__(self) -> int:
@@ -193,12 +199,19 @@ class HotQueue:
         ...     print(msg)
 
         :param kwargs: what ``get`` takes; ``block`` defaults to ``True``.
+            ``reliable=True`` (with ``max_attempts``, ``heartbeat_ttl``) acks
+            each message when the next one is asked for: see ``reserve``.
 
         A message that is ``None`` is yielded like any other. When Redis goes
         away the generator waits and reconnects (0.1 s doubling to 5 s, with a
         warning logged each time) and goes on; a timeout counts afresh after a
         reconnection. ``KeyboardInterrupt`` while waiting ends it quietly.
         """
+        if kwargs.pop("reliable", False):
+            from .reliable import consume
+
+            yield from consume(self, **kwargs)
+            return
         kwargs.setdefault("block", True)
         block = kwargs["block"]
         timeout = kwargs.get("timeout")
@@ -212,7 +225,14 @@ class HotQueue:
                 data = self._pop(block, timeout)
             except KeyboardInterrupt:
                 return
-            except (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError) as exc:
+            # A failover or a slot migration is ridden out by popping again:
+            # MOVED, ASK and READONLY replies are followed inside the cluster
+            # and sentinel clients, which is safe because the server did not
+            # run the pop. What reaches here is a broken connection (the pop
+            # raised, as the contract wants, and a new one is tried after the
+            # backoff) or a cluster that stayed down past its retries.
+            except (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError,
+                    resp.ClusterDownError) as exc:
                 log.warning("queue %r: %s; retrying in %.1f s", self.name, exc, backoff)
                 try:
                     time.sleep(backoff)
@@ -226,11 +246,15 @@ class HotQueue:
             serializer = self.serializer
             yield data if serializer is None else serializer.loads(data)
 
+    # The wrapped function takes one argument less (the message), which the
+    # type system cannot spell: it is typed as taking anything.
     @overload
-    def worker(self, func: F) -> F: ...
+    def worker(self, func: Callable[..., Any]) -> Callable[..., None]: ...
 
     @overload
-    def worker(self, *, block: bool = ..., timeout: Optional[float] = ...) -> Callable[[F], F]: ...
+    def worker(self, *, block: bool = ..., timeout: Optional[float] = ..., reliable: bool = ...,
+               max_attempts: int = ..., heartbeat_ttl: float = ...
+               ) -> Callable[[Callable[..., Any]], Callable[..., None]]: ...
 
     def worker(self, *args: Any, **kwargs: Any) -> Any:
         """Decorate a function to run it on every message ``consume`` yields.
@@ -242,7 +266,10 @@ class HotQueue:
 
         Usable bare or with ``get``'s arguments (``@queue.worker(timeout=1)``).
         Calling the wrapped function with ``*args`` runs ``func(*args, msg)`` for
-        each message, so methods can be decorated too.
+        each message, so methods can be decorated too. With ``reliable=True``
+        (and ``max_attempts``, ``heartbeat_ttl``) a message is acked when
+        ``func`` returns, and one that raises is retried, then dead-lettered;
+        the worker goes on (see ``reserve``).
         """
         if args and (len(args) > 1 or kwargs or not callable(args[0])):
             raise TypeError("use @queue.worker or @queue.worker(block=..., timeout=...)")
@@ -251,6 +278,12 @@ class HotQueue:
         def decorator(func: Callable[..., Any]) -> Callable[..., None]:
             @functools.wraps(func)
             def wrapper(*call_args: Any) -> None:
+                if kwargs.get("reliable"):
+                    from .reliable import work
+
+                    options = {k: v for k, v in kwargs.items() if k != "reliable"}
+                    work(self, func, call_args, **options)
+                    return
                 for msg in self.consume(**kwargs):
                     func(*call_args, msg)
 
@@ -259,3 +292,46 @@ class HotQueue:
         if args:
             return decorator(args[0])
         return decorator
+
+    # Reliable delivery (at least once): the logic lives in hotqueue/reliable.py.
+
+    def reserve(self, block: bool = True, timeout: Optional[float] = None,
+                **options: Any) -> ContextManager[Any]:
+        """Reliable mode: a context manager that holds one message (``None`` when
+        the queue is empty or ``timeout`` passed) and acks it on a clean exit.
+
+        >>> with queue.reserve(timeout=5) as msg:             # doctest: +SKIP
+        ...     handle(msg)
+
+        An exception inside the block requeues the message at the head of the
+        queue (re-raised); after ``max_attempts`` (default 5) failures it goes
+        to ``dead_letters``. While the block runs a heartbeat (``heartbeat_ttl``
+        seconds, default 10) marks the message as taken; if the process dies,
+        another consumer or ``recover()`` puts it back. Needs Redis 6.2+
+        (``hotqueue.reliable.ReliableUnsupportedError`` otherwise).
+        """
+        from .reliable import reserve
+
+        return reserve(self, block, timeout, **options)
+
+    def recover(self, max_attempts: int = 5) -> int:
+        """Reliable mode: put the messages of consumers whose heartbeat expired
+        back at the head of the queue; return how many (see ``reserve``)."""
+        from .reliable import recover
+
+        return recover(self, max_attempts)
+
+    @property
+    def dead_letters(self) -> "DeadLetters":
+        """Reliable mode: the messages that failed too often — ``len()``,
+        ``peek(n)``, ``requeue()``, ``clear()``."""
+        from .reliable import DeadLetters
+
+        return DeadLetters(self)
+
+    def stats(self) -> "QueueStats":
+        """Reliable mode: length, in-flight messages per consumer, dead letters
+        and heartbeat ages (a ``hotqueue.reliable.QueueStats``)."""
+        from .reliable import stats
+
+        return stats(self)

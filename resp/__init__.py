@@ -13,19 +13,31 @@ Layers, each in its own module: ``protocol`` (sans-IO parser and encoder),
 """
 
 from .client import Client, Pipeline
+from .cluster import ClusterClient, ClusterPipeline, key_slot
 from .errors import (
+    AskError,
     AuthenticationError,
     BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
     ConnectionError,
+    CrossSlotError,
+    MovedError,
     NoPermissionError,
+    NoSentinelReachableError,
     ProtocolError,
     ReadOnlyError,
     RespError,
     ResponseError,
+    SentinelError,
     TimeoutError,
+    TryAgainError,
+    UnknownServiceError,
     WrongTypeError,
 )
 from .protocol import Reader, encode_command
+from .sentinel import SentinelClient
+from .urls import from_url
 
 __all__ = [
     "Client",
@@ -42,4 +54,18 @@ __all__ = [
     "NoPermissionError",
     "ReadOnlyError",
     "BusyLoadingError",
+    "ClusterClient",
+    "ClusterPipeline",
+    "key_slot",
+    "SentinelClient",
+    "from_url",
+    "MovedError",
+    "AskError",
+    "TryAgainError",
+    "ClusterDownError",
+    "ClusterError",
+    "CrossSlotError",
+    "SentinelError",
+    "NoSentinelReachableError",
+    "UnknownServiceError",
 ]

@@ -32,6 +32,9 @@ _monotonic = time.monotonic
 #: Added to a blocking command's own timeout: servers before 7 overshoot it by
 #: up to a second, and the reply still has to travel.
 BLOCKING_MARGIN = 1.0
+#: The longest timeout taken, in seconds (about 31 years): a socket timeout
+#: past about 292 years overflows (OverflowError, not a resp error).
+MAX_TIMEOUT = 1e9
 # Commands whose last argument is a timeout in seconds (0 = forever).
 _BLOCKING = frozenset(
     {"BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN", "BZPOPMAX"}
@@ -53,8 +56,10 @@ def _check_timeout(name: str, value: Optional[float]) -> Optional[float]:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
-    if math.isnan(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
+    if not 0 < value <= MAX_TIMEOUT:  # False for NaN too
+        raise ValueError(
+            f"{name} must be a positive number of seconds (at most {MAX_TIMEOUT:.0e}) or None, not {value!r}"
+        )
     return float(value)
 
 
@@ -62,12 +67,12 @@ def blocking_timeout_arg(timeout: float) -> CommandArg:
     """Check a blocking command's timeout and return it as the server wants it:
     an integer when whole (servers before 6.0 accept nothing else).
 
-    :raises TypeError: not a number. :raises ValueError: negative, NaN or infinite.
+    :raises TypeError: not a number. :raises ValueError: negative, NaN, infinite or over ``MAX_TIMEOUT``.
     """
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-    if not math.isfinite(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
+    if not 0 <= timeout <= MAX_TIMEOUT:  # False for NaN too
+        raise ValueError(f"timeout must be a number of seconds from 0 to {MAX_TIMEOUT:.0e}, not {timeout!r}")
     return int(timeout) if timeout == int(timeout) else float(timeout)
 
 
@@ -124,6 +129,8 @@ class Client:
             raise ValueError(f"max_connections must be an int >= 1 or None, not {max_connections!r}")
         self.socket_timeout = _check_timeout("socket_timeout", socket_timeout)
         connect_timeout = _check_timeout("socket_connect_timeout", socket_connect_timeout)
+        if ssl_context is not None and not isinstance(ssl_context, _ssl.SSLContext):
+            raise TypeError(f"ssl_context must be an ssl.SSLContext or None, not {type(ssl_context).__name__}")
         if ssl_context is None and (ssl or ssl_ca_certs is not None):
             ssl_context = _ssl.create_default_context(cafile=ssl_ca_certs)
         self.address = Address(
@@ -198,6 +205,7 @@ class Client:
         # Send encoded commands and read one reply (count None: raised if an
         # error) or a list of ``count`` replies (errors left in place).
         pool = self._pool
+        conn: Optional[Connection]
         conn, reused = pool.acquire()
         deadline = None if timeout is None else _monotonic() + timeout
         try:
@@ -206,8 +214,10 @@ class Client:
             except NothingSentError:
                 if not reused:
                     raise
-                # The pooled connection was dead before it carried anything.
+                # The pooled connection was dead before it carried anything:
+                # resend once on a fresh one (discarded below if that fails).
                 pool.discard(conn)
+                conn = None
                 conn = pool.new()
                 conn.send(parts, deadline)
             if count is None:
@@ -215,7 +225,8 @@ class Client:
             else:
                 reply = [conn.read_reply(deadline) for _ in range(count)]
         except BaseException:
-            pool.discard(conn)
+            if conn is not None:
+                pool.discard(conn)
             raise
         pool.release(conn)
         if count is None and isinstance(reply, ResponseError):
@@ -229,8 +240,8 @@ class Client:
             seconds = float(server_timeout)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             return self.socket_timeout  # the server will refuse it at once
-        if seconds == 0:
-            return None
+        if seconds == 0 or MAX_TIMEOUT < seconds < math.inf:
+            return None  # forever, or as good as
         if not 0 < seconds < math.inf:
             return self.socket_timeout
         return seconds + BLOCKING_MARGIN + (self.socket_timeout or 0.0)

@@ -19,6 +19,15 @@ __all__ = [
     "NoPermissionError",
     "ReadOnlyError",
     "BusyLoadingError",
+    "MovedError",
+    "AskError",
+    "TryAgainError",
+    "ClusterDownError",
+    "ClusterError",
+    "CrossSlotError",
+    "SentinelError",
+    "NoSentinelReachableError",
+    "UnknownServiceError",
     "error_from_reply",
 ]
 
@@ -72,6 +81,61 @@ class BusyLoadingError(ResponseError):
     """The server is still loading its dataset (``LOADING``)."""
 
 
+class _RedirectError(ResponseError):
+    # ``MOVED slot host:port`` / ``ASK slot host:port``: the command was not run.
+
+    @property
+    def slot(self) -> int:
+        """The hash slot the key belongs to."""
+        return int(str(self).split(" ")[1])
+
+    @property
+    def node(self) -> str:
+        """Where to send the command instead, as ``host:port``."""
+        return str(self).split(" ")[2]
+
+
+class MovedError(_RedirectError):
+    """A cluster node does not serve the key's slot (``MOVED``); the command
+    was not run. ``ClusterClient`` follows it and refreshes its slot map."""
+
+
+class AskError(_RedirectError):
+    """The key's slot is being migrated and the key is on the target (``ASK``);
+    the command was not run. ``ClusterClient`` retries it there once."""
+
+
+class TryAgainError(ResponseError):
+    """A multi-key command met a slot half migrated (``TRYAGAIN``); not run."""
+
+
+class ClusterDownError(ResponseError):
+    """The cluster cannot serve the slot right now (``CLUSTERDOWN``); not run."""
+
+
+class ClusterError(RespError):
+    """The cluster could not serve a command: no node answered for its slot
+    map, or the command was redirected too many times."""
+
+
+class CrossSlotError(ClusterError):
+    """A command's keys hash to different cluster slots; refused before
+    anything was sent (put ``{tags}`` in the keys to keep them together)."""
+
+
+class SentinelError(RespError):
+    """Sentinel could not name a primary for the service."""
+
+
+class NoSentinelReachableError(SentinelError, ConnectionError):
+    """None of the sentinels answered; a ``ConnectionError``, so a consumer
+    waits and tries again."""
+
+
+class UnknownServiceError(SentinelError):
+    """The sentinels answered but monitor no service of that name."""
+
+
 _ERROR_CLASSES: Dict[str, Type[ResponseError]] = {
     "WRONGTYPE": WrongTypeError,
     "NOAUTH": AuthenticationError,
@@ -79,6 +143,10 @@ _ERROR_CLASSES: Dict[str, Type[ResponseError]] = {
     "NOPERM": NoPermissionError,
     "READONLY": ReadOnlyError,
     "LOADING": BusyLoadingError,
+    "MOVED": MovedError,
+    "ASK": AskError,
+    "TRYAGAIN": TryAgainError,
+    "CLUSTERDOWN": ClusterDownError,
 }
 
 

@@ -171,9 +171,9 @@ def _encode_arg(arg: CommandArg) -> bytes:
     if isinstance(arg, (bytes, bytearray, memoryview)) and not isinstance(arg, bool):
         return bytes(arg)
     if isinstance(arg, int) and not isinstance(arg, bool):
-        return str(arg).encode("ascii")
+        return b"%d" % arg  # not str(): an IntEnum on 3.8-3.10 would give its name
     if isinstance(arg, float):
-        return repr(arg).encode("ascii")
+        return float.__repr__(arg).encode("ascii")  # a subclass's own repr is not the value
     raise TypeError(
         f"command arguments must be bytes, str, int or float, not {type(arg).__name__}"
     )
@@ -201,7 +201,9 @@ def encode_parts(args: Tuple[CommandArg, ...]) -> List[Union[bytes, memoryview]]
     for arg in args:
         if type(arg) is bytes:
             value: Union[bytes, memoryview] = arg
-        elif isinstance(arg, (bytearray, memoryview)) and len(arg) >= LARGE_VALUE:
+        elif isinstance(arg, (bytearray, memoryview)) and len(arg) >= LARGE_VALUE and (
+            not isinstance(arg, memoryview) or arg.c_contiguous  # only a contiguous view casts to bytes
+        ):
             value = memoryview(arg).cast("B")
         else:
             value = _encode_arg(arg)

@@ -1,0 +1,173 @@
+"""Parser benchmark: ``resp.Reader`` against redis-py's pure-Python RESP2 parser
+and ``hiredis.Reader``, on the same bytes fed the same way.
+
+    python parser.py [--quick]
+
+Needs ``redis`` and ``hiredis`` importable and this project on ``PYTHONPATH``
+(``run.py`` runs it in its ``hiredis`` virtualenv). redis-py's parser pulls its
+bytes from a socket: it is driven through its own ``SocketBuffer`` with a stand-in
+socket object whose ``recv`` hands out the prepared chunks — no server involved.
+Each case is fed in 32 KiB chunks, in one whole multi-megabyte chunk, and (on
+small totals) one byte at a time. Figures are the median time per reply.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+import hiredis
+import resp
+
+try:  # redis-py 5 and later
+    from redis._parsers.encoders import Encoder
+    from redis._parsers.resp2 import _RESP2Parser as PurePythonParser
+except ImportError:  # redis-py 4.x
+    from redis.connection import Encoder  # type: ignore
+    from redis.connection import PythonParser as PurePythonParser  # type: ignore
+
+_clock = time.perf_counter
+
+
+def bulk(data):
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+CASES = {
+    "integer": b":1234567\r\n",
+    "simple": b"+OK\r\n",
+    "null": b"$-1\r\n",
+    "bulk 100 B": bulk(b"v" * 100),
+    "BLPOP array": b"*2\r\n" + bulk(b"hotqueue:jobs") + bulk(b"v" * 100),
+    "1,000-element array": b"*1000\r\n" + b"".join(bulk(b"item%06d" % i) for i in range(1000)),
+    "bulk 1 MiB": bulk(b"B" * (1 << 20)),
+    "mixed session": b"".join([
+        b":42\r\n", b"+OK\r\n", b"$-1\r\n", bulk(b"v" * 100), b"*2\r\n" + bulk(b"hotqueue:jobs") + bulk(b"w" * 60),
+        b"*-1\r\n", b"-ERR unknown command\r\n", b"*10\r\n" + bulk(b"x" * 20) * 10,
+    ]),
+}
+MIXED_REPLIES = 8  # replies in one "mixed session" unit
+
+
+class FakeSocket:
+    """Hands out prepared chunks through ``recv``, as a socket would."""
+
+    def __init__(self, chunks):
+        self._chunks = iter(chunks)
+
+    def recv(self, size):
+        return next(self._chunks, b"")
+
+    def settimeout(self, timeout):
+        pass
+
+
+class FakeConnection:
+    def __init__(self, sock):
+        self._sock = sock
+        self.socket_timeout = None
+        self.encoder = Encoder("utf-8", "strict", False)
+
+
+def split(data, size):
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def run_reader(make, chunks, replies):
+    reader = make()
+    count = 0
+    start = _clock()
+    for chunk in chunks:
+        reader.feed(chunk)
+        while reader.gets() is not False:
+            count += 1
+    seconds = _clock() - start
+    assert count == replies, (count, replies)
+    return seconds
+
+
+def run_pure(chunks, replies, read_size):
+    parser = PurePythonParser(socket_read_size=read_size)
+    parser.on_connect(FakeConnection(FakeSocket(chunks)))
+    read = parser.read_response
+    start = _clock()
+    for _ in range(replies):
+        read()
+    seconds = _clock() - start
+    parser.on_disconnect()
+    return seconds
+
+
+def feeds(unit, units):
+    data = unit * units
+    return {
+        "32 KiB chunks": (split(data, 32 * 1024), 65536),
+        "one chunk": ([data], len(data)),
+    }
+
+
+def measure(quick):
+    rows = []
+    repeat = 3 if quick else 5
+    for name, unit in CASES.items():
+        per_unit = MIXED_REPLIES if name == "mixed session" else 1
+        total = (1 if quick else 4) << 20  # bytes per stream: multi-megabyte
+        units = max(2, total // len(unit))
+        modes = feeds(unit, units)
+        small_units = 1 if len(unit) > 4096 else max(1, 2000 // len(unit))
+        if len(unit) < (1 << 20):
+            byte_data = unit * small_units
+            modes["byte by byte"] = (split(byte_data, 1), 1)
+        for mode, (chunks, read_size) in modes.items():
+            n_units = small_units if mode == "byte by byte" else units
+            replies = n_units * per_unit
+            times = {"resp": [], "redis-py": [], "hiredis": []}
+            for _ in range(repeat):  # interleaved
+                times["resp"].append(run_reader(resp.Reader, chunks, replies) / replies)
+                times["redis-py"].append(run_pure(chunks, replies, read_size) / replies)
+                times["hiredis"].append(run_reader(hiredis.Reader, chunks, replies) / replies)
+            rows.append((name, mode, replies, {k: statistics.median(v) for k, v in times.items()},
+                         {k: (min(v), max(v)) for k, v in times.items()}))
+            print(f"  {name} / {mode} done", file=sys.stderr, flush=True)
+    return rows
+
+
+def fmt(seconds):
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.3f} µs"
+
+
+def markdown(rows):
+    lines = [
+        "## Parser (time per reply, median; × = how many times faster resp.Reader is)",
+        "",
+        "| case | fed as | replies | resp.Reader | redis-py pure | hiredis | × redis-py | × hiredis |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    chunked = {}
+    for name, mode, replies, med, _ in rows:
+        lines.append(
+            f"| {name} | {mode} | {replies} | {fmt(med['resp'])} | {fmt(med['redis-py'])} | {fmt(med['hiredis'])}"
+            f" | **{med['redis-py'] / med['resp']:.2f}×** | {med['hiredis'] / med['resp']:.2f}× |"
+        )
+        if mode == "32 KiB chunks":
+            chunked[name] = med["resp"]
+    lines += ["", "resp.Reader, one whole chunk vs 32 KiB chunks (time per reply; below 1 = faster whole):", ""]
+    lines += ["| case | one chunk / 32 KiB chunks |", "|---|---|"]
+    for name, mode, _, med, _ in rows:
+        if mode == "one chunk":
+            lines.append(f"| {name} | {med['resp'] / chunked[name]:.2f} |")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 MiB streams, 3 repeats")
+    args = parser.parse_args()
+    lines = markdown(measure(args.quick))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""The command line: ``python -m hotqueue SUBCOMMAND …`` (``--help`` on each).
+
+Rules it keeps:
+
+- No queue logic of its own: every subcommand calls ``HotQueue``.
+- Each subcommand is one ``add_*`` function (its arguments) and one ``cmd_*``
+  function (its work, returning the exit status), registered in ``COMMANDS``;
+  add a subcommand by adding a row.
+- Exit status: 0 done; 1 the queue was empty or the wait timed out; 2 bad
+  usage or input; 3 Redis could not be reached or refused the command; 4 a
+  message could not be decoded; 130 interrupted (Ctrl-C); 141 the output
+  was closed (``| head``); 143 terminated (SIGTERM). Every error is one line
+  on stderr, never a traceback.
+
+Messages on the command line are strings. With ``--serializer pickle`` (the
+default, like the library) a message is stored as that ``str``; with ``json``
+the argument is JSON text (``'{"n": 1}'``, ``'"text"'``); with ``raw`` it is
+stored as its bytes. Output: with pickle a ``str`` message is printed as it is
+and anything else as its ``repr``; with json as JSON text on one line; with
+raw as the stored bytes.
+"""
+
+import argparse
+import json
+import logging
+import math
+import os
+import pickle
+import shutil
+import signal
+import sys
+from types import FrameType
+from typing import Any, Callable, Dict, NamedTuple, NoReturn, Optional, Sequence
+
+import resp
+
+from .queue import HotQueue
+
+DEFAULT_URL = "redis://localhost:6379/0"
+
+SERIALIZERS: Dict[str, Any] = {"pickle": pickle, "json": json, "raw": None}
+
+EXIT_OK, EXIT_EMPTY, EXIT_USAGE, EXIT_REDIS, EXIT_DECODE = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 130, 141, 143
+
+
+class CLIError(Exception):
+    """An error to report as one line on stderr, with an exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind (so the demo stops its server) and exit 143."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds: {text!r}")
+    return value
+
+
+# -- helpers the subcommands share -------------------------------------------------
+
+
+def open_queue(args: argparse.Namespace, stored_bytes: bool = False) -> HotQueue:
+    """The queue ``args.queue`` at ``args.url``, with ``args.serializer``, or
+    with ``serializer=None`` when the caller decodes (``stored_bytes``)."""
+    serializer = None if stored_bytes else SERIALIZERS[args.serializer]
+    try:
+        return HotQueue(args.queue, serializer=serializer, url=args.url)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+
+
+def to_message(text: str, serializer: str) -> Any:
+    """Turn one command-line argument into the message ``put`` stores."""
+    if serializer == "json":
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise CLIError(f"not JSON text: {text!r} (a JSON string needs quotes: '\"{text}\"')") from None
+    if serializer == "raw":
+        return os.fsencode(text)  # the argument's own bytes, even when not UTF-8
+    return text
+
+
+def write_message(value: Any, serializer: str) -> None:
+    """Print one message on a line of its own (see the module docstring)."""
+    if serializer == "raw" and isinstance(value, bytes):
+        data = value
+    else:
+        if serializer == "json":
+            text = json.dumps(value, ensure_ascii=False)
+        else:
+            text = value if isinstance(value, str) else repr(value)
+        encoding = sys.stdout.encoding or "utf-8"
+        try:  # surrogateescape gives back the bytes of a non-UTF-8 argument
+            data = text.encode(encoding, "surrogateescape")
+        except UnicodeEncodeError:
+            data = text.encode(encoding, "backslashreplace")
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def decode(data: bytes, serializer: str) -> Any:
+    """The message that ``data``, as stored, holds under ``serializer``.
+
+    The queues the CLI reads from are opened with ``serializer=None`` and the
+    bytes decoded here, so that an empty queue is never confused with a stored
+    ``None`` and a message that cannot be decoded is reported as such.
+    """
+    loads = SERIALIZERS[serializer]
+    if loads is None:
+        return data
+    try:
+        return loads.loads(data)
+    except Exception as exc:
+        raise CLIError(
+            f"a message could not be decoded with {serializer} ({type(exc).__name__}: {exc}); "
+            "it has been removed from the queue",
+            EXIT_DECODE,
+        ) from None
+
+
+# -- the subcommands ---------------------------------------------------------------
+
+
+def add_queue(parser: argparse.ArgumentParser) -> None:
+    """The QUEUE argument most subcommands take."""
+    parser.add_argument("queue", metavar="QUEUE", help="the queue's name (its Redis key is hotqueue:QUEUE)")
+
+
+def add_put(parser: argparse.ArgumentParser) -> None:
+    add_queue(parser)
+    parser.add_argument("messages", metavar="MSG", nargs="+",
+                        help="a message: a string (pickle), JSON text (json) or bytes (raw)")
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    """Put every MSG on the queue, all at once or none."""
+    queue = open_queue(args)
+    queue.put(*[to_message(text, args.serializer) for text in args.messages])
+    return EXIT_OK
+
+
+def add_get(parser: argparse.ArgumentParser) -> None:
+    add_queue(parser)
+    parser.add_argument("--block", action="store_true", help="wait for a message when the queue is empty")
+    parser.add_argument("--timeout", type=seconds, metavar="S",
+                        help="with --block (implied), give up after S seconds (0: wait forever)")
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    """Remove the first message and print it; status 1 when there is none."""
+    queue = open_queue(args, stored_bytes=True)
+    data = queue.get(block=args.block or args.timeout is not None, timeout=args.timeout)
+    if data is None:
+        return EXIT_EMPTY
+    write_message(decode(data, args.serializer), args.serializer)
+    return EXIT_OK
+
+
+def add_len(parser: argparse.ArgumentParser) -> None:
+    add_queue(parser)
+
+
+def cmd_len(args: argparse.Namespace) -> int:
+    """Print how many messages wait in the queue."""
+    print(len(open_queue(args)), flush=True)
+    return EXIT_OK
+
+
+def add_clear(parser: argparse.ArgumentParser) -> None:
+    add_queue(parser)
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    """Delete the queue and every message in it."""
+    open_queue(args).clear()
+    return EXIT_OK
+
+
+def add_consume(parser: argparse.ArgumentParser) -> None:
+    add_queue(parser)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--timeout", type=seconds, metavar="S",
+                       help="stop after S seconds without a message (default: wait forever)")
+    group.add_argument("--no-block", action="store_true", help="stop as soon as the queue is empty")
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    """Print messages, one a line, as they arrive."""
+    queue = open_queue(args, stored_bytes=True)
+    queue.client.ping()  # an unreachable server is an error now; later outages are ridden out
+    for data in queue.consume(block=not args.no_block, timeout=args.timeout):
+        write_message(decode(data, args.serializer), args.serializer)
+    return EXIT_OK
+
+
+def add_demo(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the tutorial end to end, starting a private redis-server if none
+    answers (with pickle, as the tutorial does, whatever --serializer says)."""
+    from . import _demo  # only the demo needs multiprocessing and subprocess
+
+    url = args.url
+    shown = _demo.redact(url)
+    try:
+        here = _demo.answers(url)
+    except ValueError as exc:
+        raise CLIError(f"bad Redis URL {shown}: {exc}") from None
+    if here:
+        return _run_demo(url)
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise CLIError(f"nothing answers at {shown}, and redis-server is not on PATH to start one: "
+                       "install Redis or pass --url", EXIT_REDIS)
+    with _demo.PrivateServer(binary) as server:
+        print(f"# Nothing answers at {shown}: started a private redis-server on 127.0.0.1:{server.port} "
+              "(stopped at the end).", flush=True)
+        return _run_demo(server.url)
+
+
+def _run_demo(url: str) -> int:
+    from . import _demo
+
+    def write(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        _demo.run(url, write)
+    except _demo.DemoError as exc:
+        raise CLIError(f"demo failed: {exc}", 1) from None
+    return EXIT_OK
+
+
+class Command(NamedTuple):
+    """One subcommand: its help line, its arguments, its work."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+#: Every subcommand, in the order ``--help`` lists them.
+COMMANDS: Dict[str, Command] = {
+    "put": Command("put messages at the end of a queue", add_put, cmd_put),
+    "get": Command("remove the first message and print it (status 1 when empty)", add_get, cmd_get),
+    "len": Command("print the number of messages in a queue", add_len, cmd_len),
+    "clear": Command("delete a queue and all its messages", add_clear, cmd_clear),
+    "consume": Command("print messages, one a line, as they arrive", add_consume, cmd_consume),
+    "demo": Command("run the tutorial end to end (starts a private redis-server if none answers)",
+                    add_demo, cmd_demo),
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser, built from ``COMMANDS``."""
+    default_url = os.environ.get("REDIS_URL") or DEFAULT_URL
+
+    def add_connection(parser: argparse.ArgumentParser, top: bool) -> None:
+        # Accepted before and after the subcommand; after wins.
+        suppress = None if top else argparse.SUPPRESS
+        parser.add_argument("--url", default=suppress or default_url,
+                            help=f"Redis URL (default: $REDIS_URL or {DEFAULT_URL})")
+        parser.add_argument("--serializer", choices=sorted(SERIALIZERS), default=suppress or "pickle",
+                            help="how messages are stored (default: pickle, as the library does)")
+
+    parser = Parser(prog="python -m hotqueue", description="Use a Redis list as a FIFO message queue.",
+                    epilog="Exit status: 0 done, 1 empty or timed out, 2 bad usage, 3 Redis unreachable "
+                           "or refusing, 4 undecodable message, 130 interrupted, 141 output closed, "
+                           "143 terminated.")
+    add_connection(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        child = sub.add_parser(name, help=command.help, description=command.run.__doc__)
+        add_connection(child, top=False)
+        command.add_arguments(child)
+        child.set_defaults(run=command.run)
+    return parser
+
+
+_interrupted = False
+
+
+def _on_sigint(signum: int, frame: Optional[FrameType]) -> None:
+    # consume() ends quietly on Ctrl-C; remember it, to exit with 130 anyway.
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
+    raise Terminated
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; return the exit status."""
+    logging.basicConfig(format="hotqueue: %(message)s", level=logging.WARNING)
+    try:
+        signal.signal(signal.SIGINT, _on_sigint)
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        pass  # not the main thread: the signals keep their default behaviour
+    try:
+        args = make_parser().parse_args(argv)
+        status = args.run(args)
+        return EXIT_INTERRUPTED if _interrupted else status
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Terminated:
+        return EXIT_TERMINATED
+    except BrokenPipeError:
+        # Nothing reads our output any more: stop quietly, as `yes | head` does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except CLIError as exc:
+        return _fail(str(exc), exc.status)
+    except (resp.ConnectionError, resp.TimeoutError, resp.ProtocolError) as exc:
+        return _fail(f"cannot talk to Redis: {exc}", EXIT_REDIS)
+    except resp.ResponseError as exc:
+        return _fail(f"Redis refused: {exc}", EXIT_REDIS)
+    except Exception as exc:  # a bug: still one line, never a traceback
+        return _fail(f"unexpected error: {type(exc).__name__}: {exc}", 70)
+
+
+def _fail(message: str, status: int) -> int:
+    sys.stderr.write(f"hotqueue: error: {' '.join(message.split())}\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,477 @@
+"""``ClusterClient``: one client for a Redis Cluster, routing each command to
+the primary that serves its key's hash slot.
+
+Rules this module keeps:
+
+1. A command goes to one node, chosen by the hash slot of its keys
+   (CRC16-XMODEM mod 16384; a ``{tag}`` in a key hashes alone). Keys in
+   different slots are refused with ``CrossSlotError`` before anything is sent.
+2. Each node is an ordinary ``Client`` with its own pool: the rules of
+   ``client.py`` (encode first, resend only what never left, close a
+   connection that failed mid-command) hold on every node.
+3. Only replies that say the command was *not* run are followed: ``MOVED``
+   (learn the new owner, refresh the slot map, retry there), ``ASK`` (``ASKING``
+   and the command on the named node, on one connection, without touching the
+   map), ``TRYAGAIN`` and ``CLUSTERDOWN`` (wait a little, retry). Each command
+   gets at most ``max_redirects`` of those. A connection that fails after the
+   command was sent raises, as on one server; the map is refreshed before the
+   next command because the node may have failed over.
+4. No network I/O in the constructor: the slot map is learned on first use.
+"""
+
+import threading
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from .client import _BLOCKING, Client, KeyT, blocking_timeout_arg, parse_url
+from .errors import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    ConnectionError,
+    CrossSlotError,
+    MovedError,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
+from .protocol import CommandArg, Reply, _encode_arg, encode_parts
+
+__all__ = ["ClusterClient", "ClusterPipeline", "key_slot"]
+
+SLOTS = 16384
+#: Waits between retries of ``TRYAGAIN`` / ``CLUSTERDOWN``: short, because a
+#: migration step or a replica promotion takes milliseconds to a few seconds.
+RETRY_FIRST, RETRY_MAX = 0.05, 1.0
+# Options a seed URL or the caller may give that every node's Client gets.
+_NODE_OPTIONS = frozenset({
+    "password", "username", "socket_timeout", "socket_connect_timeout", "ssl",
+    "ssl_context", "ssl_ca_certs", "client_name", "max_connections",
+})
+
+
+def _crc16_table() -> List[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+        table.append(crc & 0xFFFF)
+    return table
+
+
+_CRC16 = _crc16_table()
+
+
+_SLOT_CACHE: Dict[Union[str, bytes], int] = {}
+#: Queues use few keys over and over: remember their slots, up to this many.
+SLOT_CACHE_SIZE = 4096
+
+
+def key_slot(key: Union[KeyT, bytearray, memoryview, int, float]) -> int:
+    """The cluster hash slot of ``key``: CRC16-XMODEM of the key, or of the
+    first ``{…}`` in it with something inside, modulo 16384.
+
+    >>> key_slot("123456789") == 0x31C3 % 16384
+    True
+    >>> key_slot("{user1}.a") == key_slot("user1")
+    True
+    """
+    cacheable = type(key) is str or type(key) is bytes
+    if cacheable:
+        slot = _SLOT_CACHE.get(key)  # type: ignore[arg-type]
+        if slot is not None:
+            return slot
+    data = _encode_arg(key)
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1 : end]
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[(crc >> 8) ^ byte]
+    slot = crc % SLOTS
+    if cacheable:
+        if len(_SLOT_CACHE) >= SLOT_CACHE_SIZE:
+            _SLOT_CACHE.clear()
+        _SLOT_CACHE[key] = slot  # type: ignore[index]
+    return slot
+
+
+# Where the keys of a command are: (first, stop, step) as for args[first:stop:step].
+_KEY_SPECS: Dict[str, Tuple[int, Optional[int], int]] = {
+    **{name: (1, None, 1) for name in ("DEL", "UNLINK", "EXISTS", "TOUCH", "MGET", "WATCH")},
+    **{name: (1, None, 2) for name in ("MSET", "MSETNX")},
+    **{name: (1, -1, 1) for name in ("BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX")},
+    **{name: (1, 3, 1) for name in ("LMOVE", "BLMOVE", "RPOPLPUSH", "BRPOPLPUSH", "SMOVE",
+                                    "RENAME", "RENAMENX", "COPY")},
+}
+# Commands without keys: they may run on any node.
+_KEYLESS = frozenset({
+    "PING", "ECHO", "INFO", "TIME", "DBSIZE", "ROLE", "CLUSTER", "COMMAND", "CONFIG",
+    "CLIENT", "MULTI", "EXEC", "DISCARD", "UNWATCH", "WAIT", "SCRIPT", "FUNCTION",
+    "LASTSAVE", "MEMORY", "SLOWLOG", "LATENCY", "FLUSHALL", "FLUSHDB", "RANDOMKEY", "SCAN",
+})
+
+
+def command_keys(args: Sequence[CommandArg]) -> List[CommandArg]:
+    """The keys of one command, by its name. ``EVAL``/``EVALSHA``/``FCALL`` take
+    theirs from ``numkeys``; a command not known here has one key, its first
+    argument (as most Redis commands do); known key-less ones have none."""
+    name = _name(args)
+    if name in _KEYLESS:
+        return []
+    if name in ("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO") and len(args) > 2:
+        return list(args[3 : 3 + int(args[2])])
+    first, stop, step = _KEY_SPECS.get(name, (1, 2, 1))
+    return list(args[first:stop:step])
+
+
+def _name(args: Sequence[CommandArg]) -> str:
+    name = args[0]
+    return (name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)).upper()
+
+
+def _slot_of(keys: Iterable[CommandArg]) -> Optional[int]:
+    slots = {key_slot(key) for key in keys}
+    if len(slots) > 1:
+        raise CrossSlotError(
+            f"keys in different hash slots {sorted(slots)}: a cluster runs a command on one node;"
+            " give the keys a common {hash tag}"
+        )
+    return slots.pop() if slots else None
+
+
+def _split_node(name: str) -> Tuple[str, int]:
+    host, _, port = name.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _str(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class ClusterClient:
+    """A client for a Redis Cluster, with the command methods of ``Client``.
+
+    >>> cluster = ClusterClient(["redis://127.0.0.1:7000", ("127.0.0.1", 7001)])  # doctest: +SKIP
+    >>> cluster.rpush("jobs", "one")                                          # doctest: +SKIP
+    1
+
+    :param startup_nodes: where to learn the slot map: ``redis://`` URLs (their
+        password, username and query options apply to every node),
+        ``"host:port"`` strings or ``(host, port)`` pairs. One live node is enough.
+    :param max_redirects: how many ``MOVED``/``ASK``/``TRYAGAIN``/``CLUSTERDOWN``
+        replies one command may meet before ``ClusterError`` (or the last
+        ``ClusterDownError``) is raised.
+    :param options: ``Client`` options for every node: ``password``,
+        ``username``, ``socket_timeout``, ``ssl`` … (a cluster has only db 0).
+    """
+
+    def __init__(
+        self,
+        startup_nodes: Sequence[Union[str, Tuple[str, int]]] = (("localhost", 6379),),
+        max_redirects: int = 16,
+        **options: Any,
+    ) -> None:
+        seeds: List[str] = []
+        url_options: Dict[str, Any] = {}
+        for node in ([startup_nodes] if isinstance(startup_nodes, str) else startup_nodes):
+            if isinstance(node, str) and "://" in node:
+                parsed = parse_url(node)
+                if parsed.pop("db", 0) or "unix_socket_path" in parsed:
+                    raise ValueError("a cluster node URL is redis[s]://host:port, with db 0")
+                host, port = parsed.pop("host", "localhost"), parsed.pop("port", 6379)
+                url_options.update(parsed)
+            elif isinstance(node, str):
+                host, port = _split_node(node)
+            else:
+                host, port = node
+            seeds.append(f"{host}:{port}")
+        if not seeds:
+            raise ValueError("a cluster client needs at least one startup node")
+        unknown = sorted(set(options) - _NODE_OPTIONS)
+        if unknown:
+            raise TypeError(f"ClusterClient() got unknown option(s): {', '.join(unknown)}")
+        self._options = {**url_options, **options}
+        self.socket_timeout: Optional[float] = self._options.get("socket_timeout")
+        self.max_redirects = max_redirects
+        self._seeds = seeds
+        self._nodes: Dict[str, Client] = {}
+        self._slots: List[Optional[str]] = [None] * SLOTS
+        self._stale = True
+        self._lock = threading.Lock()
+        for seed in seeds:
+            self._node(seed)  # checks the options now, without connecting
+
+    def __repr__(self) -> str:
+        return f"<resp.ClusterClient seeds={','.join(self._seeds)}>"
+
+    def __enter__(self) -> "ClusterClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every node's connections; the client stays usable."""
+        for node in list(self._nodes.values()):
+            node.close()
+
+    # The slot map.
+
+    def _node(self, name: str) -> Client:
+        node = self._nodes.get(name)
+        if node is None:
+            with self._lock:
+                node = self._nodes.get(name)
+                if node is None:
+                    host, port = _split_node(name)
+                    node = self._nodes[name] = Client(host, port, **self._options)
+        return node
+
+    def refresh(self) -> None:
+        """Learn the slot map again from the first node that answers (known
+        primaries first, then the startup nodes).
+
+        :raises ClusterError: no node answered.
+        """
+        errors = []
+        for name in dict.fromkeys([*filter(None, self._slots), *self._seeds]):
+            try:
+                slots = self._fetch_slots(name)
+            except (ConnectionError, TimeoutError, ResponseError) as exc:
+                errors.append(f"{name}: {exc}")
+                continue
+            self._slots, self._stale = slots, False
+            return
+        raise ClusterError("no cluster node answered for the slot map: " + "; ".join(errors))
+
+    def _fetch_slots(self, name: str) -> List[Optional[str]]:
+        node = self._node(name)
+        slots: List[Optional[str]] = [None] * SLOTS
+        try:
+            shards = node.execute("CLUSTER", "SHARDS")
+        except ResponseError as exc:
+            if "unknown subcommand" not in str(exc).lower():
+                raise
+            shards = None  # before Redis 7.0
+        if shards is not None:
+            for shard in shards:
+                shard = dict(zip(map(_str, shard[::2]), shard[1::2]))
+                for fields in shard["nodes"]:
+                    info = dict(zip(map(_str, fields[::2]), fields[1::2]))
+                    if _str(info["role"]) == "master":
+                        host = _str(info.get("endpoint") or b"?")
+                        host = _str(info["ip"]) if host in ("", "?") else host
+                        owner = f"{host}:{info['port']}"
+                        ranges = shard["slots"]
+                        for start, end in zip(ranges[::2], ranges[1::2]):
+                            slots[int(start) : int(end) + 1] = [owner] * (int(end) - int(start) + 1)
+            return slots
+        for start, end, primary, *_replicas in node.execute("CLUSTER", "SLOTS"):
+            host = _str(primary[0]) or node.address.host  # "" means: the node asked
+            slots[start : end + 1] = [f"{host}:{primary[1]}"] * (end - start + 1)
+        return slots
+
+    def _owner(self, slot: Optional[int]) -> str:
+        if self._stale:
+            self.refresh()
+        if slot is None:
+            owners = [name for name in self._slots[:: SLOTS // 64] if name]
+            return owners[0] if owners else self._seeds[0]
+        owner = self._slots[slot]
+        if owner is None:
+            raise ClusterError(f"no node serves hash slot {slot}")
+        return owner
+
+    def node_for(self, key: KeyT) -> Client:
+        """The ``Client`` of the primary that serves ``key`` (per the map)."""
+        return self._node(self._owner(key_slot(key)))
+
+    def primaries(self) -> List[Client]:
+        """The ``Client`` of every primary in the slot map."""
+        self._owner(None)
+        return [self._node(name) for name in dict.fromkeys(filter(None, self._slots))]
+
+    # Running commands.
+
+    def _run(self, args: Tuple[CommandArg, ...], key: Optional[KeyT] = None) -> Reply:
+        # ``key``: the one key of a command known to have exactly one.
+        slot = _slot_of(command_keys(args)) if key is None else key_slot(key)
+        parts = encode_parts(args)  # bad arguments raise here, before any I/O
+        blocking = _name(args) in _BLOCKING
+        ask_node: Optional[str] = None
+        last: Optional[ResponseError] = None
+        wait = RETRY_FIRST
+        for _ in range(self.max_redirects):
+            node = self._node(ask_node or self._owner(slot))
+            timeout = node._blocking_timeout(args[-1]) if blocking else node.socket_timeout
+            try:
+                if ask_node is None:
+                    return node._call(parts, timeout)
+                # ASKING holds for the next command on the same connection only.
+                asked, reply = node._call(encode_parts(("ASKING",)) + parts, timeout, 2)
+                for answer in (asked, reply):
+                    if isinstance(answer, ResponseError):
+                        raise answer
+                return reply
+            except MovedError as exc:
+                # Not run. The slot has a new owner: use it at once, and learn
+                # what else changed before the next command.
+                self._slots[exc.slot] = exc.node
+                self._stale, ask_node, last = True, None, exc
+            except AskError as exc:
+                # Not run. This key alone is already on the migration's target.
+                ask_node, last = exc.node, exc
+            except (TryAgainError, ClusterDownError) as exc:
+                # Not run: a migration step or a failover is under way.
+                time.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX)
+                self._stale, ask_node, last = True, None, exc
+            except (ConnectionError, TimeoutError):
+                self._stale = True  # the node may be gone or no longer a primary
+                raise
+        if isinstance(last, ClusterDownError):
+            raise last
+        raise ClusterError(f"gave up after {self.max_redirects} redirections; last: {last}")
+
+    def execute(self, *args: CommandArg) -> Reply:
+        """Send one command to the node that serves its keys (any node when it
+        has none) and return the reply, as ``Client.execute`` does.
+
+        :raises CrossSlotError: its keys are in different slots; nothing sent.
+        """
+        return self._run(args)
+
+    def pipeline(self) -> "ClusterPipeline":
+        """Return a ``ClusterPipeline``: commands whose keys share one slot,
+        sent in one write to the node that serves it."""
+        return ClusterPipeline(self)
+
+    def ping(self) -> bool:
+        """``PING`` one node of the cluster: True when it answers."""
+        return self._run(("PING",)) == "PONG"  # type: ignore[no-any-return]
+
+    def rpush(self, key: KeyT, *values: CommandArg) -> int:
+        """``RPUSH``: append ``values`` in one atomic command; return the new length."""
+        if not values:
+            raise ValueError("rpush needs at least one value")
+        return self._run(("RPUSH", key) + values, key)  # type: ignore[no-any-return]
+
+    def lpop(self, key: KeyT, count: Optional[int] = None) -> Any:
+        """``LPOP``: the first value or ``None``; with ``count``, a list or ``None``."""
+        if count is None:
+            return self._run(("LPOP", key), key)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be an int >= 0, not {count!r}")
+        return self._run(("LPOP", key, count), key)
+
+    def blpop(self, keys: Union[KeyT, Sequence[KeyT]], timeout: float = 0) -> Optional[Tuple[bytes, bytes]]:
+        """``BLPOP``: wait up to ``timeout`` seconds (0 = forever) for a value on
+        any of ``keys`` (all in one slot); ``(key, value)`` or ``None``."""
+        if isinstance(keys, (str, bytes)):
+            keys = [keys]
+        if not keys:
+            raise ValueError("blpop needs at least one key")
+        reply = self._run(("BLPOP", *keys, blocking_timeout_arg(timeout)), keys[0] if len(keys) == 1 else None)
+        return None if reply is None else (reply[0], reply[1])
+
+    def llen(self, key: KeyT) -> int:
+        """``LLEN``: the length of a list, 0 when the key is missing."""
+        return self._run(("LLEN", key), key)  # type: ignore[no-any-return]
+
+    def delete(self, *keys: KeyT) -> int:
+        """``DEL``: delete keys (all in one slot); return how many existed."""
+        if not keys:
+            raise ValueError("delete needs at least one key")
+        return self._run(("DEL",) + keys)  # type: ignore[no-any-return]
+
+    def lmove(self, source: KeyT, destination: KeyT, wherefrom: str = "LEFT",
+              whereto: str = "RIGHT") -> Optional[bytes]:
+        """``LMOVE`` between two lists in one slot; the value or ``None``."""
+        return self._run(("LMOVE", source, destination, wherefrom, whereto))  # type: ignore[no-any-return]
+
+    def blmove(self, source: KeyT, destination: KeyT, timeout: float = 0,
+               wherefrom: str = "LEFT", whereto: str = "RIGHT") -> Optional[bytes]:
+        """``BLMOVE`` between two lists in one slot, waiting up to ``timeout``
+        seconds (0 = forever); ``None`` on timeout."""
+        server_timeout = blocking_timeout_arg(timeout)
+        return self._run(  # type: ignore[no-any-return]
+            ("BLMOVE", source, destination, wherefrom, whereto, server_timeout)
+        )
+
+
+def _not_run(reply: Reply, args: Tuple[CommandArg, ...]) -> bool:
+    # Whether a pipelined command's reply shows it did not run, or ran without
+    # effect (MULTI; a command queued in a transaction that was then aborted).
+    if isinstance(reply, (MovedError, AskError, TryAgainError, ClusterDownError)):
+        return True
+    if isinstance(reply, ResponseError):
+        return reply.kind == "EXECABORT"
+    return reply == "QUEUED" or (reply == "OK" and _name(args) == "MULTI")
+
+
+class ClusterPipeline:
+    """Commands sent in one write to the node serving their one slot.
+
+    Like ``Pipeline``, not atomic unless wrapped in ``MULTI``/``EXEC``. When
+    every reply says nothing ran (``MOVED``, or a transaction aborted by one),
+    the whole pipeline is sent again to the new owner; otherwise the replies
+    stand as they are.
+    """
+
+    def __init__(self, cluster: ClusterClient) -> None:
+        self._cluster = cluster
+        self._commands: List[Tuple[CommandArg, ...]] = []
+        self._keys: List[CommandArg] = []
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def command(self, *args: CommandArg) -> "ClusterPipeline":
+        """Queue one command; its keys must share the slot of those before it.
+
+        :raises CrossSlotError: they do not; the pipeline is left as it was.
+        """
+        keys = command_keys(args)
+        _slot_of(self._keys + keys)
+        encode_parts(args)  # bad arguments raise here
+        self._commands.append(args)
+        self._keys += keys[:1]
+        return self
+
+    def execute(self, raise_on_error: bool = True) -> List[Reply]:
+        """Send the queued commands and return their replies in order, as
+        ``Pipeline.execute`` does. The queue is emptied either way."""
+        commands, self._commands = self._commands, []
+        keys, self._keys = self._keys, []
+        cluster = self._cluster
+        slot = _slot_of(keys)
+        replies: List[Reply] = []
+        for _ in range(cluster.max_redirects):
+            if not commands:
+                return []
+            node = cluster._node(cluster._owner(slot))
+            pipe = node.pipeline()
+            for args in commands:
+                pipe.command(*args)
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except (ConnectionError, TimeoutError):
+                cluster._stale = True
+                raise
+            moved = [r for r in replies if isinstance(r, (MovedError, TryAgainError, ClusterDownError))]
+            if not moved:
+                break
+            cluster._stale = True
+            if not all(_not_run(reply, args) for reply, args in zip(replies, commands)):
+                break
+            if not isinstance(moved[0], MovedError):
+                time.sleep(RETRY_FIRST)
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply
+        return replies

@@ -1,0 +1,186 @@
+"""``SentinelClient``: a ``Client`` for the primary that Redis Sentinel names.
+
+Rules this module keeps (from the Sentinel clients guidelines):
+
+1. Every new connection asks the sentinels where the primary is: each in turn,
+   with a short timeout; the first that answers moves to the front of the list.
+   ``SENTINEL get-master-addr-by-name`` names the primary, and ``ROLE`` on the
+   new connection confirms it; if it is not a primary, start over (a bounded
+   number of times, as a failover may be under way).
+2. A ``READONLY`` reply, or ``UNBLOCKED`` (a blocked command released because
+   the server became a replica), means the server is no longer the primary and
+   did *not* run the command: every pooled connection is closed, and a single
+   command is sent once more on a new connection, which finds the new primary.
+3. A connection that breaks after the command was sent raises, as on one
+   server (the command may have run), and the pool is emptied so the next
+   command resolves the primary afresh.
+"""
+
+import threading
+import time
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+from .client import Client, parse_url
+from .connection import Address, Connection
+from .errors import (
+    ConnectionError,
+    NoSentinelReachableError,
+    ProtocolError,
+    ReadOnlyError,
+    ResponseError,
+    TimeoutError,
+    UnknownServiceError,
+)
+from .protocol import Reply, encode_parts
+
+__all__ = ["SentinelClient"]
+
+#: How often a new connection starts over when the address the sentinels give
+#: is not (yet) a primary, and the first wait between tries (doubling).
+ROLE_ATTEMPTS, ROLE_WAIT = 6, 0.1
+
+
+class SentinelClient(Client):
+    """A ``Client`` that finds the primary of ``service_name`` through Sentinel.
+
+    >>> client = SentinelClient([("127.0.0.1", 26379)], "mymaster")   # doctest: +SKIP
+    >>> client.rpush("jobs", "one")                                  # doctest: +SKIP
+    1
+
+    :param sentinels: the sentinels, as ``(host, port)`` pairs, ``"host:port"``
+        strings or ``redis://`` URLs (only their host and port are used).
+    :param service_name: the name the sentinels monitor the primary under.
+    :param sentinel_timeout: seconds to wait for each sentinel to connect and answer.
+    :param sentinel_password: the sentinels' own password (``requirepass``),
+        with ``sentinel_username`` for an ACL user.
+    :param options: the ``Client`` options for the primary (``db``,
+        ``password``, ``socket_timeout``, ``ssl`` …), not its host or port.
+    :raises UnknownServiceError: (on use) the sentinels answer but do not know
+        ``service_name``.
+    :raises NoSentinelReachableError: (on use) no sentinel answered; a
+        ``ConnectionError``, so ``HotQueue.consume`` waits and tries again.
+    """
+
+    def __init__(
+        self,
+        sentinels: Sequence[Union[str, Tuple[str, int]]],
+        service_name: str,
+        sentinel_timeout: float = 0.5,
+        sentinel_password: Optional[str] = None,
+        sentinel_username: Optional[str] = None,
+        **options: Any,
+    ) -> None:
+        for name in ("host", "port", "unix_socket_path"):
+            if name in options:
+                raise TypeError(f"SentinelClient() takes no {name}: the sentinels give it")
+        if not isinstance(service_name, str) or not service_name:
+            raise TypeError("service_name must be a non-empty str")
+        super().__init__(**options)
+        self.service_name = service_name
+        self.sentinel_timeout = sentinel_timeout
+        self._sentinel_auth: Tuple[str, ...] = ()
+        if sentinel_password is not None:
+            self._sentinel_auth = ("AUTH", sentinel_password) if sentinel_username is None else (
+                "AUTH", sentinel_username, sentinel_password)
+        self.sentinels: List[Tuple[str, int]] = []
+        for sentinel in [sentinels] if isinstance(sentinels, str) else sentinels:
+            if isinstance(sentinel, str) and "://" in sentinel:
+                parsed = parse_url(sentinel)
+                sentinel = (parsed.get("host", "localhost"), parsed.get("port", 26379))
+            elif isinstance(sentinel, str):
+                host, _, port = sentinel.rpartition(":")
+                sentinel = (host.strip("[]"), int(port))
+            self.sentinels.append((str(sentinel[0]), int(sentinel[1])))
+        if not self.sentinels:
+            raise ValueError("a SentinelClient needs at least one sentinel")
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<resp.SentinelClient {self.service_name!r} via {len(self.sentinels)} sentinels db={self.db}>"
+
+    def primary_address(self) -> Tuple[str, int]:
+        """Ask the sentinels, in turn, where the primary is; the first that
+        answers moves to the front of ``sentinels``.
+
+        :raises UnknownServiceError: every sentinel that answered knows no such service.
+        :raises NoSentinelReachableError: none answered.
+        """
+        failures = []
+        unknown = 0
+        for sentinel in list(self.sentinels):
+            try:
+                reply = self._ask(sentinel)
+            except (ConnectionError, TimeoutError, ProtocolError, ResponseError) as exc:
+                failures.append(f"{sentinel[0]}:{sentinel[1]}: {exc}")
+                continue
+            if reply is None:
+                unknown += 1
+                continue
+            with self._lock:
+                if sentinel in self.sentinels:
+                    self.sentinels.remove(sentinel)
+                    self.sentinels.insert(0, sentinel)
+            return reply[0].decode(), int(reply[1])
+        if unknown:
+            raise UnknownServiceError(f"the sentinels monitor no service named {self.service_name!r}")
+        raise NoSentinelReachableError("no sentinel answered: " + "; ".join(failures))
+
+    def _ask(self, sentinel: Tuple[str, int]) -> Reply:
+        deadline = time.monotonic() + self.sentinel_timeout
+        conn = Connection(Address(sentinel[0], sentinel[1], connect_timeout=self.sentinel_timeout))
+        try:
+            commands: List[Tuple[str, ...]] = [("SENTINEL", "get-master-addr-by-name", self.service_name)]
+            if self._sentinel_auth:
+                commands.insert(0, self._sentinel_auth)
+            conn.send([part for args in commands for part in encode_parts(args)], deadline)
+            replies = [conn.read_reply(deadline) for _ in commands]
+        finally:
+            conn.close()
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies[-1]
+
+    def _connect(self) -> Connection:
+        # Client._connect connects to self.address; the lock keeps another
+        # thread from changing it in between.
+        wait = ROLE_WAIT
+        for _ in range(ROLE_ATTEMPTS):
+            host, port = self.primary_address()
+            with self._lock:
+                old = self.address
+                self.address = Address(host, port, None, old.ssl_context, old.connect_timeout)
+                conn = super()._connect()
+            try:
+                deadline = None if old.connect_timeout is None else time.monotonic() + old.connect_timeout
+                conn.send(encode_parts(("ROLE",)), deadline)
+                role = conn.read_reply(deadline)
+            except BaseException:
+                conn.close()
+                raise
+            if isinstance(role, list) and role and role[0] == b"master":
+                return conn
+            conn.close()  # a failover is under way: the sentinels will catch up
+            time.sleep(wait)
+            wait *= 2
+        raise ConnectionError(
+            f"the sentinels name {host}:{port} as the primary of {self.service_name!r}, but it is not one"
+        )
+
+    def _call(self, parts: List[Any], timeout: Optional[float], count: Optional[int] = None) -> Reply:
+        try:
+            reply = super()._call(parts, timeout, count)
+        except ResponseError as exc:
+            if not isinstance(exc, ReadOnlyError) and exc.kind != "UNBLOCKED":
+                raise
+            # The server is a replica now and did not run the command: drop
+            # every connection to it and send the command once more; a new
+            # connection asks the sentinels and checks ROLE.
+            self._pool.close()
+            return super()._call(parts, timeout, count)
+        except ConnectionError:
+            self._pool.close()  # the next connection asks the sentinels again
+            raise
+        if count is not None and any(isinstance(r, ReadOnlyError) for r in reply):
+            self._pool.close()  # a pipeline is never resent: some of it may have run
+        return reply

@@ -1,0 +1,320 @@
+"""``python -m hotqueue``, run as a user runs it: in a subprocess.
+
+Every error must be one line on stderr with a non-zero status, never a
+traceback. The default URL (localhost:6379) is never used: every run passes
+``--url`` or ``REDIS_URL`` pointing at a private server or at a free port.
+"""
+
+import json
+import os
+import pickle
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, List, Optional
+
+import pytest
+
+import resp
+from hotqueue import HotQueue
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from redis_server import free_port  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMANDS = ["put", "get", "len", "clear", "consume", "demo"]
+
+
+def env(**extra: str) -> "dict[str, str]":
+    e = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    e["PYTHONPATH"] = ROOT
+    e.update(extra)
+    return e
+
+
+def hq(*args: str, url: Optional[str] = None, timeout: float = 30, **kwargs: Any) -> "subprocess.CompletedProcess[str]":
+    """Run ``python -m hotqueue [--url URL] ARGS``."""
+    words = [sys.executable, "-m", "hotqueue"] + (["--url", url] if url else []) + list(args)
+    kwargs.setdefault("env", env())
+    return subprocess.run(words, capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs)
+
+
+def demo(url: str) -> "subprocess.CompletedProcess[str]":
+    """Run the demo; if it hangs, stop it with SIGTERM (so it stops any server it started)."""
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", url, "demo"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"the demo hung: {out}{err}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def one_line_error(result: "subprocess.CompletedProcess[str]", status: int) -> str:
+    assert result.returncode == status, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), result.stderr
+    return result.stderr
+
+
+def dead_url() -> str:
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
+@pytest.fixture
+def queue(redis_url: str, key: str) -> Any:
+    q = HotQueue(key, url=redis_url)
+    yield q
+    q.clear()
+    q.client.close()
+
+
+# -- help --------------------------------------------------------------------------
+
+
+def test_help() -> None:
+    result = hq("--help")
+    assert result.returncode == 0
+    for name in COMMANDS:
+        assert name in result.stdout
+    for name in COMMANDS:
+        result = hq(name, "--help")
+        assert result.returncode == 0, result.stderr
+        assert f"usage: python -m hotqueue {name}" in result.stdout
+        assert "--url" in result.stdout
+
+
+def test_no_subcommand_is_a_usage_error() -> None:
+    one_line_error(hq(), 2)
+    one_line_error(hq("frobnicate"), 2)
+    one_line_error(hq("put", "q"), 2)  # no message
+
+
+# -- the subcommands ---------------------------------------------------------------
+
+
+def test_put_len_get_clear(redis_url: str, queue: HotQueue) -> None:
+    name = queue.name
+    assert hq("put", name, "one", "two", "three", url=redis_url).returncode == 0
+    result = hq("len", name, url=redis_url)
+    assert (result.returncode, result.stdout) == (0, "3\n")
+    result = hq("get", name, url=redis_url)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "one\n", "")
+    assert hq("clear", name, url=redis_url).returncode == 0
+    assert len(queue) == 0
+    result = hq("get", name, url=redis_url)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", "")
+
+
+def test_shares_queues_with_the_library(redis_url: str, queue: HotQueue) -> None:
+    hq("put", queue.name, "from the CLI", url=redis_url)
+    assert queue.get() == "from the CLI"
+    queue.put(("a", 1), None, 3)
+    result = hq("consume", queue.name, "--no-block", url=redis_url)
+    assert (result.returncode, result.stdout) == (0, "('a', 1)\nNone\n3\n")
+    queue.put(None)  # a stored None is a message, not an empty queue
+    result = hq("get", queue.name, url=redis_url)
+    assert (result.returncode, result.stdout) == (0, "None\n")
+
+
+def test_options_after_the_subcommand_and_redis_url(redis_url: str, queue: HotQueue) -> None:
+    assert hq("put", "--url", redis_url, queue.name, "x").returncode == 0
+    result = hq("len", queue.name, env=env(REDIS_URL=redis_url))
+    assert (result.returncode, result.stdout) == (0, "1\n")
+    # --url wins over REDIS_URL
+    result = hq("len", queue.name, url=redis_url, env=env(REDIS_URL=dead_url()))
+    assert (result.returncode, result.stdout) == (0, "1\n")
+
+
+def test_get_block_and_timeout(redis_url: str, queue: HotQueue) -> None:
+    start = time.monotonic()
+    result = hq("get", queue.name, "--timeout", "0.3", url=redis_url)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", "")
+    assert time.monotonic() - start >= 0.3
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", redis_url, "get", queue.name, "--block"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    time.sleep(0.5)
+    assert proc.poll() is None  # waiting
+    queue.put("late")
+    out, err = proc.communicate(timeout=10)
+    assert (proc.returncode, out, err) == (0, "late\n", "")
+
+
+def test_consume_timeout(redis_url: str, queue: HotQueue) -> None:
+    queue.put("a", "b c", "d")
+    start = time.monotonic()
+    result = hq("consume", queue.name, "--timeout", "0.3", url=redis_url)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "a\nb c\nd\n", "")
+    assert time.monotonic() - start >= 0.3
+    assert len(queue) == 0
+    one_line_error(hq("consume", queue.name, "--timeout", "1", "--no-block", url=redis_url), 2)
+
+
+def test_json(redis_url: str, key: str) -> None:
+    q = HotQueue(key, serializer=json, url=redis_url)
+    try:
+        assert hq("--serializer", "json", "put", key, '{"n": [1, 2]}', '"text"', "3", url=redis_url).returncode == 0
+        assert q.get() == {"n": [1, 2]}
+        q.put("line\nbreak", None)
+        result = hq("consume", key, "--no-block", "--serializer", "json", url=redis_url)
+        assert result.stdout == '"text"\n3\n"line\\nbreak"\nnull\n'
+        err = one_line_error(hq("put", key, "not json", "--serializer", "json", url=redis_url), 2)
+        assert "JSON" in err
+        assert len(q) == 0
+    finally:
+        q.clear()
+
+
+def test_raw(redis_url: str, key: str) -> None:
+    q = HotQueue(key, serializer=None, url=redis_url)
+    try:
+        assert hq("put", key, "h\u00e9llo", "--serializer", "raw", url=redis_url).returncode == 0
+        assert q.get() == "h\u00e9llo".encode()
+        q.put(b"\x00\xff bytes")
+        result = subprocess.run([sys.executable, "-m", "hotqueue", "--url", redis_url, "get", key,
+                                 "--serializer", "raw"], capture_output=True, env=env(), cwd=ROOT, timeout=30)
+        assert (result.returncode, result.stdout) == (0, b"\x00\xff bytes\n")
+    finally:
+        q.clear()
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["put", "q", "m"], ["get", "q"], ["get", "q", "--block"], ["len", "q"],
+                                  ["clear", "q"], ["consume", "q"]])
+def test_unreachable_server(args: List[str]) -> None:
+    err = one_line_error(hq(*args, url=dead_url()), 3)
+    assert "Connection refused" in err
+
+
+def test_password_is_not_shown() -> None:
+    url = f"redis://user:s3cr3t-pw@127.0.0.1:{free_port()}/0"
+    err = one_line_error(hq("len", "q", url=url), 3)
+    assert "s3cr3t" not in err
+
+
+@pytest.mark.parametrize("url", ["http://localhost/", "redis://localhost:99999", "redis://localhost/x",
+                                 "redis://localhost/0?bogus=1"])
+def test_bad_url(url: str) -> None:
+    for args in (["len", "q"], ["demo"]):
+        one_line_error(hq(*args, url=url), 2)
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon", ""])
+def test_bad_timeout(value: str, redis_url: str) -> None:
+    one_line_error(hq("get", "q", "--timeout", value, url=redis_url), 2)
+    one_line_error(hq("consume", "q", "--timeout", value, url=redis_url), 2)
+
+
+def test_bad_serializer_and_name(redis_url: str) -> None:
+    one_line_error(hq("--serializer", "yaml", "len", "q", url=redis_url), 2)
+    one_line_error(hq("put", "", "m", url=redis_url), 2)
+
+
+def test_undecodable_message(redis_url: str, queue: HotQueue, client: resp.Client) -> None:
+    client.rpush(queue.key, b"not a pickle", pickle.dumps("fine"))
+    err = one_line_error(hq("get", queue.name, url=redis_url), 4)
+    assert "removed" in err
+    result = hq("get", queue.name, url=redis_url)
+    assert (result.returncode, result.stdout) == (0, "fine\n")
+    client.rpush(queue.key, b"\x80\x04K")
+    one_line_error(hq("consume", queue.name, "--no-block", url=redis_url), 4)
+
+
+def test_redis_refuses(redis_url: str, key: str, client: resp.Client) -> None:
+    client.execute("SET", "hotqueue:" + key, "a string, not a list")
+    try:
+        err = one_line_error(hq("len", key, url=redis_url), 3)
+        assert "WRONGTYPE" in err
+    finally:
+        client.delete("hotqueue:" + key)
+
+
+def test_ctrl_c_while_waiting(redis_url: str, key: str) -> None:
+    for args in (["consume", key], ["get", key, "--block"]):
+        proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", redis_url, *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+        time.sleep(0.7)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        assert (proc.returncode, out, err) == (130, "", ""), args
+
+
+def test_broken_pipe(redis_url: str, queue: HotQueue) -> None:
+    queue.put(*range(100))
+    read, write = os.pipe()
+    os.close(read)  # nobody will read what it prints
+    try:
+        result = subprocess.run([sys.executable, "-m", "hotqueue", "--url", redis_url, "consume", queue.name,
+                                 "--no-block"], stdout=write, stderr=subprocess.PIPE, text=True, env=env(),
+                                cwd=ROOT, timeout=30)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+# -- the demo ----------------------------------------------------------------------
+
+
+def demo_checks(result: "subprocess.CompletedProcess[str]") -> None:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    out = result.stdout
+    for line in ["4", "5", "6", "'my message'", "7", "Decimal('1.4')", "Decimal('1.7')", "first", "third"]:
+        assert f"\n{line}\n" in out
+    handled = re.findall(r"worker ([12]) \(pid \d+\): (\d+) \* \d+ = (\d+)", out)
+    assert sorted(int(n) for _, n, _ in handled) == list(range(2, 12))  # each number exactly once
+    assert all(int(sq) == int(n) ** 2 for _, n, sq in handled)
+    assert "exactly once" in out
+
+
+def test_demo_against_a_running_server(redis_url: str, client: resp.Client) -> None:
+    before = set(client.execute("KEYS", "*"))
+    result = demo(redis_url)
+    demo_checks(result)
+    assert "started a private redis-server" not in result.stdout
+    assert set(client.execute("KEYS", "*")) == before  # its queues are gone
+
+
+def test_demo_starts_its_own_server() -> None:
+    result = demo(dead_url())
+    demo_checks(result)
+    match = re.search(r"started a private redis-server on 127\.0\.0\.1:(\d+)", result.stdout)
+    assert match, result.stdout
+    port = int(match.group(1))
+    assert port != 6379
+    with pytest.raises(OSError):  # and stopped it
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_demo_without_redis_server_on_path() -> None:
+    err = one_line_error(hq("demo", url=dead_url(), env=env(PATH="/nonexistent")), 3)
+    assert "redis-server" in err
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_demo_interrupted_stops_its_server(sig: int, status: int) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", dead_url(), "demo"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # written once its server listens
+        match = re.search(r"redis-server on 127\.0\.0\.1:(\d+)", first)
+        assert match, first
+        port = int(match.group(1))
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()  # it is up
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # SIGTERM, not SIGKILL: let it stop its server
+            proc.terminate()
+            proc.wait(30)
+    assert (proc.returncode, err) == (status, "")
+    with pytest.raises(OSError):  # its server is gone
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()

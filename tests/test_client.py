@@ -1,0 +1,722 @@
+"""``resp.Client`` against real redis-server processes (and, for replies no
+Redis would send on cue, a tiny socket server in the test).
+
+Covers every method, reply types, URLs (redis://, rediss://, unix://), db
+selection, passwords and ACL users, blocking commands under a short
+socket_timeout, interruptions mid-reply, server restarts, fork and threads.
+"""
+
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+from urllib.parse import quote, urlsplit
+
+import pytest
+from redis_server import RedisServer, free_port
+
+import resp
+
+MakeServer = Callable[..., RedisServer]
+
+
+def client_ids(observer: resp.Client) -> List[int]:
+    """The ids of every connection the server has open."""
+    listing = observer.execute("CLIENT", "LIST").decode()
+    return [int(line.split("id=", 1)[1].split(" ", 1)[0]) for line in listing.splitlines() if line]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+# -- a tiny scripted server -----------------------------------------------------
+
+Step = Union[bytes, float, None]  # bytes to send, seconds to sleep, None to hang up
+
+
+class TinyServer:
+    """A loopback server that parses commands (with ``resp.Reader``) and answers
+    each one with the steps ``script(args)`` returns. It records every command
+    with the number of the connection it came on."""
+
+    def __init__(self, script: Callable[[List[bytes]], List[Step]]) -> None:
+        self.script = script
+        self.commands: List[Tuple[int, List[bytes]]] = []
+        self.closed_by_client: List[int] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: List[socket.socket] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        number = 0
+        while not self._stop.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            self._sockets.append(sock)
+            threading.Thread(target=self._serve, args=(sock, number), daemon=True).start()
+            number += 1
+
+    def _serve(self, sock: socket.socket, number: int) -> None:
+        reader = resp.Reader()
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    self.closed_by_client.append(number)
+                    return
+                reader.feed(data)
+                while True:
+                    command = reader.gets()
+                    if command is False:
+                        break
+                    self.commands.append((number, command))
+                    for step in self.script(command):
+                        if step is None:
+                            sock.close()
+                            return
+                        if isinstance(step, float):
+                            if self._stop.wait(step):
+                                return
+                        else:
+                            sock.sendall(step)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
+
+
+@pytest.fixture
+def tiny_server() -> Iterator[Callable[[Callable[[List[bytes]], List[Step]]], TinyServer]]:
+    servers: List[TinyServer] = []
+
+    def make(script: Callable[[List[bytes]], List[Step]]) -> TinyServer:
+        servers.append(TinyServer(script))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+# -- every method ---------------------------------------------------------------
+
+
+def test_ping(client: resp.Client) -> None:
+    assert client.ping() is True
+
+
+def test_rpush_lpop_llen_delete(client: resp.Client, key: str) -> None:
+    assert client.llen(key) == 0
+    assert client.rpush(key, "a") == 1
+    assert client.rpush(key, b"b", bytearray(b"c"), 4, 5.5, "\u00e9") == 6
+    assert client.llen(key) == 6
+    assert client.lpop(key) == b"a"
+    assert client.lpop(key, 2) == [b"b", b"c"]
+    assert client.lpop(key, count=10) == [b"4", b"5.5", "\u00e9".encode()]
+    assert client.lpop(key) is None
+    assert client.lpop(key, 3) is None  # a null array on a missing key
+    assert client.rpush(key, "x") == 1
+    assert client.delete(key, key + "-missing") == 1
+    assert client.delete(key) == 0
+    with pytest.raises(ValueError):
+        client.rpush(key)
+    with pytest.raises(ValueError):
+        client.delete()
+    with pytest.raises(ValueError):
+        client.lpop(key, -1)
+
+
+def test_blpop(client: resp.Client, key: str) -> None:
+    other = key + "-other"
+    client.rpush(other, "v1", "v2")
+    assert client.blpop([key, other], 1) == (other.encode(), b"v1")
+    assert client.blpop(other, 0.5) == (other.encode(), b"v2")
+    assert client.blpop((key, other), timeout=0.1) is None  # both empty now
+    started = time.monotonic()
+    assert client.blpop(key, 0.3) is None
+    assert 0.2 < time.monotonic() - started < 3
+    client.rpush(key, "now")
+    assert client.blpop(key) == (key.encode(), b"now")  # 0 = forever, but a value is there
+    with pytest.raises(ValueError):
+        client.blpop(key, -1)
+    with pytest.raises(ValueError):
+        client.blpop([], 1)
+
+
+def test_blpop_is_woken_by_another_client(redis_url: str, key: str) -> None:
+    with resp.Client.from_url(redis_url) as waiter, resp.Client.from_url(redis_url) as pusher:
+        result: List[Any] = []
+        thread = threading.Thread(target=lambda: result.append(waiter.blpop(key, 5)))
+        thread.start()
+        time.sleep(0.2)
+        pusher.rpush(key, "wake")
+        thread.join(5)
+        assert result == [(key.encode(), b"wake")]
+
+
+def test_lmove_blmove(client: resp.Client, key: str) -> None:
+    dest = key + "-dest"
+    client.rpush(key, "a", "b")
+    assert client.lmove(key, dest) == b"a"
+    assert client.lmove(key, dest, "RIGHT", "LEFT") == b"b"
+    assert client.execute("LRANGE", dest, 0, -1) == [b"b", b"a"]
+    assert client.lmove(key, dest) is None
+    assert client.blmove(dest, key, 1) == b"b"
+    assert client.blmove(dest, key, 0.5, wherefrom="RIGHT", whereto="LEFT") == b"a"
+    started = time.monotonic()
+    assert client.blmove(dest, key, 0.2) is None
+    assert time.monotonic() - started > 0.15
+    assert client.execute("LRANGE", key, 0, -1) == [b"a", b"b"]
+    client.delete(key)
+
+
+def test_reply_types(client: resp.Client, key: str) -> None:
+    assert client.execute("SET", key, b"v\r\nw") == "OK"
+    assert client.execute("GET", key) == b"v\r\nw"
+    assert client.execute("GET", key + "-missing") is None
+    assert client.execute("STRLEN", key) == 4
+    assert client.execute("DEL", key) == 1
+    assert client.execute("EVAL", "return {1, 'two', {3, false}, redis.status_reply('S')}", 0) == [
+        1, b"two", [3, None], "S"
+    ]
+    assert client.execute("LRANGE", key, 0, -1) == []
+    assert client.execute(b"ECHO", memoryview(b"mv")) == b"mv"
+
+
+def test_error_replies_raise(client: resp.Client, key: str) -> None:
+    with pytest.raises(resp.ResponseError) as info:
+        client.execute("NOSUCHCOMMAND", "x")
+    assert type(info.value) is resp.ResponseError
+    assert info.value.kind == "ERR"
+    client.execute("SET", key, "string")
+    with pytest.raises(resp.WrongTypeError) as wrong:
+        client.rpush(key, "x")
+    assert isinstance(wrong.value, resp.ResponseError)
+    assert wrong.value.kind == "WRONGTYPE"
+    assert client.execute("ECHO", "after") == b"after"  # the connection stayed in step
+    client.delete(key)
+
+
+def test_error_inside_an_array_is_returned(client: resp.Client, key: str) -> None:
+    pipe = client.pipeline()
+    pipe.command("MULTI").command("SET", key, "s").command("RPUSH", key, "x").command("GET", key)
+    replies = pipe.command("EXEC").execute()
+    assert replies[:4] == ["OK", "QUEUED", "QUEUED", "QUEUED"]
+    exec_reply = replies[4]
+    assert exec_reply[0] == "OK"
+    assert type(exec_reply[1]) is resp.WrongTypeError
+    assert exec_reply[2] == b"s"
+    client.delete(key)
+
+
+def test_bad_argument_raises_before_sending(client: resp.Client, key: str) -> None:
+    for bad in (None, True, object(), ["x"]):
+        with pytest.raises(TypeError):
+            client.execute("SET", key, bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            client.rpush(key, "ok", bad)  # type: ignore[arg-type]
+    assert client.llen(key) == 0
+    assert client.execute("EXISTS", key) == 0
+
+
+def test_pipeline(client: resp.Client, key: str) -> None:
+    pipe = client.pipeline()
+    assert pipe.execute() == []
+    pipe.command("RPUSH", key, "a", "b").command("LLEN", key).command("LPOP", key)
+    assert len(pipe) == 3
+    assert pipe.execute() == [2, 2, b"a"]
+    assert len(pipe) == 0
+
+    pipe.command("SET", key + "s", "x").command("LPUSH", key + "s", "y").command("RPUSH", key, "c")
+    with pytest.raises(resp.WrongTypeError):
+        pipe.execute()
+    assert client.llen(key) == 2  # the command after the error ran too
+    assert len(pipe) == 0
+
+    pipe.command("RPUSH", key + "s", "y").command("NOSUCH").command("LLEN", key)
+    replies = pipe.execute(raise_on_error=False)
+    assert type(replies[0]) is resp.WrongTypeError
+    assert type(replies[1]) is resp.ResponseError
+    assert replies[2] == 2
+    assert client.execute("ECHO", "mine") == b"mine"
+    with pytest.raises(TypeError):
+        pipe.command("SET", key, None)  # type: ignore[arg-type]
+    client.delete(key, key + "s")
+
+
+def test_close_and_context_manager(redis_url: str) -> None:
+    name = "ctx-" + uuid.uuid4().hex[:8]
+    with resp.Client.from_url(redis_url) as observer:
+
+        def named() -> int:
+            return observer.execute("CLIENT", "LIST").decode().count(f"name={name} ")
+
+        with resp.Client.from_url(redis_url, client_name=name) as client:
+            assert client.ping()
+            assert named() == 1
+        assert wait_until(lambda: named() == 0)
+
+        client.ping()  # still usable after close: connects again
+        assert named() == 1
+        client.close()
+        assert wait_until(lambda: named() == 0)
+
+
+def test_repr(client: resp.Client) -> None:
+    assert "resp.Client" in repr(client)
+    assert "db=0" in repr(client)
+
+
+# -- URLs, databases, authentication, TLS, unix sockets ---------------------------
+
+
+def test_db_selection_isolates_keys(redis_url: str, key: str) -> None:
+    parts = urlsplit(redis_url)
+    base = f"{parts.scheme}://{parts.netloc}"
+    with resp.Client.from_url(base + "/3") as db3, resp.Client.from_url(base + "/0?db=5") as db5, \
+            resp.Client.from_url(base) as db0:
+        assert db3.db == 3 and db5.db == 5 and db0.db == 0
+        db3.rpush(key, "in-three")
+        assert db0.llen(key) == 0
+        assert db5.llen(key) == 0
+        assert db3.llen(key) == 1
+        assert "db=3" in db3.execute("CLIENT", "INFO").decode()
+        assert "db=5" in db5.execute("CLIENT", "INFO").decode()
+        assert resp.Client.from_url(base, db=3).lpop(key) == b"in-three"
+
+
+def test_url_options(redis_url: str) -> None:
+    parts = urlsplit(redis_url)
+    client = resp.Client.from_url(
+        f"redis://{parts.netloc}/2?socket_timeout=1.5&socket_connect_timeout=2&client_name=urly"
+    )
+    assert (client.db, client.socket_timeout, client.client_name) == (2, 1.5, "urly")
+    assert client.address.connect_timeout == 2.0
+    assert client.execute("CLIENT", "GETNAME") == b"urly"
+    client.close()
+    assert resp.Client.from_url(redis_url, db=4, socket_timeout=3).db == 4
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost:6379/0",
+        "localhost:6379",
+        "redis://localhost:notaport/0",
+        "redis://localhost:99999/0",
+        "redis://localhost/abc",
+        "redis://localhost/-1",
+        "redis://localhost/0?bogus=1",
+        "redis://localhost/0?db=x",
+        "redis://localhost/0?socket_timeout=soon",
+        "redis://localhost/0?socket_timeout=-1",
+        "unix://",
+        "redis://user:hunter2pass@localhost:port/0",
+        "redis://user:hunter2pass@localhost/zero",
+    ],
+)
+def test_bad_urls_raise_value_error(url: str) -> None:
+    with pytest.raises(ValueError) as info:
+        resp.Client.from_url(url)
+    assert "hunter2pass" not in str(info.value)
+
+
+def test_url_must_be_str() -> None:
+    with pytest.raises(TypeError):
+        resp.Client.from_url(b"redis://localhost")  # type: ignore[arg-type]
+
+
+def test_password_and_acl_user(make_server: MakeServer, key: str) -> None:
+    server = make_server(args=["--requirepass", "s3cret"])
+    with pytest.raises(resp.AuthenticationError):
+        resp.Client(port=server.port).ping()  # NOAUTH
+    admin = resp.Client(port=server.port, password="s3cret")
+    assert admin.ping()
+    url_client = resp.Client.from_url(f"redis://:s3cret@127.0.0.1:{server.port}/1")
+    assert url_client.rpush(key, "x") == 1
+    assert admin.llen(key) == 0  # db 1, not 0
+
+    assert admin.execute("ACL", "SETUSER", "alice", "on", ">alice pw%", "~*", "&*", "+@all") == "OK"
+    assert admin.execute("ACL", "SETUSER", "bob", "on", ">bobpw", "~*", "+ping") == "OK"
+    alice = resp.Client(port=server.port, username="alice", password="alice pw%")
+    assert alice.execute("ACL", "WHOAMI") == b"alice"
+    alice_url = resp.Client.from_url(f"redis://alice:{quote('alice pw%')}@127.0.0.1:{server.port}/1")
+    assert alice_url.llen(key) == 1
+    bob = resp.Client(port=server.port, username="bob", password="bobpw")
+    assert bob.ping()
+    with pytest.raises(resp.NoPermissionError):
+        bob.llen(key)
+    with pytest.raises(resp.AuthenticationError):
+        resp.Client(port=server.port, username="alice", password="bobpw").ping()
+    for c in (admin, url_client, alice, alice_url, bob):
+        c.close()
+
+
+def test_wrong_password_is_never_shown(make_server: MakeServer) -> None:
+    server = make_server(args=["--requirepass", "s3cret"])
+    secret = "wrong-Secret-4711"
+    clients = [
+        resp.Client(port=server.port, password=secret),
+        resp.Client(port=server.port, username="default", password=secret),
+        resp.Client.from_url(f"redis://default:{secret}@127.0.0.1:{server.port}/0"),
+    ]
+    for client in clients:
+        with pytest.raises(resp.AuthenticationError) as info:
+            client.ping()
+        error = info.value
+        assert isinstance(error, resp.ResponseError)
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        for shown in (str(error), repr(error), text, repr(client), str(client)):
+            assert secret not in shown
+        assert "WRONGPASS" in str(error) or "invalid" in str(error)
+
+
+def test_tls(make_server: MakeServer, key: str) -> None:
+    server = make_server(tls=True)
+    assert server.tls_dir is not None
+    ca = os.path.join(server.tls_dir, "ca.crt")
+    with resp.Client.from_url(f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={quote(ca)}") as client:
+        assert client.ping()
+        assert client.rpush(key, b"secret\r\n") == 1
+        assert client.lpop(key) == b"secret\r\n"
+    with resp.Client(host="localhost", port=server.port, ssl=True, ssl_ca_certs=ca) as by_name:
+        assert by_name.ping()
+    untrusted = resp.Client.from_url(f"rediss://127.0.0.1:{server.port}/0", socket_timeout=5)
+    with pytest.raises(resp.ConnectionError) as info:
+        untrusted.ping()
+    assert "certificate" in str(info.value)
+    # A plain client on a TLS port must fail, not hang or misparse.
+    with pytest.raises((resp.ConnectionError, resp.ProtocolError, resp.TimeoutError)):
+        resp.Client(port=server.port, socket_timeout=2).ping()
+
+
+def test_unix_socket(make_server: MakeServer, key: str) -> None:
+    server = make_server(unix_socket=True)
+    path = server.unix_socket_path
+    assert path is not None
+    with resp.Client.from_url(f"unix://{path}?db=2") as client:
+        assert client.ping()
+        client.rpush(key, "over unix")
+        assert "db=2" in client.execute("CLIENT", "INFO").decode()
+        assert "unix" in repr(client)
+    with resp.Client(port=server.port, db=2) as tcp:
+        assert tcp.lpop(key) == b"over unix"
+    with resp.Client(unix_socket_path=path) as direct:
+        assert direct.ping()
+
+
+# -- failures ---------------------------------------------------------------------
+
+
+def test_nothing_listening_raises_connection_error() -> None:
+    client = resp.Client(port=free_port(), socket_timeout=2)  # no I/O yet
+    with pytest.raises(resp.ConnectionError) as info:
+        client.ping()
+    assert isinstance(info.value, ConnectionError)  # the builtin too
+    assert isinstance(info.value, resp.RespError)
+
+
+def test_blocking_command_outlives_socket_timeout(redis_url: str, key: str) -> None:
+    with resp.Client.from_url(redis_url, socket_timeout=0.5) as client:
+        started = time.monotonic()
+        assert client.blpop(key, 3) is None
+        elapsed = time.monotonic() - started
+        assert 2.5 < elapsed < 6
+        assert client.execute("BLPOP", key, "0.3") is None  # through execute as well
+        assert client.ping()
+
+
+def test_timeout_mid_reply_closes_the_connection(tiny_server: Any) -> None:
+    def script(command: List[bytes]) -> List[Step]:
+        if command[1] == b"first":
+            return [b"$5\r\nfir", 1.0, b"st\r\n"]  # half a reply, then a stall
+        return [bulk(command[1])]
+
+    server = tiny_server(script)
+    client = resp.Client(port=server.port, socket_timeout=0.3)
+    assert client.execute("ECHO", "warm") == b"warm"
+    with pytest.raises(resp.TimeoutError):
+        client.execute("ECHO", "first")
+    assert client.execute("ECHO", "second") == b"second"
+    connections = [number for number, _ in server.commands]
+    assert connections[1] == connections[0]  # 'warm' reused its connection ...
+    assert connections[2] != connections[1]  # ... which was dropped after the timeout
+    assert wait_until(lambda: connections[1] in server.closed_by_client)
+
+
+def test_timeout_mid_reply_against_redis(make_server: MakeServer) -> None:
+    server = make_server()
+    client = resp.Client(port=server.port, socket_timeout=0.3)
+    pauser = resp.Client(port=server.port)
+    first_id = client.execute("CLIENT", "ID")
+    pauser.execute("CLIENT", "PAUSE", 800, "ALL")
+    paused_until = time.monotonic() + 0.8
+    with pytest.raises(resp.TimeoutError):
+        client.execute("ECHO", "first")
+    time.sleep(max(0.0, paused_until - time.monotonic()) + 0.1)
+    assert client.execute("ECHO", "second") == b"second"
+    assert client.execute("CLIENT", "ID") != first_id
+
+
+def test_keyboard_interrupt_in_blpop_discards_the_connection(redis_url: str, key: str) -> None:
+    client = resp.Client.from_url(redis_url)
+    observer = resp.Client.from_url(redis_url)
+    blpop_id = client.execute("CLIENT", "ID")  # the pool's one connection, reused by blpop
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.blpop(key, 10)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    # The blocked connection was closed: the server drops it ...
+    assert wait_until(lambda: blpop_id not in client_ids(observer))
+    # ... so a value pushed now waits in the list instead of answering a dead BLPOP.
+    observer.rpush(key, "pushed")
+    assert client.execute("ECHO", "mine") == b"mine"
+    assert client.execute("CLIENT", "ID") != blpop_id
+    assert client.lpop(key) == b"pushed"
+
+
+def test_keyboard_interrupt_mid_reply(tiny_server: Any) -> None:
+    def script(command: List[bytes]) -> List[Step]:
+        if command[1] == b"first":
+            return [b"$5\r\nfir", 2.0, b"st\r\n"]
+        return [bulk(command[1])]
+
+    server = tiny_server(script)
+    client = resp.Client(port=server.port)  # no timeout at all
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.execute("ECHO", "first")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert client.execute("ECHO", "second") == b"second"
+    assert server.commands[0][0] != server.commands[1][0]
+
+
+def test_failure_after_sending_is_not_retried(tiny_server: Any) -> None:
+    def script(command: List[bytes]) -> List[Step]:
+        if command[0] == b"RPUSH":
+            return [None]  # hang up without answering
+        return [b"+PONG\r\n"]
+
+    server = tiny_server(script)
+    client = resp.Client(port=server.port, socket_timeout=2)
+    assert client.ping()
+    with pytest.raises(resp.ConnectionError):
+        client.rpush("q", "once")
+    time.sleep(0.1)
+    assert [c for _, c in server.commands if c[0] == b"RPUSH"] == [[b"RPUSH", b"q", b"once"]]
+
+
+def test_protocol_error_from_server_closes_the_connection(tiny_server: Any) -> None:
+    def script(command: List[bytes]) -> List[Step]:
+        if command[1] == b"bad":
+            return [b"$1099511627776\r\n"]
+        return [bulk(command[1])]
+
+    server = tiny_server(script)
+    client = resp.Client(port=server.port, socket_timeout=2)
+    with pytest.raises(resp.ProtocolError):
+        client.execute("ECHO", "bad")
+    assert client.execute("ECHO", "good") == b"good"
+    assert server.commands[0][0] != server.commands[1][0]
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_client_survives_a_server_restart(make_server: MakeServer, key: str, how: str) -> None:
+    server = make_server()
+    client = resp.Client(port=server.port, socket_timeout=2)
+    assert client.rpush(key, "before") == 1
+    getattr(server, how)()
+    server.start()
+    assert client.ping() is True  # the dead pooled connection is replaced, nothing raised
+    assert client.rpush(key, "after") == 1  # a fresh server with no data
+
+
+def test_server_down_then_back(make_server: MakeServer) -> None:
+    server = make_server()
+    client = resp.Client(port=server.port, socket_timeout=2)
+    assert client.ping()
+    server.stop()
+    with pytest.raises(resp.ConnectionError):
+        client.ping()
+    server.start()
+    assert client.ping()
+
+
+# -- fork and threads -------------------------------------------------------------
+
+
+def test_fork_child_uses_its_own_connection(redis_url: str, key: str) -> None:
+    client = resp.Client.from_url(redis_url)
+    parent_id = client.execute("CLIENT", "ID")
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        status = 1
+        try:
+            child_id = client.execute("CLIENT", "ID")
+            if child_id != parent_id and client.rpush(key, "from child") == 1:
+                status = 0
+            client.close()  # must not break the parent's socket
+        except BaseException:
+            status = 2
+        finally:
+            os._exit(status)
+    _, wait_status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0
+    assert client.execute("CLIENT", "ID") == parent_id  # the parent's connection is intact
+    assert client.lpop(key) == b"from child"
+
+
+def test_threads_share_one_client(client: resp.Client, key: str) -> None:
+    pushed = [[f"{t}:{i}".encode() for i in range(150)] for t in range(8)]
+    popped: List[List[Optional[bytes]]] = [[] for _ in range(8)]
+    errors: List[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for value in pushed[t]:
+                client.rpush(key, value)
+                got = client.lpop(key)
+                if got is not None:
+                    popped[t].append(got)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    rest = client.lpop(key, 10_000) or []
+    everything = [v for values in popped for v in values] + rest
+    assert sorted(everything) == sorted(v for values in pushed for v in values)  # type: ignore[type-var]
+
+
+def test_max_connections_is_a_bound(redis_url: str, key: str) -> None:
+    name = "bound-" + uuid.uuid4().hex[:8]
+    client = resp.Client.from_url(redis_url, client_name=name, max_connections=2)
+    observer = resp.Client.from_url(redis_url)
+    seen: List[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            seen.append(observer.execute("CLIENT", "LIST").decode().count(f"name={name} "))
+
+    def work() -> None:
+        for i in range(100):
+            client.rpush(key, i)
+            client.lpop(key)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    workers = [threading.Thread(target=work) for _ in range(6)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(30)
+    done.set()
+    sampler.join()
+    assert max(seen) <= 2
+    assert 2 in seen  # the bound was reached, so it was what held the count down
+    assert client.llen(key) == 0
+
+
+def test_max_connections_wait_times_out(redis_url: str, key: str) -> None:
+    client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=0.5)
+    result: List[Any] = []
+    blocker = threading.Thread(target=lambda: result.append(client.blpop(key, 3)))
+    blocker.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    with pytest.raises(resp.TimeoutError):
+        client.ping()
+    assert 0.3 < time.monotonic() - started < 3
+    resp.Client.from_url(redis_url).rpush(key, "free")
+    blocker.join(5)
+    assert result == [(key.encode(), b"free")]
+    assert client.ping()
+
+
+# -- options -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, error",
+    [
+        ({"port": 0}, ValueError),
+        ({"port": 65536}, ValueError),
+        ({"port": "6379"}, (TypeError, ValueError)),
+        ({"port": True}, (TypeError, ValueError)),
+        ({"db": -1}, ValueError),
+        ({"db": "0"}, (TypeError, ValueError)),
+        ({"db": 1.0}, (TypeError, ValueError)),
+        ({"socket_timeout": 0}, ValueError),
+        ({"socket_timeout": -1}, ValueError),
+        ({"socket_timeout": float("nan")}, ValueError),
+        ({"socket_timeout": "1"}, TypeError),
+        ({"socket_timeout": True}, TypeError),
+        ({"socket_connect_timeout": 0}, ValueError),
+        ({"socket_connect_timeout": "5"}, TypeError),
+        ({"max_connections": 0}, ValueError),
+        ({"max_connections": 1.5}, (TypeError, ValueError)),
+        ({"host": ""}, (TypeError, ValueError)),
+        ({"host": 127}, TypeError),
+        ({"password": 1234}, TypeError),
+        ({"username": b"user"}, TypeError),
+        ({"client_name": 5}, TypeError),
+        ({"unix_socket_path": 5}, TypeError),
+        ({"no_such_option": 1}, TypeError),
+    ],
+    ids=repr,
+)
+def test_invalid_options_raise_before_any_io(options: Any, error: Any) -> None:
+    # The port has nothing listening: an attempt to connect would raise
+    # ConnectionError instead of the error expected here.
+    options = {"port": free_port(), **options}
+    with pytest.raises(error):
+        resp.Client(**options)
+
+
+def test_constructor_does_no_io() -> None:
+    client = resp.Client(port=free_port(), socket_timeout=1)
+    with pytest.raises(resp.ConnectionError):
+        client.ping()

@@ -1,0 +1,279 @@
+"""Faults between client and server, made by a real TCP proxy (``faultproxy``).
+
+What must hold whatever the network does: a reply reaches only the command
+that asked for it; a command that reached the socket is never resent (an
+``RPUSH`` is never doubled); a command whose pooled connection died before it
+carried anything is resent transparently; and no call outlives its deadline.
+"""
+
+import os
+import random
+import socket
+import time
+import uuid
+from typing import Any, Callable, Iterator, Tuple
+
+import pytest
+from faultproxy import FaultProxy
+from redis_server import RedisServer
+
+import resp
+from hotqueue import HotQueue
+
+TIMEOUT = 0.25  # socket_timeout of the clients under test
+SLACK = 1.5  # generous allowance for a loaded machine on top of a deadline
+RANDOM_COMMANDS = int(os.environ.get("HOTQUEUE_FAULT_COMMANDS", "2000"))
+SEED = int(os.environ.get("HOTQUEUE_FAULT_SEED", "20261128"))
+
+
+@pytest.fixture
+def proxied(make_server: Callable[..., RedisServer]) -> Iterator[Tuple[FaultProxy, resp.Client, resp.Client]]:
+    """A proxy in front of a private server, a client through the proxy and a
+    direct client to look at what the server really holds."""
+    server = make_server()
+    with FaultProxy(server.port) as proxy:
+        client = resp.Client("127.0.0.1", proxy.port, socket_timeout=TIMEOUT)
+        direct = resp.Client("127.0.0.1", server.port, socket_timeout=5)
+        try:
+            yield proxy, client, direct
+        finally:
+            client.close()
+            direct.close()
+
+
+def test_delayed_reply_past_socket_timeout_raises_timeout_error(proxied: Any) -> None:
+    proxy, client, direct = proxied
+    assert client.execute("ECHO", "warm") == b"warm"
+    proxy.inject(("delay", TIMEOUT * 3))
+    start = time.monotonic()
+    with pytest.raises(resp.TimeoutError):
+        client.execute("ECHO", "late")
+    assert time.monotonic() - start < TIMEOUT + SLACK
+    # The late reply arrives on a connection that was closed: the next command
+    # gets its own reply, not "late".
+    time.sleep(TIMEOUT * 3)
+    assert client.execute("ECHO", "next") == b"next"
+
+
+def test_delayed_reply_within_socket_timeout_is_returned(proxied: Any) -> None:
+    proxy, client, direct = proxied
+    proxy.inject(("delay", TIMEOUT / 3))
+    assert client.execute("ECHO", "slow") == b"slow"
+
+
+def test_fragmented_reply_is_reassembled(proxied: Any, key: str) -> None:
+    proxy, client, direct = proxied
+    values = [uuid.uuid4().bytes * 3 for _ in range(5)] + [b"", b"\r\n$-1\r\n"]
+    direct.rpush(key, *values)
+    proxy.fragment_gap = 0.0005
+    proxy.inject("fragment")
+    assert client.execute("LRANGE", key, 0, -1) == values
+    assert proxy.injected["fragment"] == 1
+
+
+def test_cut_after_rpush_forwarded_raises_and_server_holds_one_copy(proxied: Any, key: str) -> None:
+    proxy, client, direct = proxied
+    assert client.ping()
+    proxy.inject("cut_after")
+    with pytest.raises(resp.ConnectionError) as info:
+        client.rpush(key, "only-once")
+    assert isinstance(info.value, ConnectionError)  # the builtin, too
+    assert direct.execute("LRANGE", key, 0, -1) == [b"only-once"]
+    # The client goes on, on a fresh connection, and did not resend.
+    assert client.llen(key) == 1
+
+
+def test_cut_after_put_forwarded_hotqueue_holds_one_copy(proxied: Any, key: str) -> None:
+    proxy, client, direct = proxied
+    queue = HotQueue(key, client=client)
+    proxy.inject("reset")
+    with pytest.raises(resp.ConnectionError):
+        queue.put("a", "b")
+    assert direct.llen(queue.key) == 2
+    assert queue.get() == "a" and queue.get() == "b" and queue.get() is None
+
+
+def test_cut_before_forwarding_raises_and_server_holds_nothing(proxied: Any, key: str) -> None:
+    # The request reached the socket, so the client cannot know the server
+    # never saw it: it raises rather than risk a double.
+    proxy, client, direct = proxied
+    proxy.inject("cut_before")
+    with pytest.raises(resp.ConnectionError):
+        client.rpush(key, "x")
+    assert direct.llen(key) == 0
+
+
+def test_cut_mid_reply_raises_and_next_reply_is_its_own(proxied: Any, key: str) -> None:
+    proxy, client, direct = proxied
+    direct.rpush(key, b"v" * 1000)
+    proxy.inject("cut_mid")
+    with pytest.raises(resp.ConnectionError):
+        client.execute("LRANGE", key, 0, -1)
+    assert client.execute("ECHO", "after") == b"after"
+
+
+def test_idle_pooled_connection_closed_by_peer_is_retried_transparently(proxied: Any, key: str) -> None:
+    proxy, client, direct = proxied
+    queue = HotQueue(key, client=client)
+    queue.put("first")
+    accepted = proxy.accepted
+    assert proxy.close_idle() == 1  # the pooled connection dies while idle
+    time.sleep(0.05)
+    queue.put("second")  # no exception: nothing had been sent on the dead one
+    assert proxy.accepted == accepted + 1
+    assert direct.llen(queue.key) == 2
+    assert [queue.get(), queue.get(), queue.get()] == ["first", "second", None]
+
+
+def test_pooled_connection_broken_before_first_byte_is_resent_once(proxied: Any, key: str) -> None:
+    # The write side of the pooled socket is shut, so the first send fails with
+    # nothing written (EPIPE) while the socket does not look readable: this is
+    # the resend path itself, not the pool's readability check.
+    proxy, client, direct = proxied
+    assert client.rpush(key, "one") == 1
+    conn, reused = client._pool.acquire()
+    assert reused
+    conn.sock.shutdown(socket.SHUT_WR)
+    client._pool.release(conn)
+    accepted = proxy.accepted
+    assert client.rpush(key, "two") == 2
+    assert proxy.accepted == accepted + 1
+    assert direct.execute("LRANGE", key, 0, -1) == [b"one", b"two"]
+
+
+def test_silent_server_times_out_at_socket_timeout(proxied: Any) -> None:
+    proxy, client, direct = proxied
+    assert client.ping()
+    proxy.silent = True  # half-open: the pooled connection stays open, answers nothing
+    for _ in range(2):
+        start = time.monotonic()
+        with pytest.raises(resp.TimeoutError):
+            client.execute("ECHO", "anyone?")
+        assert time.monotonic() - start < TIMEOUT + SLACK
+
+
+@pytest.mark.parametrize("socket_timeout", [None, TIMEOUT])
+def test_silent_server_blocking_get_ends_at_its_deadline(proxied: Any, key: str, socket_timeout: Any) -> None:
+    proxy, _, _ = proxied
+    queue = HotQueue(key, host="127.0.0.1", port=proxy.port, socket_timeout=socket_timeout)
+    assert len(queue) == 0
+    proxy.silent = True
+    start = time.monotonic()
+    with pytest.raises(resp.TimeoutError):
+        queue.get(block=True, timeout=0.5)
+    # The server's own timeout, plus the client's margin, plus socket_timeout.
+    assert time.monotonic() - start < 0.5 + 1.0 + (socket_timeout or 0) + SLACK
+
+
+def test_silent_server_during_handshake_times_out(proxied: Any) -> None:
+    # A new connection that must AUTH and SELECT before its first command.
+    proxy, _, _ = proxied
+    proxy.silent = True
+    client = resp.Client("127.0.0.1", proxy.port, password="pw", db=1, socket_timeout=TIMEOUT)
+    start = time.monotonic()
+    with pytest.raises(resp.TimeoutError):
+        client.ping()
+    assert time.monotonic() - start < TIMEOUT + SLACK
+
+
+def test_silent_server_during_tls_handshake_times_out(proxied: Any) -> None:
+    proxy, _, _ = proxied
+    proxy.silent = True
+    client = resp.Client("127.0.0.1", proxy.port, ssl=True, socket_timeout=TIMEOUT)
+    start = time.monotonic()
+    with pytest.raises(resp.TimeoutError):
+        client.ping()
+    assert time.monotonic() - start < TIMEOUT + SLACK
+
+
+def _random_run(proxy: FaultProxy, client: resp.Client, direct: resp.Client, count: int, seed: int) -> str:
+    """``count`` commands, each with a unique value, faults at random points.
+
+    Returns a summary line. Every reply that comes back is checked against
+    what its own command must return; every failure against the fault that
+    caused it; and what the server holds against what was (not) resent.
+    """
+    rng = random.Random(seed)
+    prefix = f"faults-{uuid.uuid4().hex}:"
+    faults: list = [None] * 50 + ["cut_before"] * 8 + ["cut_after"] * 8 + ["cut_mid"] * 5
+    faults += ["reset"] * 4 + ["fragment"] * 14 + ["delay-short"] * 9 + ["delay-long"] * 1
+    timeout = client.socket_timeout or TIMEOUT
+    checked = failed = 0
+    pushed = {}  # key -> whether the RPUSH must have run (None: either)
+    proxy.fragment_gap = 0.0
+    for i in range(count):
+        uid = f"{seed}-{i}-{rng.getrandbits(64):x}"
+        fault = rng.choice(faults)
+        if fault == "delay-short":
+            proxy.inject(("delay", timeout / 20), uid.encode())
+        elif fault == "delay-long":
+            proxy.inject(("delay", timeout * 1.5), uid.encode())
+        elif fault is not None:
+            proxy.inject(fault, uid.encode())
+        may_fail = fault in ("cut_before", "cut_after", "cut_mid", "reset", "delay-long")
+        kind = rng.choice(["echo", "echo", "rpush", "lpop", "pipeline"])
+        start = time.monotonic()
+        try:
+            if kind == "echo":
+                assert client.execute("ECHO", uid) == uid.encode()
+            elif kind == "rpush":
+                key = prefix + uid
+                pushed[key] = None if may_fail else True
+                assert client.rpush(key, uid) == 1
+                pushed[key] = True
+            elif kind == "lpop":
+                key = prefix + "pop:" + uid
+                direct.rpush(key, uid)
+                assert client.lpop(key) == uid.encode()
+                assert direct.llen(key) == 0
+            else:
+                pipe = client.pipeline()
+                for n in range(3):
+                    pipe.command("ECHO", f"{uid}/{n}")
+                assert pipe.execute() == [f"{uid}/{n}".encode() for n in range(3)]
+            checked += 1
+            assert not may_fail, f"command {i} ({kind}) survived fault {fault}"
+        except (resp.ConnectionError, resp.TimeoutError) as exc:
+            failed += 1
+            assert may_fail, f"command {i} ({kind}) failed without a fault: {exc!r}"
+            if fault == "delay-long":
+                assert isinstance(exc, resp.TimeoutError)
+            else:
+                assert isinstance(exc, resp.ConnectionError)
+            if kind == "lpop" and fault == "cut_before":
+                assert direct.llen(key) == 1  # never popped, so not lost
+        assert time.monotonic() - start < timeout * 2 + SLACK
+        if proxy.pending():  # the fault fell on no request (cannot happen one at a time)
+            pytest.fail(f"fault {fault} was not applied to command {i}")
+    # No RPUSH was resent: each key holds its one value exactly once, or
+    # nothing when the request never reached the server (cut_before).
+    for key, must in pushed.items():
+        held = direct.execute("LRANGE", key, 0, -1)
+        one = [key[len(prefix):].encode()]
+        assert held == one or (must is None and held == []), (key, held)
+    injected = sum(proxy.injected.values())
+    details = ", ".join(f"{k} {v}" for k, v in sorted(proxy.injected.items()))
+    return (
+        f"fault run (seed {seed}): {count} commands, {injected} faults injected ({details}), "
+        f"{checked} replies checked (each its own command's), {failed} failures raised, "
+        f"{len(pushed)} RPUSH keys each holding at most one copy"
+    )
+
+
+def test_randomized_faults_never_misdeliver_a_reply(proxied: Any, capsys: Any) -> None:
+    proxy, _, direct = proxied
+    with resp.Client("127.0.0.1", proxy.port, socket_timeout=0.1) as client:
+        line = _random_run(proxy, client, direct, RANDOM_COMMANDS, SEED)
+    assert RANDOM_COMMANDS >= 2000 or "HOTQUEUE_FAULT_COMMANDS" in os.environ
+    with capsys.disabled():
+        print("\n" + line)
+    _report("faults", line)
+
+
+def _report(name: str, line: str) -> None:
+    # Figures for the README's Reliability section; see README.
+    directory = os.environ.get("HOTQUEUE_REPORT_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, name + ".txt"), "a") as file:
+            file.write(line + "\n")

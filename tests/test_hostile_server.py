@@ -1,0 +1,247 @@
+"""A hostile server: a tiny socket server in the test answers each command
+with what hypothesis generates — random bytes, lengths that lie, replies that
+trickle in a byte at a time, a 512 MiB claim followed by silence.
+
+The client may only return a valid reply or raise ``ProtocolError``,
+``ConnectionError`` or ``TimeoutError`` (an error reply is a valid reply: it
+raises ``ResponseError``), always within its deadline, and with memory that
+grows with the bytes it received, never with the lengths it was promised.
+"""
+
+import os
+import socket
+import threading
+import time
+import tracemalloc
+from typing import Any, Dict, Iterator, List, Tuple
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import resp
+
+TIMEOUT = 0.2
+SLACK = 1.5
+ALLOWED = (resp.ProtocolError, resp.ConnectionError, resp.TimeoutError, resp.ResponseError)
+# For the summary line printed when the module's server stops.
+STATS = {"scripts": 0, "bytes": 0}
+OUTCOMES: Dict[str, int] = {}
+
+
+class HostileServer:
+    """Answers every request on a connection with ``script``: a list of
+    ``(bytes, pause_before)`` pieces, then ``after``: ``"close"``, ``"silent"``
+    (never answer again, never close) or ``"trickle"`` (one more byte of
+    ``filler`` every ``pause`` seconds, forever)."""
+
+    def __init__(self) -> None:
+        self.script: List[Tuple[bytes, float]] = []
+        self.after = "close"
+        self.filler = b"x"
+        self.pause = 0.01
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port: int = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            script, after = list(self.script), self.after
+            threading.Thread(target=self._serve, args=(conn, script, after), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, script: List[Tuple[bytes, float]], after: str) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            conn.settimeout(5)
+            if not conn.recv(65536):
+                return
+            for data, pause in script:
+                if pause:
+                    time.sleep(pause)
+                conn.sendall(data)
+            if after == "trickle":
+                while not self._stop.is_set():
+                    time.sleep(self.pause)
+                    conn.sendall(self.filler)
+            elif after == "silent":
+                conn.settimeout(None)
+                while conn.recv(65536):  # until the client gives up and closes
+                    pass
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileServer]:
+    server = HostileServer()
+    yield server
+    server.close()
+    line = (f"hostile server: {STATS['scripts']} scripted replies ({STATS['bytes']} bytes) -> "
+            f"{dict(sorted(OUTCOMES.items()))}; every one a valid reply or ProtocolError/ConnectionError/"
+            f"TimeoutError (ResponseError for an error reply), within its deadline, in bounded memory")
+    print("\n" + line)  # shown with -s
+    directory = os.environ.get("HOTQUEUE_REPORT_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "hostile_server.txt"), "a") as file:
+            file.write(line + "\n")
+
+
+def call(server: HostileServer, script: List[Tuple[bytes, float]], after: str = "close",
+         command: Tuple[Any, ...] = ("GET", "k"), timeout: float = TIMEOUT) -> Tuple[Any, float, int]:
+    """Run one command against ``script``; return (reply or exception, seconds,
+    peak bytes traced while it ran)."""
+    server.script, server.after = script, after
+    client = resp.Client("127.0.0.1", server.port, socket_timeout=timeout)
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        outcome: Any = client.execute(*command)
+    except ALLOWED as exc:
+        outcome = exc
+    finally:
+        elapsed = time.monotonic() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        client.close()
+    sent = sum(len(data) for data, _ in script)
+    STATS["scripts"] += 1
+    STATS["bytes"] += sent
+    name = type(outcome).__name__ if isinstance(outcome, Exception) else "valid reply"
+    OUTCOMES[name] = OUTCOMES.get(name, 0) + 1
+    assert elapsed < timeout + SLACK, f"{elapsed:.2f} s past a {timeout} s deadline"
+    # Memory: the bytes received (a few copies at most) plus the 64 KiB
+    # receive buffer and bookkeeping; never the lengths that were claimed.
+    assert peak < 4 * sent + 512 * 1024, f"peak {peak} bytes for {sent} received"
+    return outcome, elapsed, peak
+
+
+def resp_value(depth: int = 3) -> Any:
+    """Strategy: (encoded RESP2 bytes, the value the client must return)."""
+    scalars = st.one_of(
+        st.binary(max_size=300).map(lambda b: (b"$%d\r\n%s\r\n" % (len(b), b), b)),
+        st.integers(-(2**63), 2**63 - 1).map(lambda n: (b":%d\r\n" % n, n)),
+        st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+                max_size=50).map(lambda s: (b"+" + s.encode() + b"\r\n", s)),
+        st.just((b"$-1\r\n", None)),
+        st.just((b"*-1\r\n", None)),
+    )
+
+    def arrays(children: Any) -> Any:
+        return st.lists(children, max_size=5).map(
+            lambda items: (b"*%d\r\n" % len(items) + b"".join(e for e, _ in items), [v for _, v in items])
+        )
+
+    return st.recursive(scalars, arrays, max_leaves=20)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.binary(max_size=2000))
+def test_random_bytes_then_close(hostile: HostileServer, data: bytes) -> None:
+    call(hostile, [(data, 0.0)], "close")
+
+
+TOKENS = [b"$", b"*", b":", b"+", b"-", b"\r\n", b"\r", b"\n", b"-1", b"0", b"1", b"3", b"12", b"-0",
+          b"ERR x", b"abc", b"9" * 20, b"\x00", b"\xff", b" 1", b"_1", b"1.5", "\u0661".encode()]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(tokens=st.lists(st.sampled_from(TOKENS), max_size=40))
+def test_resp_like_garbage_then_close(hostile: HostileServer, tokens: List[bytes]) -> None:
+    # Pieces of RESP in random order reach deeper into the parser than random bytes.
+    call(hostile, [(b"".join(tokens), 0.0)], "close")
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.binary(max_size=500))
+def test_random_bytes_then_silence(hostile: HostileServer, data: bytes) -> None:
+    outcome, _, _ = call(hostile, [(data, 0.0)], "silent", timeout=0.1)
+    if isinstance(outcome, resp.ConnectionError):
+        pytest.fail(f"the server never closed, yet {outcome!r}")
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(value=resp_value(), garbage=st.binary(max_size=20))
+def test_valid_reply_with_trailing_garbage_is_returned(hostile: HostileServer, value: Any, garbage: bytes) -> None:
+    encoded, expected = value
+    outcome, _, _ = call(hostile, [(encoded + garbage, 0.0)], "close")
+    assert outcome == expected
+
+
+@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(value=resp_value())
+def test_reply_trickling_one_byte_at_a_time(hostile: HostileServer, value: Any) -> None:
+    encoded, expected = value
+    encoded = encoded[:150]  # what fits in the deadline; the rest is cut below
+    script = [(encoded[i : i + 1], 0.0005) for i in range(len(encoded))]
+    outcome, _, _ = call(hostile, script, "close", timeout=2.0)
+    if len(encoded) == len(value[0]):
+        assert outcome == expected
+    else:
+        assert isinstance(outcome, resp.ConnectionError)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from([b"$", b"*"]),
+    claimed=st.integers(0, 2**40),
+    delta=st.integers(-50, -1) | st.integers(1, 50),
+    after=st.sampled_from(["close", "silent"]),
+)
+def test_lengths_that_lie(hostile: HostileServer, kind: bytes, claimed: int, delta: int, after: str) -> None:
+    # A claimed length, then more or fewer items (bytes or elements) than claimed.
+    actual = max(0, min(claimed + delta, 200))
+    if kind == b"$":
+        body = b"$%d\r\n" % claimed + b"y" * actual + b"\r\n"
+    else:
+        body = b"*%d\r\n" % claimed + b":1\r\n" * actual
+    outcome, _, _ = call(hostile, [(body, 0.0)], after, timeout=0.1)
+    if kind == b"*" and actual >= claimed:
+        assert outcome == [1] * claimed  # the extra elements are trailing data
+    elif kind == b"$" and actual == claimed:
+        assert outcome == b"y" * claimed
+    else:
+        assert isinstance(outcome, (resp.ProtocolError, resp.ConnectionError, resp.TimeoutError)), outcome
+
+
+@pytest.mark.parametrize("claim", [b"$536870912\r\n", b"*4294967296\r\n", b"*1\r\n$536870912\r\n"])
+def test_huge_claim_then_silence_times_out_in_little_memory(hostile: HostileServer, claim: bytes) -> None:
+    outcome, elapsed, peak = call(hostile, [(claim + b"z" * 1000, 0.0)], "silent", timeout=0.3)
+    assert isinstance(outcome, resp.TimeoutError)
+    assert elapsed >= 0.25
+    assert peak < 1024 * 1024
+
+
+@pytest.mark.parametrize("claim", [b"$536870913\r\n", b"*4294967297\r\n", b"$99999999999999999999\r\n",
+                                   b"$-2\r\n", b"*1\r\n" * 100, b"%1\r\n", b"+" + b"a" * 70000])
+def test_claims_over_the_limits_are_protocol_errors(hostile: HostileServer, claim: bytes) -> None:
+    outcome, elapsed, _ = call(hostile, [(claim, 0.0)], "silent", timeout=2.0)
+    assert isinstance(outcome, resp.ProtocolError), outcome
+    assert elapsed < 1.5  # refused at once, not at the deadline
+
+
+def test_endless_trickle_is_cut_at_the_deadline(hostile: HostileServer) -> None:
+    # One byte every 10 ms never lets a per-read timeout fire: only a deadline
+    # for the whole command ends it.
+    hostile.filler, hostile.pause = b"y", 0.01
+    outcome, elapsed, peak = call(hostile, [(b"$100000000\r\n", 0.0)], "trickle", timeout=0.5)
+    assert isinstance(outcome, resp.TimeoutError)
+    assert 0.45 <= elapsed < 0.5 + SLACK
+    assert peak < 1024 * 1024

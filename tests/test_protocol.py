@@ -1,0 +1,482 @@
+"""The sans-IO layer: ``resp.Reader`` and ``resp.encode_command``, with no socket.
+
+Every wire case runs three ways (whole, split at every byte, with trailing
+data). Hypothesis checks round trips under random chunkings and that random
+bytes only ever end in ``ProtocolError``. Hostile lengths must be refused at
+once, without allocating what they claim.
+"""
+
+import array
+import math
+import tracemalloc
+from typing import Any, List, Sequence, Tuple
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import resp
+from resp import protocol
+from resp.protocol import LARGE_VALUE, MAX_DEPTH, MAX_LINE_LENGTH, encode_parts
+
+# -- helpers -----------------------------------------------------------------
+
+
+def normalize(value: Any) -> Any:
+    """A comparable form that keeps every type: errors by class and message,
+    and ``bytes`` kept apart from ``str``."""
+    if isinstance(value, resp.ResponseError):
+        return ("error", type(value).__name__, str(value))
+    if isinstance(value, list):
+        return ("array", [normalize(item) for item in value])
+    return (type(value).__name__, value)
+
+
+def read_all(chunks: Sequence[bytes]) -> List[Any]:
+    """Feed ``chunks`` one by one, collecting every reply as it completes."""
+    reader = resp.Reader()
+    replies = []
+    for chunk in chunks:
+        reader.feed(chunk)
+        while True:
+            reply = reader.gets()
+            if reply is False:
+                break
+            replies.append(reply)
+    return replies
+
+
+def assert_three_ways(data: bytes, expected: Any) -> None:
+    """``data`` holds exactly one reply: check it whole, split in two at every
+    byte, one byte at a time, and followed by the start of another reply."""
+    want = [normalize(expected)]
+    assert [normalize(r) for r in read_all([data])] == want
+
+    for cut in range(1, len(data)):
+        reader = resp.Reader()
+        reader.feed(data[:cut])
+        assert reader.gets() is False, f"a reply from the first {cut} bytes"
+        reader.feed(data[cut:])
+        assert [normalize(reader.gets())] == want, f"split at {cut}"
+        assert reader.gets() is False
+
+    assert [normalize(r) for r in read_all([data[i : i + 1] for i in range(len(data))])] == want
+
+    reader = resp.Reader()
+    reader.feed(data + b"+next\r\n$5\r\nhe")
+    assert [normalize(reader.gets())] == want
+    assert reader.gets() == "next"
+    assert reader.gets() is False
+    assert reader.has_data()
+    reader.feed(b"llo\r\n")
+    assert reader.gets() == b"hello"
+    assert not reader.has_data()
+
+
+# -- every reply type three ways ---------------------------------------------
+
+CASES: List[Tuple[str, bytes, Any]] = [
+    ("status", b"+OK\r\n", "OK"),
+    ("empty status", b"+\r\n", ""),
+    ("status non-ascii", "+caf\u00e9\r\n".encode(), "caf\u00e9"),
+    ("error", b"-ERR unknown command\r\n", resp.ResponseError("ERR unknown command")),
+    ("wrongtype", b"-WRONGTYPE Operation against a key\r\n", resp.WrongTypeError("WRONGTYPE Operation against a key")),
+    ("wrongpass", b"-WRONGPASS invalid\r\n", resp.AuthenticationError("WRONGPASS invalid")),
+    ("noauth", b"-NOAUTH Authentication required.\r\n", resp.AuthenticationError("NOAUTH Authentication required.")),
+    ("noperm", b"-NOPERM no\r\n", resp.NoPermissionError("NOPERM no")),
+    ("readonly", b"-READONLY replica\r\n", resp.ReadOnlyError("READONLY replica")),
+    ("loading", b"-LOADING wait\r\n", resp.BusyLoadingError("LOADING wait")),
+    ("integer", b":42\r\n", 42),
+    ("zero", b":0\r\n", 0),
+    ("negative", b":-7\r\n", -7),
+    ("int64 max", b":9223372036854775807\r\n", 2**63 - 1),
+    ("int64 min", b":-9223372036854775808\r\n", -(2**63)),
+    ("bulk", b"$5\r\nhello\r\n", b"hello"),
+    ("empty bulk", b"$0\r\n\r\n", b""),
+    ("null bulk", b"$-1\r\n", None),
+    ("binary bulk with CRLF", b"$8\r\n\r\n\x00\xff\r\n\r\n\r\n", b"\r\n\x00\xff\r\n\r\n"),
+    ("bulk of CRLF only", b"$2\r\n\r\n\r\n", b"\r\n"),
+    ("empty array", b"*0\r\n", []),
+    ("null array", b"*-1\r\n", None),
+    ("array", b"*2\r\n$5\r\nhello\r\n:7\r\n", [b"hello", 7]),
+    ("nested", b"*2\r\n*2\r\n$5\r\nhello\r\n$5\r\nworld\r\n$1\r\n!\r\n", [[b"hello", b"world"], b"!"]),
+    (
+        "nested with errors and nulls",
+        b"*5\r\n+OK\r\n-WRONGTYPE bad\r\n$-1\r\n*-1\r\n*3\r\n*0\r\n-ERR inner\r\n$0\r\n\r\n",
+        ["OK", resp.WrongTypeError("WRONGTYPE bad"), None, None, [[], resp.ResponseError("ERR inner"), b""]],
+    ),
+    ("array ending in nested arrays", b"*1\r\n*1\r\n*1\r\n:1\r\n", [[[1]]]),
+    ("deep but allowed", b"*1\r\n" * (MAX_DEPTH - 1) + b":5\r\n", None),  # expected filled in below
+]
+
+
+def _deep(depth: int, leaf: Any) -> Any:
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+CASES[-1] = (CASES[-1][0], CASES[-1][1], _deep(MAX_DEPTH - 1, 5))
+
+
+@pytest.mark.parametrize("data, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_reply_three_ways(data: bytes, expected: Any) -> None:
+    assert_three_ways(data, expected)
+
+
+def test_error_replies_are_returned_not_raised() -> None:
+    reader = resp.Reader()
+    reader.feed(b"-ERR boom\r\n")
+    error = reader.gets()
+    assert type(error) is resp.ResponseError
+    assert error.kind == "ERR"
+    assert str(error) == "ERR boom"
+
+
+def test_bulk_larger_than_one_chunk() -> None:
+    payload = bytes(range(256)) * 1024 + b"\r\n" * 100
+    data = b"$%d\r\n%s\r\n" % (len(payload), payload)
+    chunks = [data[i : i + 4093] for i in range(0, len(data), 4093)]
+    assert read_all(chunks) == [payload]
+
+
+def test_many_replies_in_one_feed() -> None:
+    data = b"".join(b":%d\r\n" % i for i in range(1000))
+    assert read_all([data]) == list(range(1000))
+
+
+def test_feed_accepts_bytearray_and_memoryview() -> None:
+    reader = resp.Reader()
+    source = bytearray(b"$3\r\nabc\r\n")
+    reader.feed(memoryview(source)[:5])
+    reader.feed(source[5:])
+    source[4:7] = b"xyz"  # the reader must have copied what it was fed
+    assert reader.gets() == b"abc"
+
+
+# -- hypothesis: round trips and random bytes ---------------------------------
+
+_line_text = st.text(
+    alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=20
+)
+
+replies = st.recursive(
+    st.one_of(
+        st.binary(max_size=40),
+        _line_text,
+        st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        st.none(),
+        st.builds(lambda word, text: resp.ResponseError(f"{word} {text}"),
+                  st.sampled_from(["ERR", "MOVED", "BUSY"]), _line_text),
+    ),
+    lambda children: st.lists(children, max_size=5),
+    max_leaves=30,
+)
+
+
+def encode_reply(value: Any, null_array: bool = False) -> bytes:
+    """The test's own RESP2 encoder, independent of resp."""
+    if value is None:
+        return b"*-1\r\n" if null_array else b"$-1\r\n"
+    if isinstance(value, resp.ResponseError):
+        return b"-" + str(value).encode() + b"\r\n"
+    if isinstance(value, bytes):
+        return b"$" + str(len(value)).encode() + b"\r\n" + value + b"\r\n"
+    if isinstance(value, str):
+        return b"+" + value.encode() + b"\r\n"
+    if isinstance(value, int):
+        return b":" + str(value).encode() + b"\r\n"
+    items = [encode_reply(item, null_array=not null_array) for item in value]
+    return b"*" + str(len(value)).encode() + b"\r\n" + b"".join(items)
+
+
+def chunked(data: bytes, draw: Any) -> List[bytes]:
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+@given(st.lists(replies, min_size=1, max_size=5), st.booleans(), st.data())
+def test_round_trip_under_random_chunkings(values: List[Any], null_array: bool, data: Any) -> None:
+    wire = b"".join(encode_reply(v, null_array) for v in values)
+    got = read_all(chunked(wire, data.draw))
+    assert [normalize(r) for r in got] == [normalize(v) for v in values]
+
+
+def _random_bytes_only_raise_protocol_error(chunks: List[bytes]) -> None:
+    reader = resp.Reader()
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            while reader.gets() is not False:
+                pass
+    except resp.ProtocolError:
+        pass
+
+
+@given(st.lists(st.binary(max_size=30), max_size=10))
+def test_random_bytes_only_raise_protocol_error(chunks: List[bytes]) -> None:
+    _random_bytes_only_raise_protocol_error(chunks)
+
+
+# Bytes that look almost like RESP2 find the corners that uniform noise misses.
+_resp_ish = st.lists(
+    st.sampled_from([b"*", b"$", b":", b"+", b"-", b"\r\n", b"\r", b"\n", b"0", b"1", b"2", b"-1",
+                     b"9", b"_", b" ", b"x", b"\x00", b"\xff", b"%", b"#"]),
+    max_size=40,
+).map(b"".join)
+
+
+@given(_resp_ish, st.data())
+def test_resp_like_bytes_only_raise_protocol_error(wire: bytes, data: Any) -> None:
+    _random_bytes_only_raise_protocol_error(chunked(wire, data.draw))
+
+
+# -- hostile input ------------------------------------------------------------
+
+HOSTILE = [
+    ("huge bulk", b"$1099511627776\r\n"),
+    ("bulk just over 512 MiB", b"$536870913\r\n"),
+    ("huge array", b"*4294967297\r\n"),
+    ("bulk -2", b"$-2\r\n"),
+    ("array -2", b"*-2\r\n"),
+    ("underscore in int", b":12_3\r\n"),
+    ("underscore in bulk length", b"$1_0\r\n"),
+    ("space in int", b": 12\r\n"),
+    ("empty int", b":\r\n"),
+    ("empty bulk length", b"$\r\n"),
+    ("lone minus", b":-\r\n"),
+    ("non-ascii digits", ":\u0661\u0662\r\n".encode()),
+    ("20-digit length", b"$00000000000000000001\r\n"),
+    ("int over int64", b":9223372036854775808\r\n"),
+    ("int under int64", b":-9223372036854775809\r\n"),
+    ("unknown type byte", b"?what\r\n"),
+    ("empty line", b"\r\n"),
+    ("inline text", b"OK\r\n"),
+    ("bulk not ended by CRLF", b"$3\r\nabcXY"),
+    ("nested too deep", b"*1\r\n" * (MAX_DEPTH + 1) + b":1\r\n"),
+    ("line too long", b"+" + b"a" * (MAX_LINE_LENGTH + 1)),
+    ("length line too long", b"$" + b"1" * (MAX_LINE_LENGTH + 1)),
+] + [(f"RESP3 {chr(t)}", bytes([t]) + b"1\r\n") for t in b"_#,(!=%~>|"]
+
+
+@pytest.mark.parametrize("data", [h[1] for h in HOSTILE], ids=[h[0] for h in HOSTILE])
+def test_hostile_input_raises_at_once_without_allocating(data: bytes) -> None:
+    reader = resp.Reader()
+    tracemalloc.start()
+    try:
+        reader.feed(data)
+        with pytest.raises(resp.ProtocolError):
+            reader.gets()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # What was fed is at most ~64 KiB; what is claimed is gigabytes.
+    assert peak < 4 * len(data) + 64 * 1024
+
+
+def test_hostile_array_inside_an_array() -> None:
+    reader = resp.Reader()
+    reader.feed(b"*2\r\n:1\r\n*4294967297\r\n")
+    with pytest.raises(resp.ProtocolError):
+        reader.gets()
+
+
+def test_long_line_refused_once_over_the_bound_when_fed_in_pieces() -> None:
+    reader = resp.Reader()
+    reader.feed(b"+")
+    fed = 1
+    while fed <= MAX_LINE_LENGTH:
+        assert reader.gets() is False
+        reader.feed(b"a" * 4096)
+        fed += 4096
+    with pytest.raises(resp.ProtocolError):
+        reader.gets()
+
+
+def test_array_claiming_many_elements_holds_only_what_arrived() -> None:
+    # A legal length (2**32) that never arrives: memory follows the bytes.
+    reader = resp.Reader()
+    tracemalloc.start()
+    try:
+        reader.feed(b"*4294967296\r\n" + b":1\r\n" * 10)
+        assert reader.gets() is False
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+
+
+def test_bulk_claiming_512_mib_holds_only_what_arrived() -> None:
+    reader = resp.Reader()
+    tracemalloc.start()
+    try:
+        reader.feed(b"$536870912\r\n" + b"x" * 1000)
+        assert reader.gets() is False
+        reader.feed(b"y" * 1000)
+        assert reader.gets() is False
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+
+
+# -- encode_command -----------------------------------------------------------
+
+
+def parse_request(data: bytes) -> List[bytes]:
+    """The test's own request parser: one array of bulk strings, nothing after."""
+    assert data[:1] == b"*"
+    end = data.index(b"\r\n")
+    count = int(data[1:end])
+    pos = end + 2
+    args = []
+    for _ in range(count):
+        assert data[pos : pos + 1] == b"$"
+        end = data.index(b"\r\n", pos)
+        length = int(data[pos + 1 : end])
+        start = end + 2
+        args.append(data[start : start + length])
+        assert data[start + length : start + length + 2] == b"\r\n"
+        pos = start + length + 2
+    assert pos == len(data), "bytes after the command"
+    return args
+
+
+def expected_bytes(arg: Any) -> bytes:
+    if isinstance(arg, str):
+        return arg.encode("utf-8")
+    if isinstance(arg, int):
+        return str(arg).encode()
+    if isinstance(arg, float):
+        return repr(arg).encode()
+    return bytes(arg)
+
+
+@pytest.mark.parametrize(
+    "arg, wire",
+    [
+        (b"x\r\ny", b"x\r\ny"),
+        (b"", b""),
+        (bytearray(b"ba"), b"ba"),
+        (memoryview(b"mv"), b"mv"),
+        (memoryview(b"abcdef")[::2], b"ace"),
+        (memoryview(array.array("H", [1, 2])), array.array("H", [1, 2]).tobytes()),
+        ("str", b"str"),
+        ("caf\u00e9 \u2603", "caf\u00e9 \u2603".encode()),
+        (0, b"0"),
+        (42, b"42"),
+        (-42, b"-42"),
+        (2**70, str(2**70).encode()),
+        (1.5, b"1.5"),
+        (-0.25, b"-0.25"),
+        (1e100, b"1e+100"),
+        (math.inf, b"inf"),
+    ],
+    ids=repr,
+)
+def test_encode_command_accepted_types(arg: Any, wire: bytes) -> None:
+    data = resp.encode_command("ECHO", arg)
+    assert data == b"*2\r\n$4\r\nECHO\r\n$%d\r\n%s\r\n" % (len(wire), wire)
+    assert parse_request(data) == [b"ECHO", wire]
+
+
+def test_encode_command_exact_bytes() -> None:
+    assert resp.encode_command("RPUSH", "q", b"x", 7) == (
+        b"*4\r\n$5\r\nRPUSH\r\n$1\r\nq\r\n$1\r\nx\r\n$1\r\n7\r\n"
+    )
+
+
+class _Int(int):
+    def __str__(self) -> str:  # what IntEnum does on Python 3.8-3.10
+        return "_Int.ONE"
+
+    __repr__ = __str__
+
+
+class _Float(float):
+    def __repr__(self) -> str:
+        return "_Float(1.5)"
+
+
+def test_encode_command_sends_the_value_of_int_and_float_subclasses() -> None:
+    assert parse_request(resp.encode_command("ECHO", _Int(1), _Float(1.5))) == [b"ECHO", b"1", b"1.5"]
+
+
+@pytest.mark.parametrize("bad", [True, False, None, object(), ["a"], ("a",), {"a": 1}, 1j],
+                         ids=lambda v: type(v).__name__)
+def test_encode_command_refuses_other_types(bad: Any) -> None:
+    with pytest.raises(TypeError):
+        resp.encode_command("SET", "k", bad)
+    with pytest.raises(TypeError):
+        encode_parts(("SET", b"k" * LARGE_VALUE, bad))
+
+
+def test_encode_command_needs_a_name() -> None:
+    with pytest.raises(ValueError):
+        resp.encode_command()
+
+
+command_args = st.lists(
+    st.one_of(
+        st.binary(max_size=30),
+        st.binary(max_size=30).map(bytearray),
+        st.binary(max_size=30).map(memoryview),
+        st.text(max_size=20),
+        st.integers(),
+        st.floats(allow_nan=False),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@given(command_args)
+def test_encode_command_round_trip(args: List[Any]) -> None:
+    assert parse_request(resp.encode_command(*args)) == [expected_bytes(a) for a in args]
+
+
+# -- the large-value path ------------------------------------------------------
+
+
+def test_large_values_are_separate_pieces_not_copies() -> None:
+    big_bytes = b"b" * LARGE_VALUE
+    big_array = bytearray(b"a" * (LARGE_VALUE + 1))
+    big_view = memoryview(bytearray(b"v" * (2 * LARGE_VALUE)))
+    parts = encode_parts(("MSET", "k1", big_bytes, "k2", big_array, "k3", big_view, "end", b"tiny"))
+    assert parts[1] is big_bytes
+    assert isinstance(parts[3], memoryview) and parts[3].obj is big_array
+    assert isinstance(parts[5], memoryview) and parts[5].obj is big_view.obj
+    assert len(parts) == 7  # header+k1 header, value, CRLF+k2 header, value, ..., CRLF+tail
+    joined = b"".join(parts)
+    assert joined == resp.encode_command("MSET", "k1", big_bytes, "k2", big_array, "k3", big_view,
+                                         "end", b"tiny")
+    assert parse_request(joined) == [b"MSET", b"k1", big_bytes, b"k2", bytes(big_array), b"k3",
+                                     bytes(big_view), b"end", b"tiny"]
+
+
+def test_value_just_under_large_is_joined() -> None:
+    value = b"s" * (LARGE_VALUE - 1)
+    parts = encode_parts(("SET", "k", value))
+    assert len(parts) == 1
+    assert parse_request(parts[0]) == [b"SET", b"k", value]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        memoryview(b"n" * (2 * LARGE_VALUE))[::2],  # not contiguous
+        memoryview(array.array("i", range(LARGE_VALUE))),  # items wider than a byte
+        "\u2603" * LARGE_VALUE,  # a str: encoded, then its own piece
+    ],
+    ids=["strided memoryview", "int memoryview", "large str"],
+)
+def test_large_values_of_every_kind_encode_correctly(value: Any) -> None:
+    parts = encode_parts(("SET", "k", value))
+    assert parse_request(b"".join(bytes(p) for p in parts)) == [b"SET", b"k", expected_bytes(value)]
+
+
+def test_protocol_module_limits() -> None:
+    # The documented bounds of SPEC section 2.
+    assert protocol.MAX_BULK_LENGTH == 512 * 1024 * 1024
+    assert protocol.MAX_ARRAY_LENGTH == 2**32

@@ -1,0 +1,529 @@
+"""Reliable delivery (hotqueue/reliable.py) against real redis-server processes.
+
+Worker processes are real ``python`` processes running ``WORKER`` below; they
+are killed with SIGKILL by their pid, mid-message.
+"""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable, Iterator, List, Set
+
+import pytest
+
+import resp
+from hotqueue import HotQueue
+from hotqueue.reliable import Consumer, ReliableUnsupportedError, keys_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A reliable worker process. argv: url, queue name, side-list prefix, the
+# message to hang on ("-" for none), heartbeat TTL, idle timeout. The handler
+# records each message it starts and finishes (pickled) on side lists.
+WORKER = r"""
+import pickle, sys, time
+from hotqueue import HotQueue
+url, name, side, hang, ttl, idle = sys.argv[1:7]
+queue = HotQueue(name, url=url)
+client = queue.client
+
+@queue.worker(reliable=True, heartbeat_ttl=float(ttl), timeout=float(idle))
+def handle(msg):
+    client.rpush(side + ":started", pickle.dumps(msg))
+    if repr(msg) == hang:
+        time.sleep(600)
+    client.rpush(side + ":done", pickle.dumps(msg))
+
+handle()
+"""
+
+
+def crc16_xmodem(data: bytes) -> int:
+    """CRC16-XMODEM (poly 0x1021, init 0), bit by bit: the cluster's key hash."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def slot(key: str) -> int:
+    raw = key.encode()
+    start = raw.find(b"{")
+    if start >= 0:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1:end]
+    return crc16_xmodem(raw) % 16384
+
+
+@pytest.fixture
+def queue(redis_url: str, key: str) -> Iterator[HotQueue]:
+    q = HotQueue(key, url=redis_url)
+    yield q
+    keys = q.client.execute("KEYS", "*" + key + "*")
+    if keys:
+        q.client.delete(*keys)
+    q.client.close()
+
+
+def start_worker(url: str, name: str, side: str, hang: str = "-", ttl: float = 1.0,
+                 idle: float = 30.0) -> "subprocess.Popen[bytes]":
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-c", WORKER, url, name, side, hang, str(ttl), str(idle)],
+                            env=env, stderr=subprocess.PIPE)
+
+
+def stop_workers(workers: List["subprocess.Popen[bytes]"]) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait()
+        if worker.stderr:
+            worker.stderr.close()
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def side_list(client: resp.Client, key: str) -> List[object]:
+    return [pickle.loads(v) for v in client.execute("LRANGE", key, 0, -1)]
+
+
+def consumer_of(queue: HotQueue, pid: int) -> str:
+    ids = [c.id for c in queue.stats().consumers if f":{pid}:" in c.id]
+    assert len(ids) == 1, ids
+    return ids[0]
+
+
+# -- keys ------------------------------------------------------------------------
+
+
+def test_crc16_matches_the_cluster_reference_value() -> None:
+    assert crc16_xmodem(b"123456789") == 0x31C3
+
+
+@pytest.mark.parametrize("name", ["jobs", "a{b", "a}b{c}", "{tenant}jobs", "é:{ü}", "with space"])
+def test_every_key_of_a_queue_is_in_the_slot_of_the_main_key(name: str) -> None:
+    main = "hotqueue:" + name
+    keys = keys_for(main)
+    assert keys.main == main
+    derived = [keys.consumers, keys.attempts, keys.dead, keys.processing("host:1:ab}c"),
+               keys.heartbeat("h{x}")]
+    assert {slot(k) for k in derived} == {slot(main)}
+    assert slot(main) == resp.key_slot(main)
+
+
+def test_plain_names_use_the_main_key_as_hash_tag() -> None:
+    assert keys_for("hotqueue:jobs").dead == "{hotqueue:jobs}:dead"
+    assert keys_for("hotqueue:jobs").processing("c1") == "{hotqueue:jobs}:processing:c1"
+
+
+@pytest.mark.parametrize("name", ["a}b", "x{}y"])
+def test_a_name_that_cannot_share_a_slot_is_refused(name: str, queue: HotQueue) -> None:
+    # The main key's slot hashes the whole key, "}" included, and no hash tag
+    # can hold a "}"; refused before anything is sent.
+    with pytest.raises(ValueError, match="hash tag"):
+        keys_for("hotqueue:" + name)
+    with pytest.raises(ValueError, match="hash tag"):
+        HotQueue(name, client=queue.client).reserve(timeout=1)
+
+
+# -- reserve, ack, fail ------------------------------------------------------------
+
+
+def test_reserve_holds_the_message_in_its_processing_list_until_acked(queue: HotQueue) -> None:
+    queue.put("first", "second")
+    keys = keys_for(queue.key)
+    with queue.reserve(timeout=1) as msg:
+        assert msg == "first"
+        (consumer,) = queue.stats().consumers
+        assert consumer.in_flight == 1
+        assert queue.client.execute("LRANGE", keys.processing(consumer.id), 0, -1) == [pickle.dumps("first")]
+        assert queue.client.execute("EXISTS", keys.heartbeat(consumer.id)) == 1
+        assert len(queue) == 1
+    assert queue.client.execute("LRANGE", queue.key, 0, -1) == [pickle.dumps("second")]
+    assert queue.stats().consumers == []
+    assert queue.client.execute("EXISTS", keys.heartbeat(consumer.id), keys.processing(consumer.id)) == 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("hotqueue-heartbeat")]
+
+
+def test_reserve_gives_none_on_timeout_and_when_empty(queue: HotQueue) -> None:
+    start = time.monotonic()
+    with queue.reserve(timeout=0.3) as msg:
+        assert msg is None
+    assert 0.25 < time.monotonic() - start < 5
+    with queue.reserve(block=False) as msg:
+        assert msg is None
+
+
+def test_a_failure_puts_the_message_back_at_the_head_with_its_bytes_unchanged(queue: HotQueue) -> None:
+    queue.put({"n": 1}, {"n": 2})
+    with pytest.raises(KeyError):
+        with queue.reserve(timeout=1) as msg:
+            assert msg == {"n": 1}
+            raise KeyError("x")
+    assert queue.client.execute("LRANGE", queue.key, 0, -1) == [pickle.dumps({"n": 1}), pickle.dumps({"n": 2})]
+    assert queue.get() == {"n": 1}  # a plain consumer reads it as ever
+
+
+def test_a_handler_that_always_raises_ends_in_the_dead_letters(queue: HotQueue) -> None:
+    queue.put("poison", "ok-1", "ok-2")
+    calls: List[str] = []
+
+    @queue.worker(reliable=True, max_attempts=3, timeout=0.3)
+    def handle(msg: str) -> None:
+        calls.append(msg)
+        if msg == "poison":
+            raise ValueError(f"cannot handle {msg}")
+
+    handle()
+    assert calls.count("poison") == 3
+    assert sorted(c for c in calls if c != "poison") == ["ok-1", "ok-2"]
+    assert len(queue) == 0
+    dead = queue.dead_letters
+    assert len(dead) == 1
+    (letter,) = dead.peek()
+    assert letter.message == "poison"
+    assert letter.reason == "ValueError('cannot handle poison')"
+    assert letter.attempts == 3
+    assert letter.data == pickle.dumps("poison")
+    assert letter.consumer
+    assert abs(letter.failed_at - time.time()) < 60
+    # The failure count was reset: a requeued message gets its attempts again.
+    assert queue.client.execute("HLEN", keys_for(queue.key).attempts) == 0
+    assert dead.requeue() == 1
+    assert len(dead) == 0
+    assert queue.client.execute("LRANGE", queue.key, 0, -1) == [pickle.dumps("poison")]
+
+
+def test_dead_letters_peek_requeue_and_clear_keep_order(queue: HotQueue) -> None:
+    queue.put(*range(4))
+    for _ in range(4):
+        with pytest.raises(RuntimeError):
+            with queue.reserve(timeout=1, max_attempts=1):
+                raise RuntimeError("no\nnewline trouble: é")
+    dead = queue.dead_letters
+    assert [d.message for d in dead.peek(10)] == [0, 1, 2, 3]
+    assert [d.message for d in dead.peek(2)] == [0, 1]
+    assert dead.peek(1)[0].reason == repr(RuntimeError("no\nnewline trouble: é"))
+    queue.put("new")
+    assert dead.requeue() == 4
+    assert list(queue.consume(block=False)) == ["new", 0, 1, 2, 3]
+    queue.put(5)
+    with pytest.raises(RuntimeError):
+        with queue.reserve(timeout=1, max_attempts=1):
+            raise RuntimeError
+    assert dead.clear() == 1
+    assert len(dead) == 0 and dead.peek() == []
+
+
+def test_a_message_the_serializer_cannot_read_is_dead_lettered_and_skipped(queue: HotQueue) -> None:
+    queue.client.rpush(queue.key, b"not a pickle", pickle.dumps("good"))
+    with queue.reserve(timeout=1) as msg:
+        assert msg == "good"
+    (letter,) = queue.dead_letters.peek()
+    assert letter.data == b"not a pickle" and letter.message == b"not a pickle"
+    assert letter.reason.startswith("cannot deserialize:")
+
+
+def test_serializer_none_and_json(redis_url: str, key: str) -> None:
+    raw = HotQueue(key, url=redis_url, serializer=None)
+    raw.put(b"\x00\r\n\xff")
+    with raw.reserve(timeout=1) as msg:
+        assert msg == b"\x00\r\n\xff"
+    as_json = HotQueue(key, url=redis_url, serializer=json)
+    as_json.put({"a": [1, 2]})
+    with as_json.reserve(timeout=1) as msg:
+        assert msg == {"a": [1, 2]}
+    assert len(raw) == 0
+
+
+# -- consume(reliable=True) --------------------------------------------------------
+
+
+def test_consume_acks_each_message_when_the_next_is_asked_for(queue: HotQueue) -> None:
+    queue.put("a", "b", "c")
+    seen = []
+    for msg in queue.consume(reliable=True, timeout=0.3):
+        # The message being handled is still held, not yet acked.
+        assert [c.in_flight for c in queue.stats().consumers] == [1]
+        seen.append(msg)
+    assert seen == ["a", "b", "c"]
+    assert len(queue) == 0 and queue.stats().consumers == []
+
+
+def test_leaving_consume_early_gives_the_current_message_back(queue: HotQueue) -> None:
+    queue.put("a", "b", "c")
+    gen = queue.consume(reliable=True, timeout=1)
+    assert next(gen) == "a"
+    assert next(gen) == "b"
+    gen.close()
+    assert queue.client.execute("LRANGE", queue.key, 0, -1) == [pickle.dumps("b"), pickle.dumps("c")]
+    assert queue.stats().consumers == []
+    assert queue.client.execute("HLEN", keys_for(queue.key).attempts) == 0
+
+
+# -- heartbeats and recovery -------------------------------------------------------
+
+
+def test_recover_moves_a_dead_consumers_message_back_to_the_head(queue: HotQueue) -> None:
+    # What a killed consumer leaves: registered, holding a message, no heartbeat.
+    keys = keys_for(queue.key)
+    queue.put("next")
+    queue.client.execute("SADD", keys.consumers, "ghost")
+    queue.client.rpush(keys.processing("ghost"), pickle.dumps("in flight"))
+    assert queue.recover() == 1
+    assert queue.client.execute("LRANGE", queue.key, 0, -1) == [pickle.dumps("in flight"), pickle.dumps("next")]
+    assert queue.stats().consumers == []
+    assert queue.recover() == 0
+
+
+def test_recover_leaves_live_consumers_alone(queue: HotQueue) -> None:
+    keys = keys_for(queue.key)
+    queue.client.execute("SADD", keys.consumers, "alive")
+    queue.client.execute("SET", keys.heartbeat("alive"), "{}", "PX", 5000)
+    queue.client.rpush(keys.processing("alive"), b"busy")
+    assert queue.recover() == 0
+    assert queue.client.execute("LRANGE", keys.processing("alive"), 0, -1) == [b"busy"]
+
+
+def test_a_message_abandoned_too_often_is_dead_lettered(queue: HotQueue) -> None:
+    keys = keys_for(queue.key)
+    queue.client.rpush(keys.processing("ghost"), pickle.dumps("kills workers"))
+    for _ in range(2):  # delivered to "ghost", which dies; twice
+        queue.client.execute("SADD", keys.consumers, "ghost")
+        queue.recover(max_attempts=2)
+        queue.client.execute("LMOVE", queue.key, keys.processing("ghost"), "LEFT", "RIGHT")
+    (letter,) = queue.dead_letters.peek()
+    assert letter.message == "kills workers" and letter.attempts == 2
+    assert letter.reason.startswith("abandoned") and letter.consumer == "ghost"
+    assert len(queue) == 0
+
+
+def test_the_heartbeat_keeps_a_handler_longer_than_its_ttl(queue: HotQueue) -> None:
+    queue.put("slow")
+    with queue.reserve(timeout=1, heartbeat_ttl=0.3) as msg:
+        time.sleep(1.2)  # four TTLs
+        assert queue.recover() == 0
+        (consumer,) = queue.stats().consumers
+        assert consumer.in_flight == 1 and consumer.heartbeat_age is not None
+        assert consumer.heartbeat_age < 0.3
+    assert msg == "slow" and len(queue) == 0
+
+
+def test_a_killed_worker_process_message_is_handled_again_by_another(redis_url: str, key: str,
+                                                                     queue: HotQueue) -> None:
+    side = key + ":side"
+    client = queue.client
+    workers = [start_worker(redis_url, key, side, hang=repr(5), ttl=1.0)]
+    try:
+        queue.put(*range(20))
+        wait_until("the victim to start message 5",
+                   lambda: 5 in side_list(client, side + ":started"), timeout=20)
+        victim = workers[0]
+        victim_id = consumer_of(queue, victim.pid)
+        assert client.execute("LRANGE", keys_for(queue.key).processing(victim_id), 0, -1) == [pickle.dumps(5)]
+        victim.kill()
+        victim.wait()
+        killed_at = time.monotonic()
+        workers.append(start_worker(redis_url, key, side, ttl=1.0))
+        wait_until("every message done", lambda: len(side_list(client, side + ":done")) >= 20, timeout=20)
+        recovered_after = time.monotonic() - killed_at
+        time.sleep(0.3)  # a duplicate would show up here
+        done = side_list(client, side + ":done")
+        assert sorted(done) == list(range(20))  # each exactly once, 5 included
+        assert side_list(client, side + ":started").count(5) == 2
+        assert recovered_after >= 0.5  # only after the heartbeat expired
+        assert [c.id for c in queue.stats().consumers] == [consumer_of(queue, workers[1].pid)]
+    finally:
+        stop_workers(workers)
+
+
+def test_four_workers_and_an_old_style_producer_lose_nothing_when_one_is_killed(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    total = 10_000
+    side = key + ":side"
+    producer = resp.Client.from_url(redis_url)
+    workers = [start_worker(redis_url, key, side, ttl=1.0) for _ in range(4)]
+    try:
+        # Exactly what HotQueue 0.2.8 writes: RPUSH of pickle.dumps bytes.
+        def produce(first: int, stop: int) -> None:
+            for start in range(first, stop, 500):
+                producer.rpush(queue.key, *[pickle.dumps(i) for i in range(start, start + 500)])
+
+        produce(0, total // 2)
+        wait_until("a quarter done", lambda: producer.llen(side + ":done") >= total // 4, timeout=60)
+        victim = workers[0]
+        victim_id = consumer_of(queue, victim.pid)
+        victim.send_signal(signal.SIGSTOP)  # freeze it to read what it holds
+        in_flight: Set[int] = {
+            pickle.loads(v) for v in producer.execute(
+                "LRANGE", keys_for(queue.key).processing(victim_id), 0, -1)
+        }
+        victim.kill()
+        victim.wait()
+        produce(total // 2, total)  # the rest only after the kill: it was mid-run
+        wait_until("every message done", lambda: producer.llen(side + ":done") >= total, timeout=90)
+        wait_until("the queue drained", lambda: len(queue) == 0 and queue.stats().in_flight == 0, timeout=30)
+        done = side_list(producer, side + ":done")
+        assert set(done) == set(range(total))
+        duplicates = {m for m, n in Counter(done).items() if n > 1}
+        assert duplicates <= in_flight
+        assert len(done) - total == len(duplicates) <= 1
+        assert len(queue.dead_letters) == 0
+        print(f"in flight at the kill: {sorted(in_flight)}, handled twice: {sorted(duplicates)}")
+    finally:
+        stop_workers(workers)
+        producer.close()
+
+
+def test_plain_and_reliable_consumers_share_one_queue(redis_url: str, key: str, queue: HotQueue) -> None:
+    plain = HotQueue(key, url=redis_url)
+    reliable = HotQueue(key, url=redis_url)
+    got_plain: List[int] = []
+    got_reliable: List[int] = []
+    threads = [
+        threading.Thread(target=lambda: got_plain.extend(plain.consume(timeout=0.5))),
+        threading.Thread(target=lambda: got_reliable.extend(reliable.consume(reliable=True, timeout=0.5))),
+    ]
+    for thread in threads:
+        thread.start()
+    for start in range(0, 600, 50):
+        queue.put(*range(start, start + 50))
+    for thread in threads:
+        thread.join(30)
+    assert sorted(got_plain + got_reliable) == list(range(600))
+    assert got_plain and got_reliable
+    plain.client.close()
+    reliable.client.close()
+
+
+# -- servers without LMOVE ---------------------------------------------------------
+
+
+def test_a_server_without_lmove_is_refused_at_once(make_server: Callable[..., object]) -> None:
+    server = make_server(args=["--rename-command", "LMOVE", "", "--rename-command", "BLMOVE", ""])
+    queue = HotQueue("old", url=server.url)  # type: ignore[attr-defined]
+    queue.put("kept")
+    start = time.monotonic()
+    with pytest.raises(ReliableUnsupportedError, match="Redis 6.2"):
+        with queue.reserve(timeout=5):
+            pass  # pragma: no cover
+    with pytest.raises(ReliableUnsupportedError):
+        next(queue.consume(reliable=True, timeout=5))
+
+    @queue.worker(reliable=True, timeout=5)
+    def handle(msg: object) -> None:
+        raise AssertionError("never called")  # pragma: no cover
+
+    with pytest.raises(ReliableUnsupportedError):
+        handle()
+    assert time.monotonic() - start < 3  # at once, not after the timeouts
+    assert isinstance(ReliableUnsupportedError("x"), resp.ResponseError)
+    assert queue.get() == "kept"  # nothing taken, nothing registered
+    assert queue.client.execute("KEYS", "*") == []
+
+
+def test_consumer_checks_its_options(queue: HotQueue) -> None:
+    with pytest.raises(ValueError):
+        Consumer(queue, max_attempts=0)
+    with pytest.raises(ValueError):
+        Consumer(queue, heartbeat_ttl=0)
+    with pytest.raises(TypeError):
+        queue.reserve(timeout=1, unknown=1)
+
+
+# -- a real cluster ----------------------------------------------------------------
+
+
+def test_reliable_mode_on_a_cluster_touches_one_slot_per_queue() -> None:
+    from cluster_fixtures import RedisCluster
+
+    cluster = RedisCluster(primaries=3, replicas=0)
+    try:
+        try:
+            cluster.start()
+        except Exception as exc:
+            pytest.fail(f"cannot start a Redis Cluster: {exc}", pytrace=False)
+        names = ["jobs", "other", "{tenant}jobs", "more"]
+        owners = {cluster.owner(resp.key_slot("hotqueue:" + name)) for name in names}
+        assert len(owners) > 1  # the queues live on different nodes
+        for name in names:
+            queue = HotQueue(name, url=cluster.url)
+            keys = keys_for(queue.key)
+            queue.put("a", "b", "c")
+            with queue.reserve(timeout=1) as msg:
+                assert msg == "a"
+                assert queue.stats().in_flight == 1
+            with pytest.raises(ValueError):
+                with queue.reserve(timeout=1, max_attempts=1) as msg:
+                    raise ValueError(msg)
+            assert [d.message for d in queue.dead_letters.peek()] == ["b"]
+            assert queue.dead_letters.requeue() == 1
+            queue.client.execute("SADD", keys.consumers, "ghost")
+            queue.client.rpush(keys.processing("ghost"), pickle.dumps("in flight"))
+            assert queue.recover() == 1
+            assert list(queue.consume(reliable=True, timeout=0.2)) == ["in flight", "c", "b"]
+            assert queue.stats() == (0, 0, [])
+            queue.client.close()
+    finally:
+        cluster.stop()
+
+
+# -- faults ------------------------------------------------------------------------
+
+
+def test_a_lost_blmove_reply_does_not_strand_the_message(redis_url: str, key: str, queue: HotQueue) -> None:
+    from faultproxy import FaultProxy
+
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    queue.put("a", "b")
+    with FaultProxy(port) as proxy:
+        via_proxy = HotQueue(key, host="127.0.0.1", port=proxy.port)
+        # The server runs the BLMOVE (the message is in the processing list)
+        # but its reply never arrives: the consumer must give it back.
+        proxy.inject("cut_after", marker=b"BLMOVE\r\n$%d\r\n%s" % (len(queue.key), queue.key.encode()))
+        got = list(via_proxy.consume(reliable=True, timeout=0.5))
+        assert proxy.injected["cut_after"] == 1
+        via_proxy.client.close()
+    assert got == ["a", "b"]
+    assert len(queue) == 0 and queue.stats() == (0, 0, [])
+
+
+def test_a_reliable_worker_rides_out_a_server_restart(make_server: Callable[..., Any]) -> None:
+    server = make_server()
+    queue = HotQueue("restart", url=server.url)
+    seen: List[str] = []
+
+    @queue.worker(reliable=True, heartbeat_ttl=0.5, timeout=2)
+    def handle(msg: str) -> None:
+        seen.append(msg)
+
+    thread = threading.Thread(target=handle)
+    queue.put("before")
+    thread.start()
+    wait_until("the first message", lambda: seen == ["before"])
+    server.kill()
+    time.sleep(0.3)
+    server.start()
+    queue.put("after")
+    wait_until("the message put after the restart", lambda: seen == ["before", "after"])
+    # The heartbeat registered the consumer again on the fresh server.
+    wait_until("re-registration", lambda: len(queue.stats().consumers) == 1, timeout=5)
+    thread.join(20)
+    assert not thread.is_alive()
+    assert queue.stats() == (0, 0, [])

@@ -1,0 +1,180 @@
+"""Workers across a ``redis-server`` crash (SIGKILL) or shutdown (SIGTERM) and
+restart on the same port.
+
+While the server is down ``put`` raises ``resp.ConnectionError``; ``consume()``
+and ``worker`` log a warning, wait 0.1 s doubling to 5 s between attempts (no
+busy loop: the attempts are counted), and once the server is back every
+message pushed after the restart is processed exactly once.
+"""
+
+import logging
+import re
+import threading
+import time
+from typing import Any, Callable, Iterator, List
+
+import pytest
+from faultproxy import FaultProxy
+from redis_server import RedisServer
+
+import resp
+from hotqueue import HotQueue
+from hotqueue.queue import BACKOFF_FIRST, BACKOFF_MAX
+
+OUTAGE = 1.6  # seconds the server stays down
+STOP = "stop"
+
+
+def max_attempts(seconds: float) -> int:
+    """How many connection attempts the backoff schedule allows in ``seconds``
+    (one at once, then after 0.1, 0.2, 0.4 … s), plus one for scheduling slack."""
+    attempts, elapsed, wait = 1, 0.0, BACKOFF_FIRST
+    while elapsed + wait <= seconds:
+        elapsed += wait
+        attempts += 1
+        wait = min(wait * 2, BACKOFF_MAX)
+    return attempts + 1
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting for the consumer")
+        time.sleep(0.01)
+
+
+def warnings(caplog: Any, queue: HotQueue) -> List[logging.LogRecord]:
+    return [r for r in caplog.records
+            if r.name == "hotqueue" and r.levelno == logging.WARNING and repr(queue.name) in r.getMessage()]
+
+
+@pytest.fixture
+def stop_later() -> Iterator[Callable[[HotQueue], None]]:
+    """Register a queue whose consumer must get a STOP when the test ends,
+    even a failed one, so no thread outlives its test."""
+    queues: List[HotQueue] = []
+    yield queues.append
+    for queue in queues:
+        try:
+            queue.put(STOP)
+        except resp.RespError:
+            pass
+
+
+def take_down(server: RedisServer, how: str) -> None:
+    if how == "SIGKILL":
+        server.kill()
+    else:
+        server.stop()  # SIGTERM: a clean shutdown
+
+
+def check_outage(queue: HotQueue, caplog: Any) -> int:
+    """Hold the outage; return how many warnings the consumer logged in it."""
+    before = len(warnings(caplog, queue))
+    with pytest.raises(resp.ConnectionError) as info:
+        queue.put("while down")
+    assert isinstance(info.value, ConnectionError)
+    assert f":{queue.client.address.port}" in str(info.value)  # says where
+    time.sleep(OUTAGE)
+    return len(warnings(caplog, queue)) - before
+
+
+def check_backoff(caplog: Any, queue: HotQueue) -> None:
+    waits = [float(m.group(1)) for r in warnings(caplog, queue)
+             if (m := re.search(r"retrying in ([0-9.]+) s", r.getMessage()))]
+    assert waits and waits[0] == pytest.approx(BACKOFF_FIRST)
+    for earlier, later in zip(waits, waits[1:]):
+        assert later == pytest.approx(min(earlier * 2, BACKOFF_MAX))
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_consume_survives_restart(make_server: Any, stop_later: Any, key: str, caplog: Any, how: str) -> None:
+    caplog.set_level(logging.WARNING, logger="hotqueue")
+    server = make_server()
+    queue = HotQueue(key, host="127.0.0.1", port=server.port, socket_timeout=2)
+    got: List[Any] = []
+
+    def run() -> None:
+        for msg in queue.consume():  # blocks forever: only STOP ends it
+            if msg == STOP:
+                return
+            got.append(msg)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    stop_later(queue)
+    queue.put(*range(20))
+    wait_until(lambda: len(got) == 20)
+
+    take_down(server, how)
+    attempts = check_outage(queue, caplog)
+    assert 1 <= attempts <= max_attempts(OUTAGE), attempts
+    server.start()
+
+    after = [f"after-{n}" for n in range(200)]
+    for n in range(0, 200, 10):
+        queue.put(*after[n : n + 10])
+    queue.put(STOP)
+    thread.join(15)
+    assert not thread.is_alive()
+    assert got == list(range(20)) + after  # each once, in order
+    assert len(queue) == 0
+    check_backoff(caplog, queue)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_worker_survives_restart(make_server: Any, stop_later: Any, key: str, caplog: Any, how: str) -> None:
+    # Through a proxy that stays up, so that every reconnection attempt is a
+    # TCP connection it can count.
+    caplog.set_level(logging.WARNING, logger="hotqueue")
+    server = make_server()
+    with FaultProxy(server.port) as proxy:
+        queue = HotQueue(key, host="127.0.0.1", port=proxy.port)
+        got: List[Any] = []
+
+        class Stop(Exception):
+            pass
+
+        @queue.worker
+        def handle(msg: Any) -> None:
+            if msg == STOP:
+                raise Stop
+            got.append(msg)
+
+        def run() -> None:
+            try:
+                handle()
+            except Stop:
+                pass
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        # Straight to the server, so that it works after the proxy is gone.
+        stop_later(HotQueue(key, host="127.0.0.1", port=server.port))
+        queue.put("before")
+        wait_until(lambda: got == ["before"])
+
+        take_down(server, how)
+        accepted = proxy.accepted
+        attempts = check_outage(queue, caplog)
+        connections = proxy.accepted - accepted - 1  # the put's own attempt
+        assert 1 <= connections <= max_attempts(OUTAGE), connections
+        # One warning per attempt, and one more when the connection that was
+        # waiting in BLPOP broke (if that happened after the count began).
+        assert connections <= attempts <= connections + 1
+        server.start()
+
+        after = list(range(300))
+        queue.put(*after)
+        queue.put(STOP)
+        thread.join(15)
+        assert not thread.is_alive()
+        assert got == ["before"] + after
+        check_backoff(caplog, queue)
+
+
+def test_max_attempts_matches_the_schedule() -> None:
+    # 0, 0.1, 0.3, 0.7, 1.5: five attempts in 1.6 s, plus the slack of one.
+    assert max_attempts(1.6) == 6
+    assert max_attempts(0.05) == 2

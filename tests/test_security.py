@@ -1,0 +1,183 @@
+"""Security: a password never shows in ``str``/``repr``, exception messages
+(tracebacks included) or log records; ``rediss://`` verifies the server's
+certificate and host name by default.
+"""
+
+import logging
+import threading
+import time
+import traceback
+from typing import Any, List
+
+import pytest
+from redis_server import free_port, make_certificates
+
+import resp
+from hotqueue import HotQueue
+
+PASSWORD = "pw-Xq7-s3cr3t-9Zk"  # distinctive: a substring match means a leak
+WRONG = "wrong-Pw-4jR-88Vb"
+SECRETS = (PASSWORD, WRONG)
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, f"a password leaked into: {text!r}"
+
+
+def assert_exception_clean(exc: BaseException) -> None:
+    # The whole chain, as a traceback would print it.
+    assert_no_secret("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    assert_no_secret(repr(exc))
+
+
+def test_password_not_in_str_or_repr(make_server: Any) -> None:
+    server = make_server(["--requirepass", PASSWORD])
+    url = f"redis://default:{PASSWORD}@127.0.0.1:{server.port}/0"
+    client = resp.Client("127.0.0.1", server.port, password=PASSWORD)
+    objects: List[Any] = [
+        client,
+        resp.Client.from_url(url),
+        HotQueue("q", host="127.0.0.1", port=server.port, password=PASSWORD),
+        HotQueue("q", url=url),
+        client.pipeline(),
+    ]
+    assert client.ping()
+    conn, _ = client._pool.acquire()  # a real, authenticated connection
+    objects += [conn, conn.address]
+    client._pool.release(conn)
+    for obj in objects:
+        assert_no_secret(str(obj))
+        assert_no_secret(repr(obj))
+        assert_no_secret(f"{obj!r:>10}")
+
+
+@pytest.mark.parametrize("username", [None, "default"])
+def test_wrong_password_error_names_no_password(make_server: Any, username: Any) -> None:
+    server = make_server(["--requirepass", PASSWORD])
+    client = resp.Client("127.0.0.1", server.port, password=WRONG, username=username)
+    with pytest.raises(resp.AuthenticationError) as info:
+        client.ping()
+    assert_exception_clean(info.value)
+    with pytest.raises(resp.AuthenticationError) as info:
+        HotQueue("q", url=f"redis://:{WRONG}@127.0.0.1:{server.port}").put("x")
+    assert_exception_clean(info.value)
+
+
+def test_no_password_error_is_clear(make_server: Any) -> None:
+    server = make_server(["--requirepass", PASSWORD])
+    with pytest.raises(resp.AuthenticationError) as info:
+        resp.Client("127.0.0.1", server.port).ping()
+    assert "NOAUTH" in str(info.value)
+
+
+def test_unreachable_server_error_names_no_password() -> None:
+    port = free_port()  # nothing listens there
+    for client in (resp.Client("127.0.0.1", port, password=PASSWORD, socket_timeout=2),
+                   resp.Client.from_url(f"redis://user:{PASSWORD}@127.0.0.1:{port}/0")):
+        with pytest.raises(resp.ConnectionError) as info:
+            client.ping()
+        assert_exception_clean(info.value)
+        assert str(port) in str(info.value)  # it does say where
+
+
+@pytest.mark.parametrize("url", [
+    f"redis://:{PASSWORD}@127.0.0.1:port/0",
+    f"redis://user:{PASSWORD}@127.0.0.1:99999/0",
+    f"redis://:{PASSWORD}@127.0.0.1/notadb",
+    f"redis://:{PASSWORD}@127.0.0.1/0?socket_timeout=soon",
+    f"redis://:{PASSWORD}@127.0.0.1/0?db=x",
+    f"redis://:{PASSWORD}@127.0.0.1/0?colour=blue",
+    f"redis://:{PASSWORD}@[::1/0",
+    f"http://:{PASSWORD}@127.0.0.1/0",
+    f"redis://:se/{PASSWORD}@127.0.0.1/0",  # an unescaped '/' in the password
+    f"redis://:se?{PASSWORD}@127.0.0.1/0",  # an unescaped '?'
+    f"redis://:se#{PASSWORD}@127.0.0.1/0",  # an unescaped '#'
+])
+def test_malformed_url_error_names_no_password(url: str) -> None:
+    for make in (resp.Client.from_url, lambda u: HotQueue("q", url=u)):
+        with pytest.raises(ValueError) as info:
+            make(url)
+        assert_exception_clean(info.value)
+
+
+def test_log_records_during_outage_name_no_password(make_server: Any, key: str, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = make_server(["--requirepass", PASSWORD])
+    queue = HotQueue(key, url=f"redis://default:{PASSWORD}@127.0.0.1:{server.port}/0", socket_timeout=2)
+    got: List[Any] = []
+
+    def run() -> None:
+        for msg in queue.consume():
+            got.append(msg)
+            if msg == "last":
+                return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    queue.put("first")
+    deadline = time.monotonic() + 10
+    while got != ["first"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.kill()
+    time.sleep(0.8)
+    server.start()
+    queue.put("last")
+    thread.join(15)
+    assert got == ["first", "last"]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings, "the outage was logged"
+    handler = logging.StreamHandler()
+    for record in caplog.records:
+        assert_no_secret(record.getMessage())
+        assert_no_secret(handler.format(record))  # exc_info and stack too
+    assert_no_secret(caplog.text)
+
+
+# -- TLS -----------------------------------------------------------------------------
+
+
+def test_rediss_refuses_self_signed_certificate_by_default(make_server: Any) -> None:
+    server = make_server(tls=True)
+    for client in (resp.Client("localhost", server.port, ssl=True, socket_timeout=5),
+                   resp.Client.from_url(f"rediss://localhost:{server.port}/0", socket_timeout=5)):
+        with pytest.raises(resp.ConnectionError) as info:
+            client.ping()
+        message = str(info.value)
+        assert "certificate" in message and "not trusted" in message, message
+
+
+def test_rediss_with_the_ca_verifies_and_connects(make_server: Any) -> None:
+    server = make_server(tls=True)
+    ca = f"{server.tls_dir}/ca.crt"
+    for client in (resp.Client("localhost", server.port, ssl=True, ssl_ca_certs=ca, socket_timeout=5),
+                   resp.Client.from_url(f"rediss://localhost:{server.port}/0?ssl_ca_certs={ca}")):
+        with client:
+            assert client.ping()
+            conn, _ = client._pool.acquire()
+            assert conn.sock.version() is not None  # really TLS  # type: ignore[attr-defined]
+            client._pool.release(conn)
+
+
+def test_rediss_refuses_a_host_name_mismatch(make_server: Any) -> None:
+    # A certificate for another name (and 127.0.0.1), from the CA the client trusts.
+    server = make_server(tls=True)
+    server.stop()
+    make_certificates(server.tls_dir, hostname="other.example")
+    server.start()
+    ca = f"{server.tls_dir}/ca.crt"
+    with pytest.raises(resp.ConnectionError) as info:
+        resp.Client("localhost", server.port, ssl_ca_certs=ca, socket_timeout=5).ping()
+    assert "localhost" in str(info.value) and "not trusted" in str(info.value), str(info.value)
+    # The same certificate is good for the address it names.
+    with resp.Client("127.0.0.1", server.port, ssl_ca_certs=ca, socket_timeout=5) as client:
+        assert client.ping()
+
+
+def test_rediss_to_a_plain_server_fails_clearly(make_server: Any) -> None:
+    server = make_server()
+    client = resp.Client("127.0.0.1", server.port, ssl=True, socket_timeout=0.5)
+    start = time.monotonic()
+    with pytest.raises((resp.ConnectionError, resp.TimeoutError)):
+        client.ping()
+    assert time.monotonic() - start < 0.5 + 1.5

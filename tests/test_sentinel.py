@@ -1,0 +1,216 @@
+"""resp.SentinelClient and HotQueue behind Redis Sentinel: a real primary,
+replica and three sentinels (``cluster_fixtures.SentinelSet``), plus a tiny
+socket server playing a sentinel where a test needs it to lie."""
+
+import socket
+import threading
+import time
+import uuid
+from typing import Iterator, List, Optional, Tuple
+
+import pytest
+from cluster_fixtures import NO_SYNC_DELAY, SentinelSet, wait_for
+
+import resp
+import resp.sentinel
+from hotqueue import HotQueue
+
+
+@pytest.fixture(scope="module")
+def sentinels() -> Iterator[SentinelSet]:
+    servers = SentinelSet("mymaster")
+    try:
+        servers.start()
+    except Exception as exc:
+        servers.stop()
+        pytest.fail(f"cannot start redis-server --sentinel for the tests: {exc}", pytrace=False)
+    yield servers
+    servers.stop()
+
+
+def unique(prefix: str = "k") -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class FakeSentinel:
+    """Answers ``SENTINEL get-master-addr-by-name`` with the next port of
+    ``ports`` (the last one repeats), like a sentinel whose view changes."""
+
+    def __init__(self, ports: List[int]) -> None:
+        self.ports = list(ports)
+        self.asked = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                reader = resp.Reader()
+                command = False
+                while command is False:
+                    data = conn.recv(4096)
+                    if not data:
+                        break
+                    reader.feed(data)
+                    command = reader.gets()
+                port = self.ports[min(self.asked, len(self.ports) - 1)]
+                self.asked += 1
+                conn.sendall(b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n" % (len(str(port)), port))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_resolves_the_primary_and_promotes_the_sentinel_that_answered(sentinels: SentinelSet) -> None:
+    dead = ("127.0.0.1", closed_port())
+    client = resp.SentinelClient([dead, *sentinels.addresses], "mymaster")
+    key = unique()
+    assert client.rpush(key, "x") == 1
+    assert client.sentinels == [sentinels.addresses[0], dead, *sentinels.addresses[1:]]
+    with resp.Client("127.0.0.1", sentinels.primary.port) as primary:
+        assert primary.execute("LRANGE", key, 0, -1) == [b"x"]
+    assert client.primary_address() == ("127.0.0.1", sentinels.primary.port)
+    client.delete(key)
+    client.close()
+
+
+def test_a_silent_sentinel_costs_only_its_timeout(sentinels: SentinelSet) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        client = resp.SentinelClient(
+            [silent.getsockname(), sentinels.addresses[1]], "mymaster", sentinel_timeout=0.3
+        )
+        started = time.monotonic()
+        assert client.primary_address()[1] == sentinels.primary.port
+        assert 0.25 < time.monotonic() - started < 3
+        assert client.sentinels[0] == sentinels.addresses[1]
+    finally:
+        silent.close()
+
+
+def test_distinct_errors_for_unknown_service_and_no_sentinel(sentinels: SentinelSet) -> None:
+    unknown = resp.SentinelClient(sentinels.addresses, "no-such-service")
+    with pytest.raises(resp.UnknownServiceError, match="no-such-service") as caught:
+        unknown.ping()
+    assert not isinstance(caught.value, resp.ConnectionError)
+    nobody = resp.SentinelClient([("127.0.0.1", closed_port()), ("127.0.0.1", closed_port())], "mymaster")
+    with pytest.raises(resp.NoSentinelReachableError, match="no sentinel answered") as no_sentinel:
+        nobody.ping()
+    assert isinstance(no_sentinel.value, resp.ConnectionError)  # consume() waits it out
+    assert isinstance(no_sentinel.value, ConnectionError)
+
+
+def test_an_address_that_is_not_a_primary_is_refused(sentinels: SentinelSet, monkeypatch) -> None:
+    monkeypatch.setattr(resp.sentinel, "ROLE_ATTEMPTS", 3)
+    liar = FakeSentinel([sentinels.replica.port])
+    try:
+        client = resp.SentinelClient([("127.0.0.1", liar.port)], "mymaster")
+        with pytest.raises(resp.ConnectionError, match="not one"):
+            client.ping()
+        assert liar.asked == 3  # asked again after each ROLE said replica
+    finally:
+        liar.close()
+    # A sentinel that catches up after one wrong answer: the client starts over.
+    late = FakeSentinel([sentinels.replica.port, sentinels.primary.port])
+    try:
+        client = resp.SentinelClient([("127.0.0.1", late.port)], "mymaster")
+        key = unique()
+        assert client.rpush(key, "v") == 1 and late.asked == 2
+        client.delete(key)
+    finally:
+        late.close()
+
+
+def test_readonly_and_unblocked_re_resolve_and_retry_once(make_server) -> None:
+    first = make_server(args=NO_SYNC_DELAY)
+    second = make_server(args=[*NO_SYNC_DELAY, "--replicaof", "127.0.0.1", str(first.port)])
+    a, b = resp.Client("127.0.0.1", first.port), resp.Client("127.0.0.1", second.port)
+    wait_for("the replica to sync", lambda: b"master_link_status:up" in b.execute("INFO", "replication"))
+    fake = FakeSentinel([first.port])
+    client = resp.SentinelClient([("127.0.0.1", fake.port)], "svc")
+    key = unique()
+    assert client.rpush(key, "1") == 1  # a pooled connection to `first` now
+    popped: List[Optional[Tuple[bytes, bytes]]] = []
+    blocked = threading.Thread(target=lambda: popped.append(client.blpop(key + "-b", 10)))
+    assert client.lpop(key) == b"1"
+    blocked.start()
+    wait_for("BLPOP to block", lambda: b"blocked_clients:1" in a.execute("INFO", "clients"))
+    # The failover, by hand: `second` becomes the primary, `first` its replica.
+    fake.ports.append(second.port)
+    fake.asked = len(fake.ports) - 1
+    b.execute("REPLICAOF", "NO", "ONE")
+    a.execute("REPLICAOF", "127.0.0.1", second.port)  # UNBLOCKED for the BLPOP
+    assert client.rpush(key, "2") == 1  # READONLY on the pooled connection, then once on `second`
+    assert b.execute("LRANGE", key, 0, -1) == [b"2"]
+    b.rpush(key + "-b", "woken")
+    blocked.join(10)
+    assert popped == [((key + "-b").encode(), b"woken")]
+    for c in (a, b, client):
+        c.close()
+    fake.close()
+
+
+def test_hotqueue_through_a_sentinel_url(sentinels: SentinelSet) -> None:
+    queue = HotQueue(unique("url"), url=sentinels.url)
+    assert isinstance(queue.client, resp.SentinelClient)
+    queue.put("a", "b")
+    assert queue.get() == "a" and queue.get(block=True, timeout=1) == "b"
+    shared = HotQueue(unique("client"), client=resp.SentinelClient(sentinels.addresses, "mymaster"))
+    shared.put(1)
+    assert len(shared) == 1 and list(shared.consume(timeout=0.1)) == [1]
+
+
+def _role(port: int) -> str:
+    with resp.Client("127.0.0.1", port, socket_timeout=2) as client:
+        return str(client.execute("ROLE")[0].decode())
+
+
+@pytest.mark.slow
+def test_a_worker_rides_through_a_forced_failover(sentinels: SentinelSet) -> None:
+    # Last in this module: it swaps the primary and the replica.
+    producer = resp.SentinelClient(sentinels.addresses, "mymaster")
+    queue = HotQueue(unique("failover"), client=producer, serializer=None)
+    consumer = HotQueue(queue.name, client=resp.SentinelClient(sentinels.addresses, "mymaster"),
+                        serializer=None)
+    received: List[int] = []
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            for message in consumer.consume(timeout=1):
+                received.append(int(message))
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        queue.put(*range(100))
+        wait_for("the first batch", lambda: len(received) == 100)
+        producer.execute("WAIT", 1, 2000)
+        old, new = sentinels.primary.port, sentinels.replica.port
+        with sentinels.sentinel_client() as sentinel:
+            assert sentinel.execute("SENTINEL", "FAILOVER", "mymaster") == "OK"
+        wait_for("the sentinels to name the new primary", lambda: sentinels.primary_port() == new)
+        # Writes that the old primary takes before it is demoted would be
+        # lost (replication is asynchronous), so the next batch waits for it.
+        wait_for("the old primary to become a replica", lambda: _role(old) == "slave", timeout=40)
+        queue.put(*range(100, 200))  # through the same client: its pool held the old primary
+        wait_for("the second batch", lambda: len(received) >= 200, timeout=30)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        worker.join(30)
+    assert sorted(received) == list(range(200))
+    assert producer.primary_address() == ("127.0.0.1", new)
+    with resp.Client("127.0.0.1", new) as primary:
+        assert primary.execute("EXISTS", queue.key) == 0
