@@ -16,7 +16,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 sys.path[:0] = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"),
                 os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")]
@@ -32,14 +32,17 @@ def pin(pid: int, cpu: int) -> None:
     os.sched_setaffinity(pid, {cpu})
 
 
-def per_op(queue: HotQueue, ops: int) -> float:
-    """Seconds per operation for ``ops`` operations (half puts, half gets)."""
+def per_op(queue: HotQueue, ops: int) -> Tuple[float, float]:
+    """Wall-clock and this process's CPU seconds per operation, for ``ops``
+    operations (half puts, half gets). The CPU time is the client's own cost,
+    which the load of other programs on the machine does not inflate."""
     put, get = queue.put, queue.get
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(ops // 2):
         put(i)
         get()
-    return (time.perf_counter() - started) / (ops // 2 * 2)
+    count = ops // 2 * 2
+    return (time.perf_counter() - started) / count, (time.process_time() - cpu) / count
 
 
 def main() -> None:
@@ -70,9 +73,12 @@ def main() -> None:
         for queue in queues.values():
             per_op(queue, 2000)  # warm up: connections, slot map
         costs: Dict[str, List[float]] = {name: [] for name in queues}
+        cpu: Dict[str, List[float]] = {name: [] for name in queues}
         for _ in range(options.rounds):
             for name, queue in queues.items():
-                costs[name].append(per_op(queue, options.ops))
+                wall, client_cpu = per_op(queue, options.ops)
+                costs[name].append(wall)
+                cpu[name].append(client_cpu)
         single_cost = statistics.median(costs["single"])
         cluster_cost = statistics.median(costs["cluster"])
         where = "one CPU for all" if not options.unpinned else "unpinned"
@@ -87,6 +93,9 @@ def main() -> None:
               f"  ({(cluster_cost / single_cost - 1) * 100:+.1f}% per single-key operation)")
         print(f"  of which the cluster-enabled server: node / single = {node_cost / single_cost:.3f};"
               f" the routing: cluster / node = {cluster_cost / node_cost:.3f}")
+        cpu_single, cpu_cluster = statistics.median(cpu["single"]), statistics.median(cpu["cluster"])
+        print(f"  client CPU per op: single {cpu_single * 1e6:.2f} us, cluster {cpu_cluster * 1e6:.2f} us"
+              f" (routing adds {(cpu_cluster - cpu_single) * 1e6:.2f} us)")
 
         client = targets["cluster"]
         spread: Dict[int, int] = {port: 0 for port in cluster.primary_ports()}

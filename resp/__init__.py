@@ -9,7 +9,9 @@
 
 Layers, each in its own module: ``protocol`` (sans-IO parser and encoder),
 ``connection`` (one socket), ``pool`` (idle connections), ``client`` (commands),
-``errors``.
+``errors``. Beyond one server: ``cluster`` (``ClusterClient``, a ``Client`` per
+node), ``sentinel`` (``SentinelClient``, a ``Client`` that asks Sentinel where
+the primary is) and ``urls`` (``from_url`` for every URL form).
 """
 
 from .client import Client, Pipeline

@@ -136,11 +136,15 @@ def _name(args: Sequence[CommandArg]) -> str:
 def _slot_of(keys: Iterable[CommandArg]) -> Optional[int]:
     slots = {key_slot(key) for key in keys}
     if len(slots) > 1:
-        raise CrossSlotError(
-            f"keys in different hash slots {sorted(slots)}: a cluster runs a command on one node;"
-            " give the keys a common {hash tag}"
-        )
+        raise _cross_slot(slots)
     return slots.pop() if slots else None
+
+
+def _cross_slot(slots: Iterable[int]) -> CrossSlotError:
+    return CrossSlotError(
+        f"keys in different hash slots {sorted(slots)}: a cluster runs a command on one node;"
+        " give the keys a common {hash tag}"
+    )
 
 
 def _split_node(name: str) -> Tuple[str, int]:
@@ -235,7 +239,7 @@ class ClusterClient:
         """Learn the slot map again from the first node that answers (known
         primaries first, then the startup nodes).
 
-        :raises ClusterError: no node answered.
+        :raises ConnectionError: no node answered (so ``consume`` waits it out).
         """
         errors = []
         for name in dict.fromkeys([*filter(None, self._slots), *self._seeds]):
@@ -246,7 +250,7 @@ class ClusterClient:
                 continue
             self._slots, self._stale = slots, False
             return
-        raise ClusterError("no cluster node answered for the slot map: " + "; ".join(errors))
+        raise ConnectionError("no cluster node answered for the slot map: " + "; ".join(errors))
 
     def _fetch_slots(self, name: str) -> List[Optional[str]]:
         node = self._node(name)
@@ -265,7 +269,7 @@ class ClusterClient:
                     if _str(info["role"]) == "master":
                         host = _str(info.get("endpoint") or b"?")
                         host = _str(info["ip"]) if host in ("", "?") else host
-                        owner = f"{host}:{info['port']}"
+                        owner = f"{host}:{info.get('port') or info.get('tls-port')}"
                         ranges = shard["slots"]
                         for start, end in zip(ranges[::2], ranges[1::2]):
                             slots[int(start) : int(end) + 1] = [owner] * (int(end) - int(start) + 1)
@@ -297,19 +301,25 @@ class ClusterClient:
 
     # Running commands.
 
-    def _run(self, args: Tuple[CommandArg, ...], key: Optional[KeyT] = None) -> Reply:
-        # ``key``: the one key of a command known to have exactly one.
-        slot = _slot_of(command_keys(args)) if key is None else key_slot(key)
+    def _run(self, args: Tuple[CommandArg, ...], key: Optional[KeyT] = None, blocking: bool = False) -> Reply:
+        # ``key``: the one key of a command known to have exactly one, given
+        # by the command methods (with ``blocking``) to skip the look-ups.
+        if key is None:
+            slot = _slot_of(command_keys(args))
+            blocking = _name(args) in _BLOCKING
+        else:
+            slot = key_slot(key)
         parts = encode_parts(args)  # bad arguments raise here, before any I/O
-        blocking = _name(args) in _BLOCKING
-        ask_node: Optional[str] = None
+        redirect: Optional[str] = None  # where MOVED or ASK said to go next
+        asking = False
         last: Optional[ResponseError] = None
         wait = RETRY_FIRST
         for _ in range(self.max_redirects):
-            node = self._node(ask_node or self._owner(slot))
+            owner = redirect or (None if self._stale or slot is None else self._slots[slot])
+            node = self._node(owner or self._owner(slot))
             timeout = node._blocking_timeout(args[-1]) if blocking else node.socket_timeout
             try:
-                if ask_node is None:
+                if not asking:
                     return node._call(parts, timeout)
                 # ASKING holds for the next command on the same connection only.
                 asked, reply = node._call(encode_parts(("ASKING",)) + parts, timeout, 2)
@@ -318,18 +328,23 @@ class ClusterClient:
                         raise answer
                 return reply
             except MovedError as exc:
-                # Not run. The slot has a new owner: use it at once, and learn
-                # what else changed before the next command.
-                self._slots[exc.slot] = exc.node
-                self._stale, ask_node, last = True, None, exc
+                # Not run. The slot has a new owner: retry there now, and learn
+                # the whole map again before the next command. (Retrying by
+                # the refreshed map could bounce back to the old owner while
+                # the nodes still disagree.)
+                self._slots[exc.slot] = redirect = exc.node
+                self._stale, asking, last = True, False, exc
             except AskError as exc:
-                # Not run. This key alone is already on the migration's target.
-                ask_node, last = exc.node, exc
+                # Not run. This key alone is already on the migration's target:
+                # retry there, without changing the map.
+                redirect, asking, last = exc.node, True, exc
             except (TryAgainError, ClusterDownError) as exc:
-                # Not run: a migration step or a failover is under way.
+                # Not run: a multi-key command met a half-migrated slot, or a
+                # failover is under way. Wait a little; retry by the map.
                 time.sleep(wait)
                 wait = min(wait * 2, RETRY_MAX)
-                self._stale, ask_node, last = True, None, exc
+                redirect, asking, last = None, False, exc
+                self._stale = self._stale or isinstance(exc, ClusterDownError)
             except (ConnectionError, TimeoutError):
                 self._stale = True  # the node may be gone or no longer a primary
                 raise
@@ -375,7 +390,7 @@ class ClusterClient:
             keys = [keys]
         if not keys:
             raise ValueError("blpop needs at least one key")
-        reply = self._run(("BLPOP", *keys, blocking_timeout_arg(timeout)), keys[0] if len(keys) == 1 else None)
+        reply = self._run(("BLPOP", *keys, blocking_timeout_arg(timeout)))
         return None if reply is None else (reply[0], reply[1])
 
     def llen(self, key: KeyT) -> int:
@@ -425,7 +440,7 @@ class ClusterPipeline:
     def __init__(self, cluster: ClusterClient) -> None:
         self._cluster = cluster
         self._commands: List[Tuple[CommandArg, ...]] = []
-        self._keys: List[CommandArg] = []
+        self._slot: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self._commands)
@@ -435,26 +450,27 @@ class ClusterPipeline:
 
         :raises CrossSlotError: they do not; the pipeline is left as it was.
         """
-        keys = command_keys(args)
-        _slot_of(self._keys + keys)
+        slot = _slot_of(command_keys(args))
+        if slot is not None and self._slot is not None and slot != self._slot:
+            raise _cross_slot({slot, self._slot})
         encode_parts(args)  # bad arguments raise here
         self._commands.append(args)
-        self._keys += keys[:1]
+        if slot is not None:
+            self._slot = slot
         return self
 
     def execute(self, raise_on_error: bool = True) -> List[Reply]:
         """Send the queued commands and return their replies in order, as
         ``Pipeline.execute`` does. The queue is emptied either way."""
         commands, self._commands = self._commands, []
-        keys, self._keys = self._keys, []
+        slot, self._slot = self._slot, None
         cluster = self._cluster
-        slot = _slot_of(keys)
         replies: List[Reply] = []
+        redirect: Optional[str] = None
+        if not commands:
+            return []
         for _ in range(cluster.max_redirects):
-            if not commands:
-                return []
-            node = cluster._node(cluster._owner(slot))
-            pipe = node.pipeline()
+            pipe = cluster._node(redirect or cluster._owner(slot)).pipeline()
             for args in commands:
                 pipe.command(*args)
             try:
@@ -467,8 +483,11 @@ class ClusterPipeline:
                 break
             cluster._stale = True
             if not all(_not_run(reply, args) for reply, args in zip(replies, commands)):
-                break
-            if not isinstance(moved[0], MovedError):
+                break  # some of it ran: resending could run it twice
+            if isinstance(moved[0], MovedError):
+                redirect = moved[0].node
+            else:
+                redirect = None
                 time.sleep(RETRY_FIRST)
         if raise_on_error:
             for reply in replies:

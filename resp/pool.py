@@ -59,10 +59,11 @@ class Pool:
             self._after_fork()
         while True:
             with self._lock:
+                if not self._idle:
+                    self._wait_for_room(idle_will_do=True)
                 if self._idle:
                     conn = self._idle.pop()
                 else:
-                    self._wait_for_room()
                     self._open_count += 1
                     break
             if conn.is_readable():
@@ -89,12 +90,18 @@ class Pool:
         conn.generation = generation
         return conn
 
-    def _wait_for_room(self) -> None:
-        # Called with the lock held.
+    def _wait_for_room(self, idle_will_do: bool = False) -> None:
+        # Called with the lock held. With ``idle_will_do`` a connection released
+        # to the idle list also ends the wait (``acquire`` takes it); without
+        # it, a full pool would wait for a close that may never come.
         limit = self._max_connections
         if limit is None or self._open_count < limit:
             return
-        if not self._released.wait_for(lambda: self._open_count < limit, self._wait_timeout):
+
+        def ready() -> bool:
+            return self._open_count < limit or (idle_will_do and bool(self._idle))
+
+        if not self._released.wait_for(ready, self._wait_timeout):
             raise TimeoutError(f"all {limit} connections stayed busy")
 
     def release(self, conn: Connection) -> None:

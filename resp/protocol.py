@@ -38,10 +38,10 @@ _CRLF = b"\r\n"
 
 
 def _parse_int(line: Union[bytes, bytearray], what: str) -> int:
-    # int() would accept '_', spaces, '+' and non-ASCII digits; RESP2 does not.
-    # bytes.isdigit() is ASCII-only.
+    # int() would accept '_', spaces, '+', leading zeros and non-ASCII digits;
+    # RESP2 (and hiredis) does not. bytes.isdigit() is ASCII-only.
     digits = line[1:] if line[:1] == b"-" else line
-    if not digits.isdigit() or len(digits) > 19:
+    if not digits.isdigit() or len(digits) > 19 or (digits[0] == 48 and line != b"0"):
         raise ProtocolError(f"malformed {what}: {bytes(line[:40])!r}")
     return int(line)
 
@@ -139,11 +139,12 @@ class Reader:
                 if not -(2**63) <= value < 2**63:
                     raise ProtocolError("integer out of the signed 64-bit range")
                 pos = end + 2
-            elif kind == 43:  # '+' status
-                value = buffer[pos + 1 : end].decode("utf-8", "replace")
-                pos = end + 2
-            elif kind == 45:  # '-' error
-                value = error_from_reply(buffer[pos + 1 : end].decode("utf-8", "replace"))
+            elif kind == 43 or kind == 45:  # '+' status, '-' error
+                line = buffer[pos + 1 : end]
+                if b"\r" in line or b"\n" in line:
+                    raise ProtocolError("CR or LF inside a status or error line")
+                text = line.decode("utf-8", "replace")
+                value = text if kind == 43 else error_from_reply(text)
                 pos = end + 2
             else:
                 raise ProtocolError(f"unknown reply type byte {bytes([kind])!r}")

@@ -18,9 +18,9 @@ Rules this module keeps (from the Sentinel clients guidelines):
 
 import threading
 import time
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Type, Union
 
-from .client import Client, parse_url
+from .client import Client, ClientT, parse_url
 from .connection import Address, Connection
 from .errors import (
     ConnectionError,
@@ -55,6 +55,8 @@ class SentinelClient(Client):
         with ``sentinel_username`` for an ACL user.
     :param options: the ``Client`` options for the primary (``db``,
         ``password``, ``socket_timeout``, ``ssl`` …), not its host or port.
+
+    ``sentinels`` holds the sentinels in the order they are tried next.
     :raises UnknownServiceError: (on use) the sentinels answer but do not know
         ``service_name``.
     :raises NoSentinelReachableError: (on use) no sentinel answered; a
@@ -168,19 +170,35 @@ class SentinelClient(Client):
         )
 
     def _call(self, parts: List[Any], timeout: Optional[float], count: Optional[int] = None) -> Reply:
-        try:
-            reply = super()._call(parts, timeout, count)
-        except ResponseError as exc:
-            if not isinstance(exc, ReadOnlyError) and exc.kind != "UNBLOCKED":
+        for attempt in (1, 2):
+            try:
+                reply = super()._call(parts, timeout, count)
+            except ResponseError as exc:
+                if attempt == 2 or not isinstance(exc, ReadOnlyError) and exc.kind != "UNBLOCKED":
+                    raise
+                # The server is a replica now and did not run the command:
+                # drop every connection to it and send the command once more;
+                # a new connection asks the sentinels and checks ROLE.
+                self._pool.close()
+                continue
+            except ConnectionError:
+                self._pool.close()  # the next connection asks the sentinels again
                 raise
-            # The server is a replica now and did not run the command: drop
-            # every connection to it and send the command once more; a new
-            # connection asks the sentinels and checks ROLE.
-            self._pool.close()
-            return super()._call(parts, timeout, count)
-        except ConnectionError:
-            self._pool.close()  # the next connection asks the sentinels again
-            raise
-        if count is not None and any(isinstance(r, ReadOnlyError) for r in reply):
-            self._pool.close()  # a pipeline is never resent: some of it may have run
-        return reply
+            if count is not None and any(isinstance(r, ReadOnlyError) for r in reply):
+                self._pool.close()  # a pipeline is never resent: some of it may have run
+            return reply
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def from_url(cls: Type[ClientT], url: str, **overrides: Any) -> ClientT:
+        """Make a client from a ``redis+sentinel://host:port,host:port/service[/db]``
+        URL (see ``resp.from_url``); keyword arguments override what it says.
+
+        :raises ValueError: the URL is malformed or not a sentinel URL.
+        """
+        from .urls import from_url  # urls imports this module
+
+        client = from_url(url, **overrides)
+        if not isinstance(client, cls):
+            raise ValueError("SentinelClient.from_url needs a redis+sentinel:// URL")
+        return client

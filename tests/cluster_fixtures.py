@@ -8,11 +8,12 @@ replica and three sentinels watching them. Used by ``tests/`` and
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from typing import Callable, Dict, List, Optional
 
-from redis_server import RedisServer, free_port
+from redis_server import RedisServer, free_port, server_version
 
 import resp
 
@@ -52,17 +53,20 @@ class RedisCluster:
         self.primaries = primaries
         self.replicas = replicas
         self.nodes: List[RedisServer] = []
+        # The bus port defaults to port + 10000, which may be taken or past
+        # 65535: Redis 7 takes a free port of its own, older servers get a
+        # port whose bus port is free.
+        own_bus_port = int(server_version().split(".")[0]) >= 7
         for _ in range(primaries * (1 + replicas)):
-            server = RedisServer()
+            server = RedisServer(port=None if own_bus_port else _port_with_free_bus())
             server.args += [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", os.path.join(server.dir, "nodes.conf"),
                 "--cluster-node-timeout", str(node_timeout_ms),
-                # The bus port defaults to port + 10000, which may be taken or
-                # past 65535: give it a free port of its own.
-                "--cluster-port", str(free_port()),
                 *NO_SYNC_DELAY,
             ]
+            if own_bus_port:
+                server.args += ["--cluster-port", str(free_port())]
             self.nodes.append(server)
         self._clients: Dict[int, resp.Client] = {}
 
@@ -102,14 +106,20 @@ class RedisCluster:
         return {node.port: self.client(node.port).execute("CLUSTER", "MYID").decode()
                 for node in self.nodes}
 
+    def _slots(self) -> List[list]:  # type: ignore[type-arg]
+        # CLUSTER SLOTS from the first live node.
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                return self.client(node.port).execute("CLUSTER", "SLOTS")  # type: ignore[no-any-return]
+        raise RuntimeError("no cluster node is running")
+
     def primary_ports(self) -> List[int]:
         """The ports of the nodes that own slots now."""
-        slots = self.client(self.nodes[0].port).execute("CLUSTER", "SLOTS")
-        return sorted({s[2][1] for s in slots})
+        return sorted({s[2][1] for s in self._slots()})
 
     def owner(self, slot: int) -> int:
         """The port of the primary that owns ``slot`` now."""
-        for start, end, primary, *_ in self.client(self.primary_ports()[0]).execute("CLUSTER", "SLOTS"):
+        for start, end, primary, *_ in self._slots():
             if start <= slot <= end:
                 return int(primary[1])
         raise LookupError(f"slot {slot} is not served")
@@ -141,6 +151,18 @@ class RedisCluster:
         for client in self._clients.values():
             client.close()
         _stop_all(self.nodes)
+
+
+def _port_with_free_bus() -> int:
+    while True:
+        port = free_port()
+        if port <= 55535:
+            try:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port + 10000))
+                return port
+            except OSError:
+                pass
 
 
 def _info_cluster(client: resp.Client) -> Dict[str, str]:

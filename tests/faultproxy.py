@@ -25,6 +25,7 @@ request" and "its reply" are unambiguous.
 """
 
 import collections
+import os
 import socket
 import struct
 import threading
@@ -257,3 +258,15 @@ class FaultProxy:
         self._listener.close()
         self.silent = False
         self.close_idle()
+
+
+def report(name: str, line: str) -> None:
+    """Print a summary line of the reliability tests (seen with ``pytest -s``)
+    and, when ``HOTQUEUE_REPORT_DIR`` is set, append it to ``<dir>/<name>.txt``:
+    the README's Reliability figures come from there."""
+    print("\n" + line)
+    directory = os.environ.get("HOTQUEUE_REPORT_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, name + ".txt"), "a") as file:
+            file.write(line + "\n")

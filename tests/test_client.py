@@ -624,6 +624,7 @@ def test_threads_share_one_client(client: resp.Client, key: str) -> None:
         thread.start()
     for thread in threads:
         thread.join(30)
+    assert not [thread for thread in threads if thread.is_alive()]
     assert not errors
     rest = client.lpop(key, 10_000) or []
     everything = [v for values in popped for v in values] + rest
@@ -638,7 +639,7 @@ def test_max_connections_is_a_bound(redis_url: str, key: str) -> None:
     done = threading.Event()
 
     def sample() -> None:
-        while not done.is_set():
+        while not done.wait(0.002):
             seen.append(observer.execute("CLIENT", "LIST").decode().count(f"name={name} "))
 
     def work() -> None:
@@ -652,9 +653,10 @@ def test_max_connections_is_a_bound(redis_url: str, key: str) -> None:
     for thread in workers:
         thread.start()
     for thread in workers:
-        thread.join(30)
+        thread.join(10)
     done.set()
     sampler.join()
+    assert not [thread for thread in workers if thread.is_alive()], "workers stuck waiting for a connection"
     assert max(seen) <= 2
     assert 2 in seen  # the bound was reached, so it was what held the count down
     assert client.llen(key) == 0

@@ -14,7 +14,7 @@ import uuid
 from typing import Any, Callable, Iterator, Tuple
 
 import pytest
-from faultproxy import FaultProxy
+from faultproxy import FaultProxy, report
 from redis_server import RedisServer
 
 import resp
@@ -266,14 +266,4 @@ def test_randomized_faults_never_misdeliver_a_reply(proxied: Any, capsys: Any) -
         line = _random_run(proxy, client, direct, RANDOM_COMMANDS, SEED)
     assert RANDOM_COMMANDS >= 2000 or "HOTQUEUE_FAULT_COMMANDS" in os.environ
     with capsys.disabled():
-        print("\n" + line)
-    _report("faults", line)
-
-
-def _report(name: str, line: str) -> None:
-    # Figures for the README's Reliability section; see README.
-    directory = os.environ.get("HOTQUEUE_REPORT_DIR")
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, name + ".txt"), "a") as file:
-            file.write(line + "\n")
+        report("faults", line)

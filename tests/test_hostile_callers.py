@@ -16,6 +16,7 @@ import sys
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
+from faultproxy import report
 from redis_server import RedisServer
 
 import resp
@@ -66,7 +67,8 @@ def watched() -> Iterator[Watched]:
     yield watcher
     watcher.checker.close()
     server.cleanup()
-    print(f"\nhostile callers: {STATS['cases']} bad calls, each refused before anything was sent")
+    report("hostile_callers", f"hostile callers: {STATS['cases']} bad calls ({len(CASES)} to the Python API, "
+           f"{len(CLI_CASES)} to the command line), each refused before the server saw a connection or a command")
 
 
 def client(port: int, **kwargs: Any) -> resp.Client:

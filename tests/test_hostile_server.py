@@ -8,7 +8,6 @@ raises ``ResponseError``), always within its deadline, and with memory that
 grows with the bytes it received, never with the lengths it was promised.
 """
 
-import os
 import socket
 import threading
 import time
@@ -16,6 +15,7 @@ import tracemalloc
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
+from faultproxy import report
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -96,12 +96,7 @@ def hostile() -> Iterator[HostileServer]:
     line = (f"hostile server: {STATS['scripts']} scripted replies ({STATS['bytes']} bytes) -> "
             f"{dict(sorted(OUTCOMES.items()))}; every one a valid reply or ProtocolError/ConnectionError/"
             f"TimeoutError (ResponseError for an error reply), within its deadline, in bounded memory")
-    print("\n" + line)  # shown with -s
-    directory = os.environ.get("HOTQUEUE_REPORT_DIR")
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, "hostile_server.txt"), "a") as file:
-            file.write(line + "\n")
+    report("hostile_server", line)
 
 
 def call(server: HostileServer, script: List[Tuple[bytes, float]], after: str = "close",

@@ -18,6 +18,7 @@ import tracemalloc
 from typing import Any, List, Tuple
 
 import pytest
+from faultproxy import report
 
 from hotqueue import HotQueue
 
@@ -130,9 +131,4 @@ def test_load_no_message_lost_or_duplicated(redis_url: str, key: str, capsys: An
         f"max RSS of the consumer processes {[round(k / 1024, 1) for k in child_rss]} MiB"
     )
     with capsys.disabled():
-        print("\n" + line)
-    directory = os.environ.get("HOTQUEUE_REPORT_DIR")
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, "load.txt"), "a") as file:
-            file.write(line + "\n")
+        report("load", line)

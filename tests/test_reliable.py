@@ -79,7 +79,7 @@ def start_worker(url: str, name: str, side: str, hang: str = "-", ttl: float = 1
                  idle: float = 30.0) -> "subprocess.Popen[bytes]":
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, "-c", WORKER, url, name, side, hang, str(ttl), str(idle)],
-                            env=env, stderr=subprocess.PIPE)
+                            env=env)  # stderr: captured by pytest, shown on failure
 
 
 def stop_workers(workers: List["subprocess.Popen[bytes]"]) -> None:
@@ -87,8 +87,6 @@ def stop_workers(workers: List["subprocess.Popen[bytes]"]) -> None:
         if worker.poll() is None:
             worker.kill()
         worker.wait()
-        if worker.stderr:
-            worker.stderr.close()
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -250,6 +248,8 @@ def test_serializer_none_and_json(redis_url: str, key: str) -> None:
     with as_json.reserve(timeout=1) as msg:
         assert msg == {"a": [1, 2]}
     assert len(raw) == 0
+    raw.client.close()
+    as_json.client.close()
 
 
 # -- consume(reliable=True) --------------------------------------------------------
@@ -358,7 +358,9 @@ def test_four_workers_and_an_old_style_producer_lose_nothing_when_one_is_killed(
     total = 10_000
     side = key + ":side"
     producer = resp.Client.from_url(redis_url)
-    workers = [start_worker(redis_url, key, side, ttl=1.0) for _ in range(4)]
+    # TTL 2 s: a live worker starved of CPU on a busy machine for over a
+    # second would count as dead and its message would be handled twice.
+    workers = [start_worker(redis_url, key, side, ttl=2.0) for _ in range(4)]
     try:
         # Exactly what HotQueue 0.2.8 writes: RPUSH of pickle.dumps bytes.
         def produce(first: int, stop: int) -> None:
@@ -436,6 +438,7 @@ def test_a_server_without_lmove_is_refused_at_once(make_server: Callable[..., ob
     assert isinstance(ReliableUnsupportedError("x"), resp.ResponseError)
     assert queue.get() == "kept"  # nothing taken, nothing registered
     assert queue.client.execute("KEYS", "*") == []
+    queue.client.close()
 
 
 def test_consumer_checks_its_options(queue: HotQueue) -> None:
@@ -527,3 +530,4 @@ def test_a_reliable_worker_rides_out_a_server_restart(make_server: Callable[...,
     thread.join(20)
     assert not thread.is_alive()
     assert queue.stats() == (0, 0, [])
+    queue.client.close()

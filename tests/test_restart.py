@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable, Iterator, List
 
 import pytest
-from faultproxy import FaultProxy
+from faultproxy import FaultProxy, report
 from redis_server import RedisServer
 
 import resp
@@ -121,6 +121,9 @@ def test_consume_survives_restart(make_server: Any, stop_later: Any, key: str, c
     assert got == list(range(20)) + after  # each once, in order
     assert len(queue) == 0
     check_backoff(caplog, queue)
+    report("restart", f"restart ({how}, consume()): down {OUTAGE} s, {attempts} reconnection attempts "
+           f"(the backoff allows at most {max_attempts(OUTAGE)}), put raised ConnectionError, "
+           f"{len(after)} messages pushed after the restart each processed once")
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
@@ -172,6 +175,9 @@ def test_worker_survives_restart(make_server: Any, stop_later: Any, key: str, ca
         assert not thread.is_alive()
         assert got == ["before"] + after
         check_backoff(caplog, queue)
+        report("restart", f"restart ({how}, @worker): down {OUTAGE} s, {connections} TCP connection attempts "
+               f"(the backoff allows at most {max_attempts(OUTAGE)}), put raised ConnectionError, "
+               f"{len(after)} messages pushed after the restart each processed once")
 
 
 def test_max_attempts_matches_the_schedule() -> None:

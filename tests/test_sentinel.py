@@ -171,6 +171,27 @@ def test_hotqueue_through_a_sentinel_url(sentinels: SentinelSet) -> None:
     assert len(shared) == 1 and list(shared.consume(timeout=0.1)) == [1]
 
 
+def test_sentinel_urls(sentinels: SentinelSet) -> None:
+    client = resp.SentinelClient.from_url(sentinels.url.replace("/0", "/2") + "?socket_timeout=3")
+    assert (client.db, client.socket_timeout, client.service_name) == (2, 3.0, "mymaster")
+    assert client.sentinels == sentinels.addresses
+    key = unique()
+    assert client.rpush(key, "in db 2") == 1
+    with resp.Client("127.0.0.1", sentinels.primary.port, db=2) as primary:
+        assert primary.execute("LPOP", key) == b"in db 2"
+    secret = resp.from_url("redis+sentinel://:s3cret@127.0.0.1:1/mymaster")
+    assert isinstance(secret, resp.SentinelClient) and "s3cret" not in repr(secret)
+    with pytest.raises(resp.NoSentinelReachableError) as caught:
+        secret.ping()
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(ValueError, match="service name"):
+        resp.from_url("redis+sentinel://127.0.0.1:26379")
+    with pytest.raises(ValueError, match="redis\\+sentinel"):
+        resp.SentinelClient.from_url("redis://127.0.0.1:6380")
+    with pytest.raises(TypeError, match="host"):
+        resp.SentinelClient(sentinels.addresses, "mymaster", host="127.0.0.1")
+
+
 def _role(port: int) -> str:
     with resp.Client("127.0.0.1", port, socket_timeout=2) as client:
         return str(client.execute("ROLE")[0].decode())
