@@ -53,9 +53,11 @@ def main() -> None:
     parser.add_argument("--unpinned", action="store_true", help="let the scheduler place everything")
     options = parser.parse_args()
 
-    single = RedisServer().start()
-    cluster = RedisCluster(primaries=3, replicas=0).start()
+    single = RedisServer()
+    cluster = RedisCluster(primaries=3, replicas=0)
     try:
+        single.start()
+        cluster.start()
         if not options.unpinned:
             for server in [single, *cluster.nodes]:
                 assert server.process is not None

@@ -17,6 +17,7 @@ import sys
 import time
 
 import hiredis
+
 import resp
 
 try:  # redis-py 5 and later

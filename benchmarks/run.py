@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -159,13 +158,6 @@ def import_figures(repeat):
     """Import time, modules loaded and peak RSS, in bare interpreters."""
     results = {}
     probe_modules = "import sys; before = set(sys.modules); import hotqueue; print(len(set(sys.modules) - before))"
-    probe_rss = (
-        "import resource, sys; {body}; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    )
-    body = (
-        "import hotqueue; q = hotqueue.HotQueue('bench-rss', host='127.0.0.1', port=int(sys.argv[1]));"
-        "q.put(b'x' * 100); q.get()"
-    )
     for side, venv_name in (("this", "bare"), ("redis-py", "redispy"), ("redis-py+hiredis", "hiredis")):
         python, env = python_of(venv_name), side_env(venv_name)
         times = []

@@ -156,6 +156,11 @@ class HotQueue:
         if not msgs:
             return
         serializer = self.serializer
+        if len(msgs) == 1:  # the usual case, without building a list
+            msg = msgs[0]
+            value = _raw(msg) if serializer is None else _dumped(serializer.dumps(msg), serializer)
+            self._client.rpush(self.key, value)
+            return
         if serializer is None:
             values = [_raw(msg) for msg in msgs]
         else:
@@ -178,11 +183,13 @@ class HotQueue:
         A stored value that ``serializer.loads`` cannot read raises that
         serializer's own error, and the message is gone from Redis.
         """
-        _check_timeout(timeout)
-        data = self._pop(block, timeout)
-        if data is None or self.serializer is None:
-            return data
-        return self.serializer.loads(data)
+        if timeout is not None:
+            _check_timeout(timeout)
+        data = self._pop(block, timeout) if block else self._client.lpop(self.key)
+        if data is None:
+            return None
+        serializer = self.serializer
+        return data if serializer is None else serializer.loads(data)
 
     def _pop(self, block: bool, timeout: Optional[float]) -> Optional[bytes]:
         # The stored bytes of the first message, or None: empty or timed out.

@@ -35,10 +35,11 @@ BLOCKING_MARGIN = 1.0
 #: The longest timeout taken, in seconds (about 31 years): a socket timeout
 #: past about 292 years overflows (OverflowError, not a resp error).
 MAX_TIMEOUT = 1e9
-# Commands whose last argument is a timeout in seconds (0 = forever).
-_BLOCKING = frozenset(
-    {"BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN", "BZPOPMAX"}
-)
+# Commands whose last argument is a timeout in seconds (0 = forever), and
+# those whose first one is. Others that block (XREAD BLOCK, WAIT) get
+# ``socket_timeout`` as their deadline.
+_BLOCKING_LAST = frozenset({"BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN", "BZPOPMAX"})
+_BLOCKING_FIRST = frozenset({"BLMPOP", "BZMPOP"})
 _URL_QUERY_OPTIONS = {
     "db": int,
     "socket_timeout": float,
@@ -260,10 +261,21 @@ class Client:
             failed; it was closed.
         """
         parts = encode_parts(args)
+        return self._call(parts, self._timeout_for(args))
+
+    def _timeout_for(self, args: Tuple[CommandArg, ...]) -> Optional[float]:
+        # How long a command given by its arguments may take: socket_timeout,
+        # or for a blocking command its own timeout plus a margin.
         name = args[0]
-        if isinstance(name, str) and name.upper() in _BLOCKING:
-            return self._call(parts, self._blocking_timeout(args[-1]))
-        return self._call(parts, self.socket_timeout)
+        if isinstance(name, (bytes, bytearray, memoryview)):
+            name = bytes(name).decode("latin-1")  # b"BLPOP" blocks just the same
+        if isinstance(name, str):
+            name = name.upper()
+            if name in _BLOCKING_LAST:
+                return self._blocking_timeout(args[-1])
+            if name in _BLOCKING_FIRST and len(args) > 1:
+                return self._blocking_timeout(args[1])
+        return self.socket_timeout
 
     def pipeline(self) -> "Pipeline":
         """Return a ``Pipeline``: queue commands, then send them in one write."""

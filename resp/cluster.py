@@ -10,9 +10,10 @@ Rules this module keeps:
    ``client.py`` (encode first, resend only what never left, close a
    connection that failed mid-command) hold on every node.
 3. Only replies that say the command was *not* run are followed: ``MOVED``
-   (learn the new owner, refresh the slot map, retry there), ``ASK`` (``ASKING``
-   and the command on the named node, on one connection, without touching the
-   map), ``TRYAGAIN`` and ``CLUSTERDOWN`` (wait a little, retry). Each command
+   (retry on the new owner, and refresh the whole slot map before the next
+   command), ``ASK`` (``ASKING`` and the command on the named node, on one
+   connection, without touching the map), ``TRYAGAIN`` and ``CLUSTERDOWN``
+   (wait a little, retry). Each command
    gets at most ``max_redirects`` of those. A connection that fails after the
    command was sent raises, as on one server; the map is refreshed before the
    next command because the node may have failed over.
@@ -23,7 +24,7 @@ import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .client import _BLOCKING, Client, KeyT, blocking_timeout_arg, parse_url
+from .client import Client, KeyT, blocking_timeout_arg, parse_url
 from .errors import (
     AskError,
     ClusterDownError,
@@ -306,7 +307,6 @@ class ClusterClient:
         # by the command methods (with ``blocking``) to skip the look-ups.
         if key is None:
             slot = _slot_of(command_keys(args))
-            blocking = _name(args) in _BLOCKING
         else:
             slot = key_slot(key)
         parts = encode_parts(args)  # bad arguments raise here, before any I/O
@@ -317,7 +317,7 @@ class ClusterClient:
         for _ in range(self.max_redirects):
             owner = redirect or (None if self._stale or slot is None else self._slots[slot])
             node = self._node(owner or self._owner(slot))
-            timeout = node._blocking_timeout(args[-1]) if blocking else node.socket_timeout
+            timeout = node._timeout_for(args)
             try:
                 if not asking:
                     return node._call(parts, timeout)
@@ -353,8 +353,12 @@ class ClusterClient:
         raise ClusterError(f"gave up after {self.max_redirects} redirections; last: {last}")
 
     def execute(self, *args: CommandArg) -> Reply:
-        """Send one command to the node that serves its keys (any node when it
-        has none) and return the reply, as ``Client.execute`` does.
+        """Send one command to the node that serves its keys and return the
+        reply, as ``Client.execute`` does.
+
+        A command without keys (``PING``, ``INFO``, ``FLUSHALL`` …) runs on one
+        node, any: use ``primaries()`` to run it on each. Each call may use
+        another connection, so ``MULTI``/``EXEC`` belong in a ``pipeline()``.
 
         :raises CrossSlotError: its keys are in different slots; nothing sent.
         """
@@ -434,7 +438,8 @@ class ClusterPipeline:
     Like ``Pipeline``, not atomic unless wrapped in ``MULTI``/``EXEC``. When
     every reply says nothing ran (``MOVED``, or a transaction aborted by one),
     the whole pipeline is sent again to the new owner; otherwise the replies
-    stand as they are.
+    stand as they are (an ``ASK`` among them included: only some of the
+    commands may have run, so none is resent).
     """
 
     def __init__(self, cluster: ClusterClient) -> None:

@@ -12,6 +12,7 @@ Rules this module keeps:
 """
 
 import os
+import select
 import selectors
 import socket
 import ssl
@@ -24,6 +25,7 @@ from .protocol import Reader, Reply
 __all__ = ["Connection", "NothingSentError", "Address"]
 
 _monotonic = time.monotonic
+_HAS_POLL = hasattr(select, "poll")
 _RECV_SIZE = 65536
 # Probe a silent peer after a minute idle, every 10 s, three times: a dead
 # server is noticed in about 90 s even by a command that has no deadline.
@@ -94,7 +96,7 @@ class Connection:
     step with the server; the caller must ``close`` it.
     """
 
-    __slots__ = ("sock", "reader", "pid", "address", "generation", "_selector", "_timeout")
+    __slots__ = ("sock", "reader", "pid", "address", "generation", "_selector", "_poll", "_timeout", "_tls")
 
     def __init__(self, address: Address) -> None:
         """Connect to ``address``.
@@ -118,7 +120,14 @@ class Connection:
         self.pid = os.getpid()
         self.generation = 0  # the pool's, see pool.Pool.close
         self._timeout: Optional[float] = address.connect_timeout
+        self._tls = address.ssl_context is not None
         self._selector: Optional[selectors.BaseSelector] = None
+        # poll() where there is one: no file descriptor of its own to close
+        # or to leak across a fork, and cheaper per check than a selector.
+        self._poll: Optional["select.poll"] = None
+        if _HAS_POLL:
+            self._poll = select.poll()
+            self._poll.register(self.sock, select.POLLIN)
 
     def __repr__(self) -> str:
         return f"<resp.Connection {self.address}>"
@@ -142,6 +151,26 @@ class Connection:
         :raises ConnectionError, TimeoutError: failed after that.
         """
         sent_any = False
+        if len(parts) == 1:
+            # One piece (a short command): one send() call in the usual case.
+            data = parts[0]
+            try:
+                if deadline is not None or self._timeout is not None:
+                    self._set_deadline(deadline)
+                count = self.sock.send(data)
+            except TimeoutError:
+                raise
+            except (socket.timeout, OSError) as exc:
+                if isinstance(exc, socket.timeout):
+                    raise TimeoutError(f"timed out writing to {self.address}") from exc
+                raise NothingSentError(f"error writing to {self.address}: {_describe(exc)}") from exc
+            if count == len(data):
+                return
+            parts = [memoryview(data)[count:]]  # the rest, after a short send
+            sent_any = count > 0
+        self._send_all(parts, deadline, sent_any)
+
+    def _send_all(self, parts: List[Union[bytes, memoryview]], deadline: Optional[float], sent_any: bool) -> None:
         try:
             for part in parts:
                 view = memoryview(part)
@@ -168,7 +197,8 @@ class Connection:
         reader = self.reader
         reply = reader.gets()
         while reply is False:
-            self._set_deadline(deadline)
+            if deadline is not None or self._timeout is not None:
+                self._set_deadline(deadline)
             try:
                 data = self.sock.recv(_RECV_SIZE)
             except socket.timeout as exc:
@@ -187,8 +217,10 @@ class Connection:
         if self.reader.has_data():
             return True
         sock = self.sock
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        if self._tls and isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
+        if self._poll is not None:
+            return bool(self._poll.poll(0))
         selector = self._selector
         if selector is None:
             selector = self._selector = selectors.DefaultSelector()

@@ -49,6 +49,10 @@ class Pool:
         self._released = threading.Condition(self._lock)
         self._idle: List[Connection] = []
         self._open_count = 0
+        # Threads in _wait_for_room: notify_all() is a Python-level call, spent
+        # only when someone waits. All are woken, since they wait for two
+        # different things (a free slot, or an idle connection).
+        self._waiting = 0
         # Bumped by close(): connections busy at that moment are closed when
         # they come back instead of being kept.
         self._generation = 0
@@ -101,8 +105,12 @@ class Pool:
         def ready() -> bool:
             return self._open_count < limit or (idle_will_do and bool(self._idle))
 
-        if not self._released.wait_for(ready, self._wait_timeout):
-            raise TimeoutError(f"all {limit} connections stayed busy")
+        self._waiting += 1
+        try:
+            if not self._released.wait_for(ready, self._wait_timeout):
+                raise TimeoutError(f"all {limit} connections stayed busy")
+        finally:
+            self._waiting -= 1
 
     def release(self, conn: Connection) -> None:
         """Take back a connection whose command finished cleanly."""
@@ -111,7 +119,8 @@ class Pool:
         with self._lock:
             if conn.generation == self._generation:
                 self._idle.append(conn)
-                self._released.notify()
+                if self._waiting:
+                    self._released.notify_all()
                 return
         self.discard(conn)
 
@@ -124,7 +133,8 @@ class Pool:
     def _forget(self) -> None:
         with self._lock:
             self._open_count -= 1
-            self._released.notify()
+            if self._waiting:
+                self._released.notify_all()
 
     def _after_fork(self) -> None:
         inherited = self._idle

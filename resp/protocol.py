@@ -61,13 +61,15 @@ class Reader:
     ``ResponseError`` instance, so one inside an array keeps its place.
     """
 
-    __slots__ = ("_buffer", "_pos", "_stack")
+    __slots__ = ("_buffer", "_pos", "_stack", "_need")
 
     def __init__(self) -> None:
         self._buffer: Union[bytes, bytearray] = b""
         self._pos = 0
         # One [items, remaining] pair per array still being filled.
         self._stack: List[List[Any]] = []
+        # Bytes from _pos that the bulk string being read needs (0: unknown).
+        self._need = 0
 
     def feed(self, data: Union[bytes, bytearray, memoryview]) -> None:
         """Append bytes received from the server."""
@@ -91,16 +93,29 @@ class Reader:
         """
         buffer = self._buffer
         pos = self._pos
+        size = len(buffer)
+        if self._need:
+            # A bulk string is known to need this many bytes from _pos: fed
+            # one byte at a time, it is not parsed again for every byte.
+            if size - pos < self._need:
+                return False
+            self._need = 0
         stack = self._stack
         while True:
             end = buffer.find(_CRLF, pos)
             if end < 0:
-                if len(buffer) - pos > MAX_LINE_LENGTH:
+                if size - pos > MAX_LINE_LENGTH:
                     raise ProtocolError("line too long")
                 return False
             kind = buffer[pos]
             if kind == 36:  # '$' bulk string
-                length = _parse_int(buffer[pos + 1 : end], "bulk length")
+                digits = buffer[pos + 1 : end]
+                # The common case inline (no sign, no leading zero); _parse_int
+                # judges everything else.
+                if digits.isdigit() and digits[0] != 48 and len(digits) < 10:
+                    length = int(digits)
+                else:
+                    length = _parse_int(digits, "bulk length")
                 if length < 0:
                     if length != -1:
                         raise ProtocolError(f"negative bulk length {length}")
@@ -111,11 +126,14 @@ class Reader:
                         raise ProtocolError(f"bulk length {length} over the 512 MiB limit")
                     start = end + 2
                     stop = start + length
-                    if stop + 2 > len(buffer):
+                    if stop + 2 > size:
+                        self._need = stop + 2 - pos
                         return False
                     if buffer[stop : stop + 2] != _CRLF:
                         raise ProtocolError("bulk string not terminated by CRLF")
-                    value = bytes(buffer[start:stop])
+                    value = buffer[start:stop]
+                    if type(value) is not bytes:
+                        value = bytes(value)
                     pos = stop + 2
             elif kind == 42:  # '*' array
                 length = _parse_int(buffer[pos + 1 : end], "array length")
@@ -125,19 +143,28 @@ class Reader:
                         raise ProtocolError(f"array length {length} over the 2**32 limit")
                     if len(stack) >= MAX_DEPTH:
                         raise ProtocolError(f"arrays nested deeper than {MAX_DEPTH}")
-                    stack.append([[], length])
-                    self._pos = pos
-                    continue
-                if length == 0:
+                    items, pos = _bulk_items(buffer, pos, length)
+                    if len(items) < length:
+                        # Not all plain bulk strings, or not all here yet: the
+                        # rest goes through the general loop.
+                        stack.append([items, length - len(items)])
+                        self._pos = pos
+                        continue
+                    value = items
+                elif length == 0:
                     value = []
                 elif length == -1:
                     value = None
                 else:
                     raise ProtocolError(f"negative array length {length}")
             elif kind == 58:  # ':' integer
-                value = _parse_int(buffer[pos + 1 : end], "integer")
-                if not -(2**63) <= value < 2**63:
-                    raise ProtocolError("integer out of the signed 64-bit range")
+                digits = buffer[pos + 1 : end]
+                if digits.isdigit() and digits[0] != 48 and len(digits) < 19:
+                    value = int(digits)
+                else:
+                    value = _parse_int(digits, "integer")
+                    if not -(2**63) <= value < 2**63:
+                        raise ProtocolError("integer out of the signed 64-bit range")
                 pos = end + 2
             elif kind == 43 or kind == 45:  # '+' status, '-' error
                 line = buffer[pos + 1 : end]
@@ -164,6 +191,35 @@ class Reader:
     def has_data(self) -> bool:
         """Whether bytes of an unfinished reply are buffered."""
         return self._pos < len(self._buffer) or bool(self._stack)
+
+
+def _bulk_items(buffer: Union[bytes, bytearray], pos: int, count: int) -> Tuple[List[Any], int]:
+    # The arrays a queue reads (BLPOP, LRANGE, LPOP with a count) hold bulk
+    # strings only: take as many of the ``count`` as are here and well formed
+    # in one tight loop, and return them with the position after the last.
+    # Anything else (a null, another type, a malformed or partial one) stops
+    # the loop and is left to the general parser, which reports errors.
+    items: List[Any] = []
+    append = items.append
+    size = len(buffer)
+    find = buffer.find
+    as_bytes = type(buffer) is bytes
+    for _ in range(count):
+        if pos >= size or buffer[pos] != 36:
+            break
+        end = find(_CRLF, pos)
+        if end < 0:
+            break
+        digits = buffer[pos + 1 : end]
+        if not digits.isdigit() or digits[0] == 48 or len(digits) > 9:
+            break  # "$0" (an empty string) included: _parse_int judges it
+        start = end + 2
+        stop = start + int(digits)
+        if stop + 2 > size or buffer[stop : stop + 2] != _CRLF:
+            break
+        append(buffer[start:stop] if as_bytes else bytes(buffer[start:stop]))
+        pos = stop + 2
+    return items, pos
 
 
 def _encode_arg(arg: CommandArg) -> bytes:
@@ -202,6 +258,8 @@ def encode_parts(args: Tuple[CommandArg, ...]) -> List[Union[bytes, memoryview]]
     for arg in args:
         if type(arg) is bytes:
             value: Union[bytes, memoryview] = arg
+        elif type(arg) is str:  # keys and command names: skip _encode_arg's checks
+            value = arg.encode("utf-8")
         elif isinstance(arg, (bytearray, memoryview)) and len(arg) >= LARGE_VALUE and (
             not isinstance(arg, memoryview) or arg.c_contiguous  # only a contiguous view casts to bytes
         ):

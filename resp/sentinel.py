@@ -118,6 +118,10 @@ class SentinelClient(Client):
             if reply is None:
                 unknown += 1
                 continue
+            if not (isinstance(reply, list) and len(reply) == 2 and all(isinstance(r, bytes) for r in reply)
+                    and reply[1].isdigit()):
+                failures.append(f"{sentinel[0]}:{sentinel[1]}: not an address: {reply!r:.80}")
+                continue
             with self._lock:
                 if sentinel in self.sentinels:
                     self.sentinels.remove(sentinel)
@@ -160,6 +164,9 @@ class SentinelClient(Client):
             except BaseException:
                 conn.close()
                 raise
+            if isinstance(role, ResponseError):  # e.g. an ACL user without ROLE
+                conn.close()
+                raise role
             if isinstance(role, list) and role and role[0] == b"master":
                 return conn
             conn.close()  # a failover is under way: the sentinels will catch up

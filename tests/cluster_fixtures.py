@@ -81,6 +81,14 @@ class RedisCluster:
         return self._clients[port]
 
     def start(self) -> "RedisCluster":
+        """Start the nodes and join them; on any failure, stop them all and raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "RedisCluster":
         for node in self.nodes:
             node.start()
         command = [REDIS_CLI, "--cluster", "create",
@@ -213,6 +221,14 @@ class SentinelSet:
         return resp.Client("127.0.0.1", self.sentinels[index].port, socket_timeout=5)
 
     def start(self) -> "SentinelSet":
+        """Start every server; on any failure, stop them all and raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "SentinelSet":
         self.primary.start()
         self.replica.start()
         with resp.Client("127.0.0.1", self.replica.port) as replica:

@@ -171,17 +171,19 @@ class FaultProxy:
     def inject(self, fault: Fault, marker: Optional[bytes] = None) -> None:
         """Apply ``fault`` to the next request that arrives (see the module
         doc) or, with ``marker``, to the next one that contains those bytes: a
-        late piece of an earlier request cannot take it then."""
+        late piece of an earlier request, or another thread's request, cannot
+        take it then."""
         kind = fault[0] if isinstance(fault, tuple) else fault
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}")
         with self._lock:
             self._faults.append((fault, marker))
 
-    def pending(self) -> int:
-        """How many injected faults have not been applied yet."""
+    def pending(self, marker: Optional[bytes] = None) -> int:
+        """How many injected faults (with ``marker``: with that marker) have
+        not been applied yet."""
         with self._lock:
-            return len(self._faults)
+            return sum(1 for _, m in self._faults if marker is None or m == marker)
 
     def clear(self) -> None:
         """Forget the faults not applied yet."""
@@ -190,14 +192,13 @@ class FaultProxy:
 
     def _take_fault(self, data: bytes) -> Optional[Fault]:
         with self._lock:
-            if not self._faults:
-                return None
-            fault, marker = self._faults[0]
-            if marker is not None and marker not in data:
-                return None
-            self._faults.popleft()
-            self.injected[fault[0] if isinstance(fault, tuple) else fault] += 1
-            return fault
+            for entry in self._faults:
+                fault, marker = entry
+                if marker is None or marker in data:
+                    self._faults.remove(entry)
+                    self.injected[fault[0] if isinstance(fault, tuple) else fault] += 1
+                    return fault
+            return None
 
     def connections(self) -> int:
         """How many relayed connections are open now."""

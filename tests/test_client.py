@@ -57,7 +57,8 @@ class TinyServer:
         self.port = self._listener.getsockname()[1]
         self._sockets: List[socket.socket] = []
         self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
 
     def _accept(self) -> None:
         number = 0
@@ -67,7 +68,9 @@ class TinyServer:
             except OSError:
                 return
             self._sockets.append(sock)
-            threading.Thread(target=self._serve, args=(sock, number), daemon=True).start()
+            thread = threading.Thread(target=self._serve, args=(sock, number), daemon=True)
+            self._threads.append(thread)
+            thread.start()
             number += 1
 
     def _serve(self, sock: socket.socket, number: int) -> None:
@@ -98,9 +101,16 @@ class TinyServer:
 
     def close(self) -> None:
         self._stop.set()
-        self._listener.close()
-        for sock in self._sockets:
+        # shutdown() first: close() alone does not wake a thread blocked in
+        # accept() or recv() on Linux, and a live thread makes fork() unsafe.
+        for sock in [self._listener, *self._sockets]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             sock.close()
+        for thread in self._threads:
+            thread.join(5)
 
 
 @pytest.fixture
@@ -444,40 +454,55 @@ def test_blocking_command_outlives_socket_timeout(redis_url: str, key: str) -> N
         assert client.blpop(key, 3) is None
         elapsed = time.monotonic() - started
         assert 2.5 < elapsed < 6
-        assert client.execute("BLPOP", key, "0.3") is None  # through execute as well
+        assert client.execute("BLPOP", key, "0.7") is None  # through execute as well
+        assert client.execute(b"blpop", key, b"0.7") is None  # a bytes name is the same command
         assert client.ping()
 
 
 def test_timeout_mid_reply_closes_the_connection(tiny_server: Any) -> None:
     def script(command: List[bytes]) -> List[Step]:
-        if command[1] == b"first":
-            return [b"$5\r\nfir", 1.0, b"st\r\n"]  # half a reply, then a stall
+        if command[1] == b"late":
+            return [0.6, bulk(b"late")]  # nothing, then the whole reply
+        if command[1] == b"half":
+            return [b"$4\r\nha", 0.6, b"lf\r\n"]  # half a reply, then a stall
         return [bulk(command[1])]
 
     server = tiny_server(script)
     client = resp.Client(port=server.port, socket_timeout=0.3)
     assert client.execute("ECHO", "warm") == b"warm"
     with pytest.raises(resp.TimeoutError):
-        client.execute("ECHO", "first")
+        client.execute("ECHO", "late")
+    # Sent at once, before the late reply arrives: on the old connection it
+    # would read b"late".
     assert client.execute("ECHO", "second") == b"second"
+    with pytest.raises(resp.TimeoutError):
+        client.execute("ECHO", "half")
+    assert client.execute("ECHO", "third") == b"third"
     connections = [number for number, _ in server.commands]
     assert connections[1] == connections[0]  # 'warm' reused its connection ...
     assert connections[2] != connections[1]  # ... which was dropped after the timeout
+    assert connections[4] != connections[3]
     assert wait_until(lambda: connections[1] in server.closed_by_client)
 
 
-def test_timeout_mid_reply_against_redis(make_server: MakeServer) -> None:
+def test_timeout_mid_reply_against_redis(make_server: MakeServer, key: str) -> None:
     server = make_server()
     client = resp.Client(port=server.port, socket_timeout=0.3)
     pauser = resp.Client(port=server.port)
     first_id = client.execute("CLIENT", "ID")
-    pauser.execute("CLIENT", "PAUSE", 800, "ALL")
-    paused_until = time.monotonic() + 0.8
+    pauser.execute("CLIENT", "PAUSE", 1000, "WRITE")  # holds writes, not reads
     with pytest.raises(resp.TimeoutError):
-        client.execute("ECHO", "first")
-    time.sleep(max(0.0, paused_until - time.monotonic()) + 0.1)
+        client.rpush(key, "a", "b", "c")
+    # Not paused, but on the old connection it would queue behind the RPUSH
+    # and then read its reply (3).
     assert client.execute("ECHO", "second") == b"second"
     assert client.execute("CLIENT", "ID") != first_id
+    pauser.execute("CLIENT", "UNPAUSE")
+    # Redis drops the paused RPUSH of a client that hung up; it must never
+    # have been sent again on the new connection.
+    time.sleep(0.05)
+    assert pauser.llen(key) in (0, 3)
+    assert client.execute("ECHO", "third") == b"third"
 
 
 def test_keyboard_interrupt_in_blpop_discards_the_connection(redis_url: str, key: str) -> None:
@@ -508,7 +533,9 @@ def test_keyboard_interrupt_in_blpop_discards_the_connection(redis_url: str, key
 def test_keyboard_interrupt_mid_reply(tiny_server: Any) -> None:
     def script(command: List[bytes]) -> List[Step]:
         if command[1] == b"first":
-            return [b"$5\r\nfir", 2.0, b"st\r\n"]
+            return [1.0, bulk(b"first")]
+        if command[1] == b"half":
+            return [b"$4\r\nha", 1.0, b"lf\r\n"]
         return [bulk(command[1])]
 
     server = tiny_server(script)
@@ -518,15 +545,21 @@ def test_keyboard_interrupt_mid_reply(tiny_server: Any) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGALRM, interrupt)
-    signal.setitimer(signal.ITIMER_REAL, 0.3)
     try:
-        with pytest.raises(KeyboardInterrupt):
-            client.execute("ECHO", "first")
+        for interrupted, after in (("first", "second"), ("half", "third")):
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(KeyboardInterrupt):
+                client.execute("ECHO", interrupted)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            # Sent at once: on the old connection it would read the late reply.
+            assert client.execute("ECHO", after) == after.encode()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert client.execute("ECHO", "second") == b"second"
-    assert server.commands[0][0] != server.commands[1][0]
+    connections = [number for number, _ in server.commands]
+    assert connections[0] != connections[1]
+    assert connections[2] == connections[1]  # 'second' came back clean and was reused
+    assert connections[3] != connections[2]
 
 
 def test_failure_after_sending_is_not_retried(tiny_server: Any) -> None:
@@ -556,6 +589,49 @@ def test_protocol_error_from_server_closes_the_connection(tiny_server: Any) -> N
         client.execute("ECHO", "bad")
     assert client.execute("ECHO", "good") == b"good"
     assert server.commands[0][0] != server.commands[1][0]
+
+
+def test_idle_connection_with_stray_bytes_is_not_reused(tiny_server: Any) -> None:
+    def script(command: List[bytes]) -> List[Step]:
+        if command[1] == b"extra":
+            return [bulk(b"extra") + b"+STRAY\r\n"]  # one reply too many
+        return [bulk(command[1])]
+
+    server = tiny_server(script)
+    client = resp.Client(port=server.port, socket_timeout=2)
+    assert client.execute("ECHO", "extra") == b"extra"
+    time.sleep(0.05)
+    assert client.execute("ECHO", "mine") == b"mine"
+    assert server.commands[0][0] != server.commands[1][0]
+
+
+def test_connection_killed_while_idle_is_replaced(redis_url: str) -> None:
+    client = resp.Client.from_url(redis_url, socket_timeout=2)
+    observer = resp.Client.from_url(redis_url)
+    old_id = client.execute("CLIENT", "ID")
+    assert observer.execute("CLIENT", "KILL", "ID", old_id) == 1
+    assert wait_until(lambda: old_id not in client_ids(observer))
+    assert client.ping() is True  # found closed in the pool: replaced, nothing raised
+    assert client.execute("CLIENT", "ID") != old_id
+
+
+def test_close_while_busy_closes_that_connection_when_it_returns(redis_url: str, key: str) -> None:
+    name = "busy-" + uuid.uuid4().hex[:8]
+    client = resp.Client.from_url(redis_url, client_name=name)
+    observer = resp.Client.from_url(redis_url)
+
+    def named() -> int:
+        return observer.execute("CLIENT", "LIST").decode().count(f"name={name} ")
+
+    result: List[Any] = []
+    waiter = threading.Thread(target=lambda: result.append(client.blpop(key, 5)))
+    waiter.start()
+    assert wait_until(lambda: named() == 1)
+    client.close()  # the busy connection is left to finish its command
+    observer.rpush(key, "delivered")
+    waiter.join(5)
+    assert result == [(key.encode(), b"delivered")]
+    assert wait_until(lambda: named() == 0)  # ... and closed when it came back
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])

@@ -16,11 +16,9 @@ from hotqueue import HotQueue
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RedisCluster]:
-    nodes = RedisCluster(primaries=3, replicas=1)
     try:
-        nodes.start()
+        nodes = RedisCluster(primaries=3, replicas=1).start()
     except Exception as exc:
-        nodes.stop()
         pytest.fail(f"cannot start a Redis Cluster for the tests: {exc}", pytrace=False)
     yield nodes
     nodes.stop()

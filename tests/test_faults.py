@@ -7,11 +7,14 @@ carried anything is resent transparently; and no call outlives its deadline.
 """
 
 import os
+import pickle
 import random
 import socket
+import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator, Tuple
+from collections import Counter
+from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 from faultproxy import FaultProxy, report
@@ -91,6 +94,21 @@ def test_cut_after_put_forwarded_hotqueue_holds_one_copy(proxied: Any, key: str)
         queue.put("a", "b")
     assert direct.llen(queue.key) == 2
     assert queue.get() == "a" and queue.get() == "b" and queue.get() is None
+
+
+def test_cut_after_blpop_forwarded_raises_and_the_message_is_gone(proxied: Any, key: str) -> None:
+    # At most once: the server popped the message and its reply was lost. The
+    # client says so (ConnectionError) rather than retrying, which could pop
+    # a second message; consume() logs the failure as a warning.
+    proxy, client, direct = proxied
+    queue = HotQueue(key, client=client)
+    direct.rpush(queue.key, *[pickle.dumps(n) for n in ("lost", "next")])
+    assert client.ping()
+    proxy.inject("cut_after")
+    with pytest.raises(resp.ConnectionError):
+        queue.get(block=True, timeout=1)
+    assert direct.llen(queue.key) == 1  # exactly one popped, not two
+    assert queue.get() == "next"
 
 
 def test_cut_before_forwarding_raises_and_server_holds_nothing(proxied: Any, key: str) -> None:
@@ -186,12 +204,14 @@ def test_silent_server_during_tls_handshake_times_out(proxied: Any) -> None:
     assert time.monotonic() - start < TIMEOUT + SLACK
 
 
-def _random_run(proxy: FaultProxy, client: resp.Client, direct: resp.Client, count: int, seed: int) -> str:
+def _random_run(proxy: FaultProxy, client: resp.Client, direct: resp.Client, count: int, seed: int) -> Counter:
     """``count`` commands, each with a unique value, faults at random points.
 
-    Returns a summary line. Every reply that comes back is checked against
-    what its own command must return; every failure against the fault that
-    caused it; and what the server holds against what was (not) resent.
+    Every reply that comes back is checked against what its own command must
+    return; every failure against the fault that caused it; and what the
+    server holds against what was (not) resent. Returns the counts. Safe to
+    run in several threads at once on one client: each fault is tied to its
+    command by the command's unique value.
     """
     rng = random.Random(seed)
     prefix = f"faults-{uuid.uuid4().hex}:"
@@ -243,7 +263,7 @@ def _random_run(proxy: FaultProxy, client: resp.Client, direct: resp.Client, cou
             if kind == "lpop" and fault == "cut_before":
                 assert direct.llen(key) == 1  # never popped, so not lost
         assert time.monotonic() - start < timeout * 2 + SLACK
-        if proxy.pending():  # the fault fell on no request (cannot happen one at a time)
+        if proxy.pending(uid.encode()):
             pytest.fail(f"fault {fault} was not applied to command {i}")
     # No RPUSH was resent: each key holds its one value exactly once, or
     # nothing when the request never reached the server (cut_before).
@@ -251,19 +271,49 @@ def _random_run(proxy: FaultProxy, client: resp.Client, direct: resp.Client, cou
         held = direct.execute("LRANGE", key, 0, -1)
         one = [key[len(prefix):].encode()]
         assert held == one or (must is None and held == []), (key, held)
+    return Counter(commands=count, checked=checked, failed=failed, rpush_keys=len(pushed))
+
+
+def _summary(proxy: FaultProxy, counts: Counter, seed: int, threads: int) -> str:
     injected = sum(proxy.injected.values())
     details = ", ".join(f"{k} {v}" for k, v in sorted(proxy.injected.items()))
     return (
-        f"fault run (seed {seed}): {count} commands, {injected} faults injected ({details}), "
-        f"{checked} replies checked (each its own command's), {failed} failures raised, "
-        f"{len(pushed)} RPUSH keys each holding at most one copy"
+        f"fault run (seed {seed}, {threads} thread(s) on one client): {counts['commands']} commands, "
+        f"{injected} faults injected ({details}), {counts['checked']} replies checked (each its own "
+        f"command's), {counts['failed']} failures raised (each by its fault), "
+        f"{counts['rpush_keys']} RPUSH keys each holding at most one copy"
     )
 
 
-def test_randomized_faults_never_misdeliver_a_reply(proxied: Any, capsys: Any) -> None:
+def test_randomized_faults_never_misdeliver_a_reply(proxied: Any) -> None:
     proxy, _, direct = proxied
     with resp.Client("127.0.0.1", proxy.port, socket_timeout=0.1) as client:
-        line = _random_run(proxy, client, direct, RANDOM_COMMANDS, SEED)
-    assert RANDOM_COMMANDS >= 2000 or "HOTQUEUE_FAULT_COMMANDS" in os.environ
-    with capsys.disabled():
-        report("faults", line)
+        counts = _random_run(proxy, client, direct, RANDOM_COMMANDS, SEED)
+    assert counts["commands"] >= 2000 or "HOTQUEUE_FAULT_COMMANDS" in os.environ
+    report("faults", _summary(proxy, counts, SEED, 1))  # shown with -s
+
+
+def test_randomized_faults_in_threads_sharing_a_client(proxied: Any) -> None:
+    # Four threads on one client (one pool): a fault on one thread's
+    # connection must not disturb, or reach, another thread's replies.
+    proxy, _, direct = proxied
+    threads, each = 4, max(RANDOM_COMMANDS // 8, 100)
+    results: List[Counter] = []
+    errors: List[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            results.append(_random_run(proxy, client, direct, each, SEED + 1 + n))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    with resp.Client("127.0.0.1", proxy.port, socket_timeout=0.1) as client:
+        workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+    if errors:
+        raise errors[0]
+    assert len(results) == threads
+    report("faults", _summary(proxy, sum(results, Counter()), SEED + 1, threads))

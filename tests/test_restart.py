@@ -121,7 +121,7 @@ def test_consume_survives_restart(make_server: Any, stop_later: Any, key: str, c
     assert got == list(range(20)) + after  # each once, in order
     assert len(queue) == 0
     check_backoff(caplog, queue)
-    report("restart", f"restart ({how}, consume()): down {OUTAGE} s, {attempts} reconnection attempts "
+    report("restart", f"restart ({how}, consume()): down {OUTAGE} s, {attempts} failed attempts logged "
            f"(the backoff allows at most {max_attempts(OUTAGE)}), put raised ConnectionError, "
            f"{len(after)} messages pushed after the restart each processed once")
 
@@ -164,8 +164,9 @@ def test_worker_survives_restart(make_server: Any, stop_later: Any, key: str, ca
         connections = proxy.accepted - accepted - 1  # the put's own attempt
         assert 1 <= connections <= max_attempts(OUTAGE), connections
         # One warning per attempt, and one more when the connection that was
-        # waiting in BLPOP broke (if that happened after the count began).
-        assert connections <= attempts <= connections + 1
+        # waiting in BLPOP broke; an attempt at either edge of the window may
+        # be counted on one side and not the other.
+        assert abs(attempts - connections) <= 2, (attempts, connections)
         server.start()
 
         after = list(range(300))

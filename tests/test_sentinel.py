@@ -18,11 +18,9 @@ from hotqueue import HotQueue
 
 @pytest.fixture(scope="module")
 def sentinels() -> Iterator[SentinelSet]:
-    servers = SentinelSet("mymaster")
     try:
-        servers.start()
+        servers = SentinelSet("mymaster").start()
     except Exception as exc:
-        servers.stop()
         pytest.fail(f"cannot start redis-server --sentinel for the tests: {exc}", pytrace=False)
     yield servers
     servers.stop()
@@ -42,8 +40,9 @@ class FakeSentinel:
     """Answers ``SENTINEL get-master-addr-by-name`` with the next port of
     ``ports`` (the last one repeats), like a sentinel whose view changes."""
 
-    def __init__(self, ports: List[int]) -> None:
+    def __init__(self, ports: List[int], raw: Optional[bytes] = None) -> None:
         self.ports = list(ports)
+        self.raw = raw  # a reply to send instead, as it is
         self.asked = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -66,7 +65,8 @@ class FakeSentinel:
                     command = reader.gets()
                 port = self.ports[min(self.asked, len(self.ports) - 1)]
                 self.asked += 1
-                conn.sendall(b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n" % (len(str(port)), port))
+                reply = b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n" % (len(str(port)), port)
+                conn.sendall(self.raw if self.raw is not None else reply)
 
     def close(self) -> None:
         self.sock.close()
@@ -97,6 +97,22 @@ def test_a_silent_sentinel_costs_only_its_timeout(sentinels: SentinelSet) -> Non
         assert client.sentinels[0] == sentinels.addresses[1]
     finally:
         silent.close()
+
+
+def test_a_sentinel_that_answers_nonsense_is_passed_over(sentinels: SentinelSet) -> None:
+    fakes = [FakeSentinel([0], raw) for raw in (b"$3\r\nfoo\r\n", b"*2\r\n$1\r\nh\r\n$1\r\nx\r\n",
+                                                b"-ERR no\r\n", b"%1\r\n")]
+    try:
+        client = resp.SentinelClient([("127.0.0.1", f.port) for f in fakes] + sentinels.addresses[:1], "mymaster")
+        assert client.primary_address() == ("127.0.0.1", sentinels.primary.port)
+        assert client.sentinels[0] == sentinels.addresses[0]
+        assert all(f.asked == 1 for f in fakes)
+        only_fakes = resp.SentinelClient([("127.0.0.1", f.port) for f in fakes], "mymaster")
+        with pytest.raises(resp.NoSentinelReachableError, match="not an address"):
+            only_fakes.primary_address()
+    finally:
+        for fake in fakes:
+            fake.close()
 
 
 def test_distinct_errors_for_unknown_service_and_no_sentinel(sentinels: SentinelSet) -> None:

@@ -1,2 +1,0 @@
-def test_ping(client):
-    assert client.ping() is True
