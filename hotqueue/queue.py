@@ -13,7 +13,6 @@ code: consume only from a Redis that only trusted programs write to, or use
 """
 
 import functools
-import logging
 import math
 import pickle
 import time
@@ -22,11 +21,20 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Optio
 import resp
 
 if TYPE_CHECKING:
+    import logging
+
     from .reliable import DeadLetters, QueueStats
 
 __all__ = ["HotQueue", "key_for_name"]
 
-log = logging.getLogger("hotqueue")
+
+def _log() -> "logging.Logger":
+    # logging (about 30 modules) is imported the first time there is
+    # something to say, not by every program that imports hotqueue.
+    import logging
+
+    return logging.getLogger("hotqueue")
+
 
 #: Reconnection backoff of ``consume`` and ``worker``: first wait, cap.
 BACKOFF_FIRST = 0.1
@@ -240,7 +248,7 @@ class HotQueue:
             # backoff) or a cluster that stayed down past its retries.
             except (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError,
                     resp.ClusterDownError) as exc:
-                log.warning("queue %r: %s; retrying in %.1f s", self.name, exc, backoff)
+                _log().warning("queue %r: %s; retrying in %.1f s", self.name, exc, backoff)
                 try:
                     time.sleep(backoff)
                 except KeyboardInterrupt:

@@ -16,15 +16,16 @@ Rules this module keeps:
 """
 
 import math
-import ssl as _ssl
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from .connection import Address, Connection, NothingSentError
 from .errors import AuthenticationError, ResponseError
 from .pool import Pool
 from .protocol import CommandArg, Reply, encode_parts
+
+if TYPE_CHECKING:
+    import ssl as _ssl
 
 __all__ = ["Client", "Pipeline"]
 
@@ -107,7 +108,7 @@ class Client:
         socket_connect_timeout: Optional[float] = None,
         unix_socket_path: Optional[str] = None,
         ssl: bool = False,
-        ssl_context: Optional[_ssl.SSLContext] = None,
+        ssl_context: "Optional[_ssl.SSLContext]" = None,
         ssl_ca_certs: Optional[str] = None,
         client_name: Optional[str] = None,
         max_connections: Optional[int] = None,
@@ -130,10 +131,13 @@ class Client:
             raise ValueError(f"max_connections must be an int >= 1 or None, not {max_connections!r}")
         self.socket_timeout = _check_timeout("socket_timeout", socket_timeout)
         connect_timeout = _check_timeout("socket_connect_timeout", socket_connect_timeout)
-        if ssl_context is not None and not isinstance(ssl_context, _ssl.SSLContext):
-            raise TypeError(f"ssl_context must be an ssl.SSLContext or None, not {type(ssl_context).__name__}")
-        if ssl_context is None and (ssl or ssl_ca_certs is not None):
-            ssl_context = _ssl.create_default_context(cafile=ssl_ca_certs)
+        if ssl_context is not None or ssl or ssl_ca_certs is not None:
+            import ssl as _ssl  # here, not at the top: only TLS users pay for it
+
+            if ssl_context is not None and not isinstance(ssl_context, _ssl.SSLContext):
+                raise TypeError(f"ssl_context must be an ssl.SSLContext or None, not {type(ssl_context).__name__}")
+            if ssl_context is None:
+                ssl_context = _ssl.create_default_context(cafile=ssl_ca_certs)
         self.address = Address(
             host, port, unix_socket_path, ssl_context,
             connect_timeout if connect_timeout is not None else self.socket_timeout,
@@ -398,6 +402,8 @@ def parse_url(url: str) -> Dict[str, Any]:
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
+    from urllib.parse import parse_qsl, unquote, urlsplit  # only programs that use URLs pay for it
+
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -302,13 +302,15 @@ class ClusterClient:
 
     # Running commands.
 
-    def _run(self, args: Tuple[CommandArg, ...], key: Optional[KeyT] = None, blocking: bool = False) -> Reply:
+    def _run(self, args: Tuple[CommandArg, ...], key: Optional[KeyT] = None) -> Reply:
         # ``key``: the one key of a command known to have exactly one, given
-        # by the command methods (with ``blocking``) to skip the look-ups.
+        # by the command methods to skip the look-up.
         if key is None:
             slot = _slot_of(command_keys(args))
         else:
-            slot = key_slot(key)
+            slot = _SLOT_CACHE.get(key) if type(key) is str else None  # the common case, inline
+            if slot is None:
+                slot = key_slot(key)
         parts = encode_parts(args)  # bad arguments raise here, before any I/O
         redirect: Optional[str] = None  # where MOVED or ASK said to go next
         asking = False
@@ -316,8 +318,11 @@ class ClusterClient:
         wait = RETRY_FIRST
         for _ in range(self.max_redirects):
             owner = redirect or (None if self._stale or slot is None else self._slots[slot])
-            node = self._node(owner or self._owner(slot))
-            timeout = node._timeout_for(args)
+            node = self._nodes.get(owner) if owner else None
+            if node is None:
+                node = self._node(owner or self._owner(slot))
+            # The command methods that give ``key`` never block.
+            timeout = node.socket_timeout if key is not None else node._timeout_for(args)
             try:
                 if not asking:
                     return node._call(parts, timeout)

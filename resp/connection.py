@@ -13,14 +13,16 @@ Rules this module keeps:
 
 import os
 import select
-import selectors
 import socket
-import ssl
 import time
-from typing import List, Optional, Union
+from typing import TYPE_CHECKING, List, Optional, Union
 
 from .errors import ConnectionError, TimeoutError
 from .protocol import Reader, Reply
+
+if TYPE_CHECKING:  # ssl is imported only by programs that use TLS: it costs ~30 modules
+    import selectors
+    import ssl
 
 __all__ = ["Connection", "NothingSentError", "Address"]
 
@@ -47,7 +49,7 @@ class Address:
         host: str = "localhost",
         port: int = 6379,
         unix_socket_path: Optional[str] = None,
-        ssl_context: Optional[ssl.SSLContext] = None,
+        ssl_context: "Optional[ssl.SSLContext]" = None,
         connect_timeout: Optional[float] = None,
     ) -> None:
         self.host = host
@@ -109,19 +111,23 @@ class Connection:
             self.sock = _open_socket(address)
         except (socket.timeout, TimeoutError) as exc:
             raise TimeoutError(f"timed out connecting to {address}") from exc
-        except ssl.SSLCertVerificationError as exc:
-            raise ConnectionError(
-                f"TLS certificate of {address} not trusted: {exc.verify_message}"
-                " (give ssl_ca_certs or ssl_context to trust its CA)"
-            ) from exc
         except OSError as exc:
+            if address.ssl_context is not None:
+                import ssl
+
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    raise ConnectionError(
+                        f"TLS certificate of {address} not trusted: {exc.verify_message}"
+                        " (give ssl_ca_certs or ssl_context to trust its CA)"
+                    ) from exc
             raise ConnectionError(f"could not connect to {address}: {_describe(exc)}") from exc
         self.reader = Reader()
         self.pid = os.getpid()
         self.generation = 0  # the pool's, see pool.Pool.close
         self._timeout: Optional[float] = address.connect_timeout
-        self._tls = address.ssl_context is not None
-        self._selector: Optional[selectors.BaseSelector] = None
+        # Only TCP connections are wrapped in TLS (see _open_socket).
+        self._tls = address.ssl_context is not None and address.unix_socket_path is None
+        self._selector: "Optional[selectors.BaseSelector]" = None  # where there is no poll()
         # poll() where there is one: no file descriptor of its own to close
         # or to leak across a fork, and cheaper per check than a selector.
         self._poll: Optional["select.poll"] = None
@@ -217,12 +223,14 @@ class Connection:
         if self.reader.has_data():
             return True
         sock = self.sock
-        if self._tls and isinstance(sock, ssl.SSLSocket) and sock.pending():
+        if self._tls and sock.pending():  # type: ignore[attr-defined]  # an ssl.SSLSocket
             return True
         if self._poll is not None:
             return bool(self._poll.poll(0))
         selector = self._selector
         if selector is None:
+            import selectors
+
             selector = self._selector = selectors.DefaultSelector()
             selector.register(sock, selectors.EVENT_READ)
         return bool(selector.select(0))

@@ -22,6 +22,13 @@ from .errors import TimeoutError
 
 __all__ = ["Pool"]
 
+# os.getpid() is a system call, and the pool asks on every command: keep the
+# answer, refreshed in the child by a fork hook (run by os.fork() and by every
+# fork that goes on running Python). Platforms without the hook have no fork.
+_pid = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
 
 class Pool:
     """A thread-safe LIFO pool of connections made by ``connect``.
@@ -59,7 +66,7 @@ class Pool:
 
     def acquire(self) -> Tuple[Connection, bool]:
         """Return a connection for one command, and whether it was reused."""
-        if self._pid != os.getpid():
+        if self._pid != _pid[0]:
             self._after_fork()
         while True:
             with self._lock:
@@ -114,7 +121,7 @@ class Pool:
 
     def release(self, conn: Connection) -> None:
         """Take back a connection whose command finished cleanly."""
-        if conn.pid != os.getpid():
+        if conn.pid != _pid[0]:
             return  # opened by the parent of a fork: not ours to close or keep
         with self._lock:
             if conn.generation == self._generation:

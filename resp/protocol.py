@@ -79,7 +79,8 @@ class Reader:
         elif data:
             buffer = self._buffer
             if isinstance(buffer, bytearray):
-                del buffer[: self._pos]  # O(1) for a bytearray in CPython
+                if self._pos:
+                    del buffer[: self._pos]  # O(1) for a bytearray in CPython
             else:
                 buffer = bytearray(memoryview(buffer)[self._pos:])
             buffer += data
@@ -114,6 +115,8 @@ class Reader:
                 # judges everything else.
                 if digits.isdigit() and digits[0] != 48 and len(digits) < 10:
                     length = int(digits)
+                elif digits == b"-1":  # a null
+                    length = -1
                 else:
                     length = _parse_int(digits, "bulk length")
                 if length < 0:
@@ -168,10 +171,13 @@ class Reader:
                 pos = end + 2
             elif kind == 43 or kind == 45:  # '+' status, '-' error
                 line = buffer[pos + 1 : end]
-                if b"\r" in line or b"\n" in line:
-                    raise ProtocolError("CR or LF inside a status or error line")
-                text = line.decode("utf-8", "replace")
-                value = text if kind == 43 else error_from_reply(text)
+                if line == b"OK" and kind == 43:  # the usual status, cheaply
+                    value = "OK"
+                else:
+                    if b"\r" in line or b"\n" in line:
+                        raise ProtocolError("CR or LF inside a status or error line")
+                    text = line.decode("utf-8", "replace")
+                    value = text if kind == 43 else error_from_reply(text)
                 pos = end + 2
             else:
                 raise ProtocolError(f"unknown reply type byte {bytes([kind])!r}")
@@ -260,6 +266,8 @@ def encode_parts(args: Tuple[CommandArg, ...]) -> List[Union[bytes, memoryview]]
             value: Union[bytes, memoryview] = arg
         elif type(arg) is str:  # keys and command names: skip _encode_arg's checks
             value = arg.encode("utf-8")
+        elif type(arg) is int:  # counts and timeouts (bool is not int's type)
+            value = b"%d" % arg
         elif isinstance(arg, (bytearray, memoryview)) and len(arg) >= LARGE_VALUE and (
             not isinstance(arg, memoryview) or arg.c_contiguous  # only a contiguous view casts to bytes
         ):

@@ -6,7 +6,10 @@ replica and three sentinels watching them. Used by ``tests/`` and
 ``benchmarks/cluster.py``; every process is stopped by its pid.
 """
 
+import contextlib
+import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,6 +43,27 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> Non
 def _info(client: resp.Client, section: str) -> Dict[str, str]:
     text = client.execute("INFO", section).decode()
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def scaling_out_examples() -> List[str]:
+    """The Python examples of README's "Scaling out" section, in order."""
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    with open(readme, encoding="utf-8") as file:
+        text = file.read()
+    section = text[text.index("\n## Scaling out\n"):]
+    end = section.find("\n## ", 1)
+    section = section if end < 0 else section[:end]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def run_example(code: str, ports: Dict[int, int]) -> List[str]:
+    """Run an example with its port numbers replaced; return what it printed."""
+    for old, new in ports.items():
+        code = re.sub(rf"\b{old}\b", str(new), code)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    return out.getvalue().splitlines()
 
 
 class RedisCluster:

@@ -8,7 +8,7 @@ import uuid
 from typing import Iterator, List
 
 import pytest
-from cluster_fixtures import RedisCluster, wait_for
+from cluster_fixtures import RedisCluster, run_example, scaling_out_examples, wait_for
 
 import resp
 from hotqueue import HotQueue
@@ -215,6 +215,54 @@ def test_a_connection_lost_after_sending_raises(cluster: RedisCluster, cc: resp.
     assert len(outcome) == 1 and isinstance(outcome[0], resp.ConnectionError)
     cc.rpush(key, "after")
     assert cc.blpop(key, 1) == (key.encode(), b"after")  # the map was refreshed
+
+
+def test_clusterdown_is_retried_within_a_bound(cluster: RedisCluster, cc: resp.ClusterClient) -> None:
+    key = unique("down")
+    spare = resp.key_slot(unique("spare"))
+    assert spare != resp.key_slot(key)
+    spare_owner = cluster.owner(spare)
+    ids = cluster.node_ids()
+    primaries = cluster.primary_ports()
+    states = [cluster.client(port) for port in primaries]  # replicas never hear of DELSLOTS
+
+    def state(client: resp.Client) -> bytes:
+        return client.execute("CLUSTER", "INFO").split(b"\r\n")[0]
+
+    # An unserved slot anywhere puts the whole cluster down (full coverage).
+    for port in primaries:
+        cluster.client(port).execute("CLUSTER", "DELSLOTS", spare)
+    try:
+        wait_for("the cluster to go down", lambda: all(state(c) == b"cluster_state:fail" for c in states))
+        impatient = resp.ClusterClient([f"127.0.0.1:{primaries[0]}"], max_redirects=3)
+        started = time.monotonic()
+        with pytest.raises(resp.ClusterDownError):
+            impatient.rpush(key, "x")  # CLUSTERDOWN, wait, retry; three times
+        assert time.monotonic() - started >= 0.3  # 0.05 + 0.1 + 0.2 s of waiting
+        impatient.close()
+        # A patient client (16 tries, up to 1 s apart) rides it out: the
+        # slot is served again while it waits.
+        restore = threading.Timer(0.5, lambda: [
+            cluster.client(port).execute("CLUSTER", "SETSLOT", spare, "NODE", ids[spare_owner])
+            for port in primaries])
+        restore.start()
+        started = time.monotonic()
+        assert cc.rpush(key, "x") == 1
+        assert time.monotonic() - started >= 0.5
+        restore.join()
+    finally:
+        for port in primaries:
+            cluster.client(port).execute("CLUSTER", "SETSLOT", spare, "NODE", ids[spare_owner])
+    wait_for("the cluster to be up again", lambda: all(state(c) == b"cluster_state:ok" for c in states))
+    assert cc.lpop(key) == b"x"
+
+
+def test_the_readme_example_runs(cluster: RedisCluster) -> None:
+    example = scaling_out_examples()[0]
+    assert "ClusterClient" in example and "redis+cluster://" in example
+    first, second = cluster.primary_ports()[:2]
+    printed = run_example(example, {7000: first, 7001: second})
+    assert printed[0] == str([f"jobs-{n}" for n in range(9)])
 
 
 def test_bad_seeds_and_urls() -> None:

@@ -181,6 +181,7 @@ def test_silent_server_blocking_get_ends_at_its_deadline(proxied: Any, key: str,
         queue.get(block=True, timeout=0.5)
     # The server's own timeout, plus the client's margin, plus socket_timeout.
     assert time.monotonic() - start < 0.5 + 1.0 + (socket_timeout or 0) + SLACK
+    queue.client.close()
 
 
 def test_silent_server_during_handshake_times_out(proxied: Any) -> None:
@@ -295,7 +296,9 @@ def test_randomized_faults_never_misdeliver_a_reply(proxied: Any) -> None:
 
 def test_randomized_faults_in_threads_sharing_a_client(proxied: Any) -> None:
     # Four threads on one client (one pool): a fault on one thread's
-    # connection must not disturb, or reach, another thread's replies.
+    # connection must not disturb, or reach, another thread's replies. The
+    # pool is bounded at one connection a thread, so a connection that a
+    # fault failed to give back would make a command wait, and fail.
     proxy, _, direct = proxied
     threads, each = 4, max(RANDOM_COMMANDS // 8, 100)
     results: List[Counter] = []
@@ -307,7 +310,7 @@ def test_randomized_faults_in_threads_sharing_a_client(proxied: Any) -> None:
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
-    with resp.Client("127.0.0.1", proxy.port, socket_timeout=0.1) as client:
+    with resp.Client("127.0.0.1", proxy.port, socket_timeout=0.1, max_connections=threads) as client:
         workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
         for worker in workers:
             worker.start()

@@ -241,6 +241,7 @@ def test_huge_valid_put_is_one_atomic_rpush(watched: Watched) -> None:
     q.put(*range(HUGE))
     assert watched.checker.llen(q.key) == len(CONTENT) + HUGE
     watched.checker.execute("LTRIM", q.key, 0, len(CONTENT) - 1)
+    q.client.close()
     assert watched.content() == CONTENT
 
 

@@ -122,6 +122,7 @@ def test_load_no_message_lost_or_duplicated(redis_url: str, key: str) -> None:
             mine = [n for n in got if n // share == producer]
             assert mine == sorted(mine)
     assert len(queue) == 0
+    queue.client.close()
     # Bounded memory: the main process holds the consumed numbers (about 40
     # bytes each in lists) plus buffers, nothing that grows with the traffic.
     assert peak < 16 * 2**20 + MESSAGES * 200, peak

@@ -60,6 +60,7 @@ def stop_later() -> Iterator[Callable[[HotQueue], None]]:
             queue.put(STOP)
         except resp.RespError:
             pass
+        queue.client.close()
 
 
 def take_down(server: RedisServer, how: str) -> None:
@@ -120,6 +121,7 @@ def test_consume_survives_restart(make_server: Any, stop_later: Any, key: str, c
     assert not thread.is_alive()
     assert got == list(range(20)) + after  # each once, in order
     assert len(queue) == 0
+    queue.client.close()
     check_backoff(caplog, queue)
     report("restart", f"restart ({how}, consume()): down {OUTAGE} s, {attempts} failed attempts logged "
            f"(the backoff allows at most {max_attempts(OUTAGE)}), put raised ConnectionError, "
@@ -176,6 +178,7 @@ def test_worker_survives_restart(make_server: Any, stop_later: Any, key: str, ca
         assert not thread.is_alive()
         assert got == ["before"] + after
         check_backoff(caplog, queue)
+        queue.client.close()
         report("restart", f"restart ({how}, @worker): down {OUTAGE} s, {connections} TCP connection attempts "
                f"(the backoff allows at most {max_attempts(OUTAGE)}), put raised ConnectionError, "
                f"{len(after)} messages pushed after the restart each processed once")

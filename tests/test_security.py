@@ -50,6 +50,7 @@ def test_password_not_in_str_or_repr(make_server: Any) -> None:
         assert_no_secret(str(obj))
         assert_no_secret(repr(obj))
         assert_no_secret(f"{obj!r:>10}")
+    client.close()
 
 
 @pytest.mark.parametrize("username", [None, "default"])
@@ -66,8 +67,8 @@ def test_wrong_password_error_names_no_password(make_server: Any, username: Any)
 
 def test_no_password_error_is_clear(make_server: Any) -> None:
     server = make_server(["--requirepass", PASSWORD])
-    with pytest.raises(resp.AuthenticationError) as info:
-        resp.Client("127.0.0.1", server.port).ping()
+    with resp.Client("127.0.0.1", server.port) as client, pytest.raises(resp.AuthenticationError) as info:
+        client.ping()
     assert "NOAUTH" in str(info.value)
 
 
@@ -124,6 +125,7 @@ def test_log_records_during_outage_name_no_password(make_server: Any, key: str, 
     server.start()
     queue.put("last")
     thread.join(15)
+    queue.client.close()
     assert got == ["first", "last"]
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings, "the outage was logged"

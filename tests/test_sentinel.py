@@ -9,7 +9,7 @@ import uuid
 from typing import Iterator, List, Optional, Tuple
 
 import pytest
-from cluster_fixtures import NO_SYNC_DELAY, SentinelSet, wait_for
+from cluster_fixtures import NO_SYNC_DELAY, SentinelSet, run_example, scaling_out_examples, wait_for
 
 import resp
 import resp.sentinel
@@ -206,6 +206,13 @@ def test_sentinel_urls(sentinels: SentinelSet) -> None:
         resp.SentinelClient.from_url("redis://127.0.0.1:6380")
     with pytest.raises(TypeError, match="host"):
         resp.SentinelClient(sentinels.addresses, "mymaster", host="127.0.0.1")
+
+
+def test_the_readme_example_runs(sentinels: SentinelSet) -> None:
+    example = scaling_out_examples()[1]
+    assert "SentinelClient" in example and "redis+sentinel://" in example
+    ports = dict(zip([26380, 26381, 26382], [port for _, port in sentinels.addresses]))
+    assert run_example(example, ports) == ["hello"]
 
 
 def _role(port: int) -> str:
