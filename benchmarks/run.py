@@ -80,6 +80,16 @@ def ensure_venvs():
             file.write(wanted)
 
 
+def empty_dir():
+    """A working directory with nothing importable in it: ``-c`` puts the
+    current directory first on ``sys.path``, and the project's root (its
+    ``hotqueue/``) or the cache (its ``hiredis/`` virtualenv) would shadow
+    the packages under test."""
+    path = os.path.join(CACHE, "empty")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 def side_env(venv_name):
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
@@ -162,11 +172,11 @@ def import_figures(repeat):
         python, env = python_of(venv_name), side_env(venv_name)
         times = []
         for _ in range(repeat):
-            err = subprocess.run([python, "-X", "importtime", "-c", "import hotqueue"], env=env, cwd=CACHE,
+            err = subprocess.run([python, "-X", "importtime", "-c", "import hotqueue"], env=env, cwd=empty_dir(),
                                  capture_output=True, text=True, check=True).stderr
             line = [ln for ln in err.splitlines() if ln.rstrip().endswith("| hotqueue")][-1]
             times.append(int(line.split("|")[1]) / 1e6)
-        modules = int(subprocess.run([python, "-c", probe_modules], env=env, cwd=CACHE, capture_output=True,
+        modules = int(subprocess.run([python, "-c", probe_modules], env=env, cwd=empty_dir(), capture_output=True,
                                      text=True, check=True).stdout)
         results[side] = {"import": times, "modules": modules}
     return results
@@ -185,8 +195,7 @@ def rss_figures(port, repeat):
                             ("redis-py+hiredis", "hiredis")):
         code = bare_probe if side == "bare interpreter" else probe
         values = [
-            # cwd: not the project's root, whose hotqueue/ would shadow 0.2.8.
-            int(subprocess.run([python_of(venv_name), "-c", code, str(port)], env=side_env(venv_name), cwd=CACHE,
+            int(subprocess.run([python_of(venv_name), "-c", code, str(port)], env=side_env(venv_name), cwd=empty_dir(),
                                capture_output=True, text=True, check=True).stdout)
             for _ in range(repeat)
         ]

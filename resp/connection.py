@@ -28,6 +28,10 @@ __all__ = ["Connection", "NothingSentError", "Address"]
 
 _monotonic = time.monotonic
 _HAS_POLL = hasattr(select, "poll")
+_MAX_POLL_MS = 2.0**31 - 1
+#: A command at most this long fits at once in the (empty) send buffer of an
+#: idle connection: Linux gives a TCP socket at least 4 KiB.
+_SHORT = 2048
 _RECV_SIZE = 65536
 # Probe a silent peer after a minute idle, every 10 s, three times: a dead
 # server is noticed in about 90 s even by a command that has no deadline.
@@ -98,7 +102,8 @@ class Connection:
     step with the server; the caller must ``close`` it.
     """
 
-    __slots__ = ("sock", "reader", "pid", "address", "generation", "_selector", "_poll", "_timeout", "_tls")
+    __slots__ = ("sock", "reader", "pid", "address", "generation", "_selector", "_poll", "_timeout", "_tls",
+                 "_plain")
 
     def __init__(self, address: Address) -> None:
         """Connect to ``address``.
@@ -134,6 +139,11 @@ class Connection:
         if _HAS_POLL:
             self._poll = select.poll()
             self._poll.register(self.sock, select.POLLIN)
+        # A plain socket with poll() stays blocking and waits for a deadline
+        # with poll() (see send and read_reply): a socket with a timeout costs
+        # two extra system calls per send() or recv(). TLS cannot: a readable
+        # socket may hold only part of a TLS record.
+        self._plain = self._poll is not None and not self._tls
 
     def __repr__(self) -> str:
         return f"<resp.Connection {self.address}>"
@@ -161,7 +171,17 @@ class Connection:
             # One piece (a short command): one send() call in the usual case.
             data = parts[0]
             try:
-                if deadline is not None or self._timeout is not None:
+                if deadline is not None and self._plain and len(data) <= _SHORT:
+                    # Every earlier command on this connection was answered,
+                    # so the server has read it and the send buffer is empty:
+                    # a short command is copied in at once, never waits, and
+                    # needs no timeout.
+                    if deadline <= _monotonic():
+                        raise TimeoutError(f"timed out waiting for {self.address}")
+                    if self._timeout is not None:
+                        self.sock.settimeout(None)
+                        self._timeout = None
+                elif deadline is not None or self._timeout is not None:
                     self._set_deadline(deadline)
                 count = self.sock.send(data)
             except TimeoutError:
@@ -203,7 +223,9 @@ class Connection:
         reader = self.reader
         reply = reader.gets()
         while reply is False:
-            if deadline is not None or self._timeout is not None:
+            if deadline is not None and self._plain:
+                self._wait_readable(deadline)
+            elif deadline is not None or self._timeout is not None:
                 self._set_deadline(deadline)
             try:
                 data = self.sock.recv(_RECV_SIZE)
@@ -216,6 +238,21 @@ class Connection:
             reader.feed(data)
             reply = reader.gets()
         return reply
+
+    def _wait_readable(self, deadline: float) -> None:
+        # Wait with poll() until the blocking socket has bytes (or EOF) to
+        # read, so the recv() that follows returns at once; raise at deadline.
+        if self._timeout is not None:
+            self.sock.settimeout(None)
+            self._timeout = None
+        poll = self._poll.poll  # type: ignore[union-attr]  # self._plain: there is one
+        while True:
+            remaining = deadline - _monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"timed out reading from {self.address}")
+            # poll() takes milliseconds, rounds them up, and stops at 2**31-1.
+            if poll(min(remaining * 1000.0, _MAX_POLL_MS)):
+                return
 
     def is_readable(self) -> bool:
         """Whether an idle connection has something to read: the server closed

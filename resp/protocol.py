@@ -78,6 +78,13 @@ class Reader:
             self._pos = 0
         elif data:
             buffer = self._buffer
+            if type(buffer) is bytes and len(buffer) - self._pos <= len(data):
+                # A short leftover (a reply cut by the chunk's end): one copy of
+                # it and the new bytes, no more than twice what was fed, and
+                # the buffer stays bytes, which slice into replies directly.
+                self._buffer = buffer[self._pos :] + data
+                self._pos = 0
+                return
             if isinstance(buffer, bytearray):
                 if self._pos:
                     del buffer[: self._pos]  # O(1) for a bytearray in CPython
@@ -139,7 +146,11 @@ class Reader:
                         value = bytes(value)
                     pos = stop + 2
             elif kind == 42:  # '*' array
-                length = _parse_int(buffer[pos + 1 : end], "array length")
+                digits = buffer[pos + 1 : end]
+                if digits.isdigit() and digits[0] != 48 and len(digits) < 10:
+                    length = int(digits)
+                else:
+                    length = _parse_int(digits, "array length")
                 pos = end + 2
                 if length > 0:
                     if length > MAX_ARRAY_LENGTH:

@@ -263,9 +263,13 @@ class SentinelSet:
             with self.sentinel_client(i) as sentinel:
                 # A forced failover needs only a known replica; the sentinels
                 # find each other later, through the servers.
-                wait_for("every sentinel to know the replica", lambda: (
-                    len(sentinel.execute("SENTINEL", "REPLICAS", self.service)) == 1
-                ), timeout=30)
+                try:
+                    wait_for("every sentinel to know the replica", lambda: (
+                        len(sentinel.execute("SENTINEL", "REPLICAS", self.service)) == 1
+                    ), timeout=30)
+                except RuntimeError as exc:
+                    log = self.sentinels[i].log()[-1500:]
+                    raise RuntimeError(f"{exc}; sentinel {i} log:\n{log}") from None
         return self
 
     def primary_port(self, index: int = 0) -> int:

@@ -20,8 +20,11 @@ Faults are real socket events, not patched code:
 ``accepted`` counts the connections clients opened (used to bound reconnection
 attempts); ``injected`` counts the faults that were applied, by kind.
 
-The tests drive one command at a time when they inject faults, so "the next
-request" and "its reply" are unambiguous.
+``inject(fault, marker)`` ties a fault to the request that contains
+``marker`` (a command's unique value): then neither a late piece of an earlier
+request nor another thread's request can take it. A connection carries one
+command at a time (replies are not pipelined across commands), so "its reply"
+is the next bytes the server sends on that connection.
 """
 
 import collections

@@ -320,3 +320,36 @@ def test_randomized_faults_in_threads_sharing_a_client(proxied: Any) -> None:
         raise errors[0]
     assert len(results) == threads
     report("faults", _summary(proxy, sum(results, Counter()), SEED + 1, threads))
+
+
+def test_random_faults_over_tls(make_server: Callable[..., RedisServer]) -> None:
+    # Encrypted bytes cannot be matched to a command, so each fault falls on
+    # whatever comes next: a command, or the handshake of a new connection.
+    # Either way a reply reaches only its own command, and only resp errors
+    # come out (never ssl.SSLError), by the deadline.
+    server = make_server(tls=True)
+    rng = random.Random(SEED)
+    faults: list = [None] * 8 + ["cut_before", "cut_after", "cut_mid", "reset", "fragment", "fragment",
+                                 ("delay", 0.01), ("delay", 0.2)]
+    checked = failed = 0
+    with FaultProxy(server.port) as proxy, resp.Client(
+        "localhost", proxy.port, ssl_ca_certs=f"{server.tls_dir}/ca.crt", socket_timeout=0.1
+    ) as client:
+        for i in range(300):
+            fault = rng.choice(faults)
+            if fault is not None:
+                proxy.inject(fault)
+            uid = f"tls-{i}-{rng.getrandbits(64):x}"
+            start = time.monotonic()
+            try:
+                assert client.execute("ECHO", uid) == uid.encode()
+                checked += 1
+            except (resp.ConnectionError, resp.TimeoutError):
+                failed += 1
+            assert time.monotonic() - start < 0.1 * 2 + SLACK
+        proxy.clear()
+        assert client.execute("ECHO", "after") == b"after"
+    assert checked and failed
+    report("faults", f"fault run over TLS (seed {SEED}): 300 commands, {sum(proxy.injected.values())} faults "
+                     f"applied to commands or handshakes, {checked} replies checked (each its own command's), "
+                     f"{failed} resp errors raised")

@@ -18,10 +18,17 @@ from hotqueue import HotQueue
 
 @pytest.fixture(scope="module")
 def sentinels() -> Iterator[SentinelSet]:
-    try:
-        servers = SentinelSet("mymaster").start()
-    except Exception as exc:
-        pytest.fail(f"cannot start redis-server --sentinel for the tests: {exc}", pytrace=False)
+    # Under heavy load a sentinel can miss the replica for a long while: one
+    # more try on fresh ports before failing (with the logs of both tries).
+    errors = []
+    for _ in range(2):
+        try:
+            servers = SentinelSet("mymaster").start()
+            break
+        except Exception as exc:
+            errors.append(str(exc))
+    else:
+        pytest.fail("cannot start redis-server --sentinel for the tests: " + "\n".join(errors), pytrace=False)
     yield servers
     servers.stop()
 
