@@ -6,7 +6,7 @@ catches them. No message ever contains a password.
 """
 
 import builtins
-from typing import Dict, Type
+from typing import Dict, List, Type
 
 __all__ = [
     "RespError",
@@ -84,15 +84,25 @@ class BusyLoadingError(ResponseError):
 class _RedirectError(ResponseError):
     # ``MOVED slot host:port`` / ``ASK slot host:port``: the command was not run.
 
+    def _words(self) -> List[str]:
+        words = str(self).split(" ")
+        if len(words) != 3 or not words[1].isdigit() or ":" not in words[2]:
+            raise ProtocolError(f"malformed redirection: {str(self)[:80]!r}")
+        return words
+
     @property
     def slot(self) -> int:
-        """The hash slot the key belongs to."""
-        return int(str(self).split(" ")[1])
+        """The hash slot the key belongs to.
+
+        :raises ProtocolError: the reply is not ``MOVED|ASK slot host:port``."""
+        return int(self._words()[1])
 
     @property
     def node(self) -> str:
-        """Where to send the command instead, as ``host:port``."""
-        return str(self).split(" ")[2]
+        """Where to send the command instead, as ``host:port``.
+
+        :raises ProtocolError: the reply is not ``MOVED|ASK slot host:port``."""
+        return self._words()[2]
 
 
 class MovedError(_RedirectError):

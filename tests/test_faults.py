@@ -260,7 +260,10 @@ def _random_run(proxy: FaultProxy, client: resp.Client, direct: resp.Client, cou
             if fault == "delay-long":
                 assert isinstance(exc, resp.TimeoutError)
             else:
-                assert isinstance(exc, resp.ConnectionError)
+                # A cut shows as ConnectionError, or as TimeoutError when a
+                # loaded machine runs the proxy's closing thread after the
+                # client's (short) deadline; either way the connection is gone.
+                assert isinstance(exc, (resp.ConnectionError, resp.TimeoutError))
             if kind == "lpop" and fault == "cut_before":
                 assert direct.llen(key) == 1  # never popped, so not lost
         assert time.monotonic() - start < timeout * 2 + SLACK

@@ -11,7 +11,10 @@ grows with the bytes it received, never with the lengths it was promised.
 import socket
 import threading
 import time
-import tracemalloc
+try:
+    import tracemalloc
+except ImportError:  # PyPy has none: memory goes unmeasured there, the rest runs
+    tracemalloc = None  # type: ignore[assignment]
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
@@ -105,7 +108,8 @@ def call(server: HostileServer, script: List[Tuple[bytes, float]], after: str = 
     peak bytes traced while it ran)."""
     server.script, server.after = script, after
     client = resp.Client("127.0.0.1", server.port, socket_timeout=timeout)
-    tracemalloc.start()
+    if tracemalloc:
+        tracemalloc.start()
     start = time.monotonic()
     try:
         outcome: Any = client.execute(*command)
@@ -113,8 +117,9 @@ def call(server: HostileServer, script: List[Tuple[bytes, float]], after: str = 
         outcome = exc
     finally:
         elapsed = time.monotonic() - start
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        peak = tracemalloc.get_traced_memory()[1] if tracemalloc else None
+        if tracemalloc:
+            tracemalloc.stop()
         client.close()
     sent = sum(len(data) for data, _ in script)
     STATS["scripts"] += 1
@@ -124,7 +129,7 @@ def call(server: HostileServer, script: List[Tuple[bytes, float]], after: str = 
     assert elapsed < timeout + SLACK, f"{elapsed:.2f} s past a {timeout} s deadline"
     # Memory: the bytes received (a few copies at most) plus the 64 KiB
     # receive buffer and bookkeeping; never the lengths that were claimed.
-    assert peak < 4 * sent + 512 * 1024, f"peak {peak} bytes for {sent} received"
+    assert peak is None or peak < 4 * sent + 512 * 1024, f"peak {peak} bytes for {sent} received"
     return outcome, elapsed, peak
 
 
@@ -221,7 +226,7 @@ def test_huge_claim_then_silence_times_out_in_little_memory(hostile: HostileServ
     outcome, elapsed, peak = call(hostile, [(claim + b"z" * 1000, 0.0)], "silent", timeout=0.3)
     assert isinstance(outcome, resp.TimeoutError)
     assert elapsed >= 0.25
-    assert peak < 1024 * 1024
+    assert peak is None or peak < 1024 * 1024
 
 
 @pytest.mark.parametrize("claim", [b"$536870913\r\n", b"*4294967297\r\n", b"$99999999999999999999\r\n",
@@ -239,4 +244,4 @@ def test_endless_trickle_is_cut_at_the_deadline(hostile: HostileServer) -> None:
     outcome, elapsed, peak = call(hostile, [(b"$100000000\r\n", 0.0)], "trickle", timeout=0.5)
     assert isinstance(outcome, resp.TimeoutError)
     assert 0.45 <= elapsed < 0.5 + SLACK
-    assert peak < 1024 * 1024
+    assert peak is None or peak < 1024 * 1024
