@@ -11,6 +11,7 @@ grows with the bytes it received, never with the lengths it was promised.
 import socket
 import threading
 import time
+
 try:
     import tracemalloc
 except ImportError:  # PyPy has none: memory goes unmeasured there, the rest runs

@@ -14,6 +14,7 @@ import random
 import resource
 import threading
 import time
+
 try:
     import tracemalloc
 except ImportError:  # PyPy has none: memory goes unmeasured there, the rest runs
