@@ -253,6 +253,46 @@ def _run_demo(url: str) -> int:
     return EXIT_OK
 
 
+def add_stats(parser: argparse.ArgumentParser) -> None:
+    add_queue(parser)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Print the state of a queue used in reliable mode: its length, the
+    messages in flight (per consumer, with its heartbeat's age), the dead
+    letters and the oldest heartbeat."""
+    try:
+        stats = open_queue(args).stats()
+    except ValueError as exc:  # a name whose keys cannot share a cluster slot
+        raise CLIError(str(exc)) from None
+
+    def age(seconds: Optional[float]) -> str:
+        return "expired" if seconds is None else f"{seconds:.1f} s ago"
+
+    oldest = stats.oldest_heartbeat_age
+    lines = [f"length: {stats.length}", f"in flight: {stats.in_flight}",
+             f"dead letters: {stats.dead_letters}",
+             f"oldest heartbeat: {'none' if oldest is None else age(oldest)}",
+             f"consumers: {len(stats.consumers)}"]
+    lines += [f"  {c.id}: {c.in_flight} in flight, heartbeat {age(c.heartbeat_age)}" for c in stats.consumers]
+    print("\n".join(lines), flush=True)
+    return EXIT_OK
+
+
+def add_recover(parser: argparse.ArgumentParser) -> None:
+    add_queue(parser)
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """Move the in-flight messages of reliable consumers whose heartbeat
+    expired back to the head of the queue; print how many."""
+    try:
+        print(open_queue(args).recover(), flush=True)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    return EXIT_OK
+
+
 class Command(NamedTuple):
     """One subcommand: its help line, its arguments, its work."""
 
@@ -268,6 +308,10 @@ COMMANDS: Dict[str, Command] = {
     "len": Command("print the number of messages in a queue", add_len, cmd_len),
     "clear": Command("delete a queue and all its messages", add_clear, cmd_clear),
     "consume": Command("print messages, one a line, as they arrive", add_consume, cmd_consume),
+    "stats": Command("reliable mode: length, messages in flight per consumer, dead letters, heartbeats",
+                     add_stats, cmd_stats),
+    "recover": Command("reliable mode: put dead consumers' messages back at the head of the queue",
+                       add_recover, cmd_recover),
     "demo": Command("run the tutorial end to end (starts a private redis-server if none answers)",
                     add_demo, cmd_demo),
 }

@@ -12,6 +12,8 @@ code: consume only from a Redis that only trusted programs write to, or use
 ``serializer=json``.
 """
 
+from __future__ import annotations
+
 import functools
 import math
 import pickle
@@ -118,7 +120,7 @@ class HotQueue:
         if client is not None:
             if kwargs or url is not None:
                 raise TypeError("client= cannot be combined with other connection options")
-            if not isinstance(client, (resp.Client, resp.ClusterClient)):
+            if not (isinstance(client, resp.Client) or isinstance(client, resp.ClusterClient)):
                 raise TypeError(
                     f"client must be a resp.Client or resp.ClusterClient, not {type(client).__name__}"
                 )

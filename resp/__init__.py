@@ -14,8 +14,9 @@ node), ``sentinel`` (``SentinelClient``, a ``Client`` that asks Sentinel where
 the primary is) and ``urls`` (``from_url`` for every URL form).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .client import Client, Pipeline
-from .cluster import ClusterClient, ClusterPipeline, key_slot
 from .errors import (
     AskError,
     AuthenticationError,
@@ -38,8 +39,31 @@ from .errors import (
     WrongTypeError,
 )
 from .protocol import Reader, encode_command
-from .sentinel import SentinelClient
-from .urls import from_url
+
+if TYPE_CHECKING:
+    from .cluster import ClusterClient, ClusterPipeline, key_slot
+    from .sentinel import SentinelClient
+    from .urls import from_url
+
+# Loaded on first use, so that ``import resp`` costs only what one server needs.
+_LAZY = {
+    "ClusterClient": "cluster",
+    "ClusterPipeline": "cluster",
+    "key_slot": "cluster",
+    "SentinelClient": "sentinel",
+    "from_url": "urls",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'resp' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "Client",

@@ -12,11 +12,12 @@
 The query string takes the options ``Client.from_url`` takes.
 """
 
-from typing import Any, List, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Tuple, Union
 
 from .client import Client, parse_url
-from .cluster import ClusterClient
-from .sentinel import SentinelClient
+
+if TYPE_CHECKING:
+    from .cluster import ClusterClient
 
 __all__ = ["from_url"]
 
@@ -33,7 +34,7 @@ def _split(url: str) -> Tuple[str, List[str], str, str]:
     return base, [h for h in hosts.split(",") if h], path, "?" + query if query else ""
 
 
-def from_url(url: str, **overrides: Any) -> Union[Client, ClusterClient]:
+def from_url(url: str, **overrides: Any) -> Union[Client, "ClusterClient"]:
     """Make the client a URL describes; keyword arguments override what it says.
 
     >>> from_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001")   # doctest: +SKIP
@@ -50,6 +51,8 @@ def from_url(url: str, **overrides: Any) -> Union[Client, ClusterClient]:
     if not hosts:
         raise ValueError(f"a {scheme}:// URL needs at least one host:port")
     if scheme.endswith("cluster"):
+        from .cluster import ClusterClient
+
         if path.strip("/") not in ("", "0"):
             raise ValueError("a Redis Cluster has only database 0")
         options = parse_url(base + hosts[0] + query)
@@ -64,4 +67,6 @@ def from_url(url: str, **overrides: Any) -> Union[Client, ClusterClient]:
     for name in ("host", "port"):
         options.pop(name, None)
     sentinels = [host if ":" in host else host + ":26379" for host in hosts]
+    from .sentinel import SentinelClient
+
     return SentinelClient(sentinels, service, **{**options, **overrides})

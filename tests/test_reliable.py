@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from typing import Any, Callable, Iterator, List, Set
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -493,10 +494,10 @@ def test_reliable_mode_on_a_cluster_touches_one_slot_per_queue() -> None:
 def test_a_lost_blmove_reply_does_not_strand_the_message(redis_url: str, key: str, queue: HotQueue) -> None:
     from faultproxy import FaultProxy
 
-    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    url = urlsplit(redis_url)
     queue.put("a", "b")
-    with FaultProxy(port) as proxy:
-        via_proxy = HotQueue(key, host="127.0.0.1", port=proxy.port)
+    with FaultProxy(url.port or 6379, url.hostname or "127.0.0.1") as proxy:
+        via_proxy = HotQueue(key, client=resp.Client.from_url(redis_url, host="127.0.0.1", port=proxy.port))
         # The server runs the BLMOVE (the message is in the processing list)
         # but its reply never arrives: the consumer must give it back.
         proxy.inject("cut_after", marker=b"BLMOVE\r\n$%d\r\n%s" % (len(queue.key), queue.key.encode()))
@@ -531,3 +532,43 @@ def test_a_reliable_worker_rides_out_a_server_restart(make_server: Callable[...,
     assert not thread.is_alive()
     assert queue.stats() == (0, 0, [])
     queue.client.close()
+
+
+# -- the command line --------------------------------------------------------------
+
+
+def run_cli(url: str, *words: str) -> "subprocess.CompletedProcess[str]":
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "hotqueue", "--url", url, *words],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_cli_stats_and_recover(redis_url: str, key: str, queue: HotQueue) -> None:
+    keys = keys_for(queue.key)
+    queue.put("a", "b")
+    with pytest.raises(ValueError):
+        with queue.reserve(timeout=1, max_attempts=1):
+            raise ValueError("dead")
+    with queue.reserve(timeout=1) as msg:  # a live consumer holding "b"
+        assert msg == "b"
+        # A consumer that died holding a message (added after the live one
+        # started, which would have recovered it at once).
+        queue.client.execute("SADD", keys.consumers, "ghost")
+        queue.client.rpush(keys.processing("ghost"), pickle.dumps("in flight"))
+        done = run_cli(redis_url, "stats", key)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[:3] == ["length: 0", "in flight: 2", "dead letters: 1"]
+        assert lines[3].startswith("oldest heartbeat: ") and lines[3].endswith(" s ago")
+        assert lines[4] == "consumers: 2"
+        assert "  ghost: 1 in flight, heartbeat expired" in lines
+        assert any(line.endswith("1 in flight, heartbeat " + lines[3].split(": ")[1]) for line in lines[5:])
+    done = run_cli(redis_url, "recover", key)
+    assert (done.returncode, done.stdout) == (0, "1\n"), done.stderr
+    assert queue.client.execute("LRANGE", queue.key, 0, -1) == [pickle.dumps("in flight")]
+    done = run_cli(redis_url, "stats", key)
+    assert done.stdout.splitlines() == ["length: 1", "in flight: 0", "dead letters: 1",
+                                        "oldest heartbeat: none", "consumers: 0"]
+    assert run_cli(redis_url, "recover", key).stdout == "0\n"
+    refused = run_cli(redis_url, "stats", "a}b")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "hash tag" in refused.stderr
