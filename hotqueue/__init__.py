@@ -5,8 +5,22 @@ beyond the standard library (it speaks to Redis through the bundled ``resp``).
 >>> queue = HotQueue("myqueue", host="localhost", port=6379, db=0)   # doctest: +SKIP
 """
 
+from typing import TYPE_CHECKING
+
 from .queue import HotQueue, key_for_name
+
+if TYPE_CHECKING:
+    from .reliable import ReliableUnsupportedError
 
 __version__ = "0.3.0"
 
-__all__ = ["HotQueue", "key_for_name", "__version__"]
+__all__ = ["HotQueue", "key_for_name", "ReliableUnsupportedError", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    # Reliable mode's module loads on first use: ``import hotqueue`` stays light.
+    if name == "ReliableUnsupportedError":
+        from .reliable import ReliableUnsupportedError
+
+        return ReliableUnsupportedError
+    raise AttributeError(f"module 'hotqueue' has no attribute {name!r}")
