@@ -72,6 +72,10 @@ def _check_timeout(timeout: Optional[float]) -> None:
         raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
 
 
+_RAW_TYPES = frozenset({bytes, str, int, float, bytearray, memoryview})
+_DUMPED_TYPES = frozenset({bytes, str, bytearray, memoryview})
+
+
 def _raw(message: Any) -> Union[bytes, bytearray, memoryview, str, int, float]:
     # What serializer=None accepts: the types Redis stores without ambiguity.
     if isinstance(message, bool) or not isinstance(
@@ -171,11 +175,16 @@ class HotQueue:
             value = _raw(msg) if serializer is None else _dumped(serializer.dumps(msg), serializer)
             self._client.rpush(self.key, value)
             return
+        # The type checks of _raw and _dumped, run by a C loop for the types
+        # met in practice, per message only when another type is there.
         if serializer is None:
-            values = [_raw(msg) for msg in msgs]
+            values: Any = msgs
+            if not _RAW_TYPES.issuperset(map(type, values)):
+                values = [_raw(msg) for msg in msgs]
         else:
-            dumps = serializer.dumps
-            values = [_dumped(dumps(msg), serializer) for msg in msgs]
+            values = list(map(serializer.dumps, msgs))
+            if not _DUMPED_TYPES.issuperset(map(type, values)):
+                values = [_dumped(value, serializer) for value in values]
         self._client.rpush(self.key, *values)
 
     def get(self, block: bool = False, timeout: Optional[float] = None) -> Any:
