@@ -61,7 +61,7 @@ class Reader:
     ``ResponseError`` instance, so one inside an array keeps its place.
     """
 
-    __slots__ = ("_buffer", "_pos", "_stack", "_need")
+    __slots__ = ("_buffer", "_pos", "_stack", "_need", "_pieces", "_pieces_size")
 
     def __init__(self) -> None:
         self._buffer: Union[bytes, bytearray] = b""
@@ -70,9 +70,16 @@ class Reader:
         self._stack: List[List[Any]] = []
         # Bytes from _pos that the bulk string being read needs (0: unknown).
         self._need = 0
+        # While a long bulk string arrives: what was fed since, joined once
+        # it is whole (growing one buffer would copy it again and again).
+        self._pieces: List[Union[bytes, bytearray]] = []
+        self._pieces_size = 0
 
     def feed(self, data: Union[bytes, bytearray, memoryview]) -> None:
         """Append bytes received from the server."""
+        if self._need > _JOIN_LATER and data:
+            self._add_piece(data)
+            return
         if self._pos >= len(self._buffer):
             self._buffer = data if type(data) is bytes else bytes(data)
             self._pos = 0
@@ -93,6 +100,22 @@ class Reader:
             buffer += data
             self._buffer = buffer
             self._pos = 0
+
+    def _add_piece(self, data: Union[bytes, bytearray, memoryview]) -> None:
+        pieces = self._pieces
+        if len(data) >= _SMALL_PIECE:
+            pieces.append(data if type(data) is bytes else bytes(data))
+        elif pieces and type(pieces[-1]) is bytearray and len(pieces[-1]) < _JOIN_LATER:
+            pieces[-1] += data  # trickled bytes: no object per byte
+        else:
+            pieces.append(bytearray(data))
+        self._pieces_size += len(data)
+        if len(self._buffer) - self._pos + self._pieces_size >= self._need:
+            pieces.insert(0, self._buffer[self._pos :])
+            self._buffer = b"".join(pieces)
+            self._pos = 0
+            self._pieces = []
+            self._pieces_size = 0
 
     def gets(self) -> Reply:
         """Return the next complete reply, or ``False`` while none is complete.
@@ -207,7 +230,7 @@ class Reader:
 
     def has_data(self) -> bool:
         """Whether bytes of an unfinished reply are buffered."""
-        return self._pos < len(self._buffer) or bool(self._stack)
+        return self._pos < len(self._buffer) or bool(self._stack) or bool(self._pieces)
 
 
 def _bulk_items(buffer: Union[bytes, bytearray], pos: int, count: int) -> Tuple[List[Any], int]:
@@ -257,6 +280,12 @@ def _encode_arg(arg: CommandArg) -> bytes:
 #: the joined command.
 LARGE_VALUE = 64 * 1024
 
+
+#: A bulk string longer than this is gathered in pieces, joined once whole;
+#: chunks shorter than _SMALL_PIECE are merged so that a trickle of bytes does
+#: not cost an object each.
+_JOIN_LATER = 64 * 1024
+_SMALL_PIECE = 16 * 1024
 
 #: Commands with more arguments than this (``put(*batch)``) take _encode_many.
 _MANY = 16
