@@ -314,9 +314,7 @@ class Client:
         if not keys:
             raise ValueError("blpop needs at least one key")
         server_timeout = blocking_timeout_arg(timeout)
-        # What _blocking_timeout works out, for a timeout already checked.
-        wait = None if timeout == 0 else timeout + BLOCKING_MARGIN + (self.socket_timeout or 0.0)
-        reply = self._call(encode_parts(("BLPOP", *keys, server_timeout)), wait)
+        reply = self._call(encode_parts(("BLPOP", *keys, server_timeout)), self._blocking_timeout(server_timeout))
         return None if reply is None else (reply[0], reply[1])
 
     def llen(self, key: KeyT) -> int:

@@ -186,10 +186,8 @@ class Connection:
                 count = self.sock.send(data)
             except TimeoutError:
                 raise
-            except (socket.timeout, OSError) as exc:
-                if isinstance(exc, socket.timeout):
-                    raise TimeoutError(f"timed out writing to {self.address}") from exc
-                raise NothingSentError(f"error writing to {self.address}: {_describe(exc)}") from exc
+            except OSError as exc:
+                raise self._write_error(exc, sent_any=False) from exc
             if count == len(data):
                 return
             parts = [memoryview(data)[count:]]  # the rest, after a short send
@@ -207,11 +205,15 @@ class Connection:
                     view = view[count:]
         except TimeoutError:
             raise
-        except (socket.timeout, OSError) as exc:
-            if isinstance(exc, socket.timeout):
-                raise TimeoutError(f"timed out writing to {self.address}") from exc
-            error = NothingSentError if not sent_any else ConnectionError
-            raise error(f"error writing to {self.address}: {_describe(exc)}") from exc
+        except OSError as exc:
+            raise self._write_error(exc, sent_any) from exc
+
+    def _write_error(self, exc: OSError, sent_any: bool) -> OSError:
+        # socket.timeout is an OSError too (the builtin TimeoutError on 3.10+).
+        if isinstance(exc, socket.timeout):
+            return TimeoutError(f"timed out writing to {self.address}")
+        error = ConnectionError if sent_any else NothingSentError
+        return error(f"error writing to {self.address}: {_describe(exc)}")
 
     def read_reply(self, deadline: Optional[float]) -> Reply:
         """Return the next reply, waiting for it until ``deadline`` at most.
