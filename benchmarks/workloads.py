@@ -31,6 +31,18 @@ def make_queue(port, name, serializer):
     return HotQueue(name, serializer=serializer, host="127.0.0.1", port=port)
 
 
+
+def _time_threads(produce, consume):
+    """Run a producer and a consumer thread to the end; return the seconds taken."""
+    producer = threading.Thread(target=produce)
+    consumer = threading.Thread(target=consume)
+    start = _clock()
+    consumer.start()
+    producer.start()
+    producer.join()
+    consumer.join()
+    return _clock() - start
+
 class Workloads:
     """Each method runs ``n`` operations and returns the seconds they took."""
 
@@ -137,26 +149,26 @@ class Workloads:
             for _ in range(n):
                 got.append(get(block=True, timeout=5))
 
-        producer = threading.Thread(target=produce)
-        consumer = threading.Thread(target=consume)
-        start = _clock()
-        consumer.start()
-        producer.start()
-        producer.join()
-        consumer.join()
-        seconds = _clock() - start
+        seconds = _time_threads(produce, consume)
         assert got == list(range(n)), "messages lost or reordered"
         return seconds
 
 
 class Floor:
-    """RPUSH and LPOP over a raw blocking socket with minimal Python: what no
-    client can beat from this interpreter."""
+    """Each workload over raw blocking sockets with minimal Python: what no
+    client can beat from this interpreter. Commands are encoded once, outside
+    the timed loop, unless a client could not know them in advance (the pickle
+    of ``put_pickle``); replies of a known size are read by their size, with
+    one command in flight per socket, so each call consumes exactly one reply.
+    Values come back as views of the received bytes, never copied."""
 
     def __init__(self, impl, port):
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.key = f"bench-floor-{os.getpid()}".encode()
+        # The second connection, for the consumer thread of ``threads``.
+        self.sock2 = socket.create_connection(("127.0.0.1", port))
+        self.sock2.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _command(self, *args):
         out = [b"*%d\r\n" % len(args)]
@@ -164,26 +176,54 @@ class Floor:
             out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
         return b"".join(out)
 
-    def put_raw(self, n):
-        sock = self.sock
-        command = self._command(b"RPUSH", self.key, MESSAGE)
-        sendall, recv = sock.sendall, sock.recv
+    def _call(self, *args):
+        """An untimed command with a short reply."""
+        self.sock.sendall(self._command(*args))
+        return self.sock.recv(65536)
+
+    def _fill(self, n):
+        for start in range(0, n, 1000):
+            self._call(b"RPUSH", self.key, *[MESSAGE] * min(1000, n - start))
+
+    def _clear(self):
+        self._call(b"DEL", self.key)
+
+    def _send_loop(self, n, command):
+        # One pre-encoded command per call; ':N\r\n' arrives in one segment on loopback.
+        sendall, recv = self.sock.sendall, self.sock.recv
         start = _clock()
         for _ in range(n):
             sendall(command)
-            recv(65536)  # ':N\r\n' arrives in one segment on loopback
+            recv(65536)
         seconds = _clock() - start
-        sendall(self._command(b"DEL", self.key))
-        recv(65536)
+        self._clear()
         return seconds
 
-    def get_drain(self, n):
-        sock = self.sock
-        sendall, recv = sock.sendall, sock.recv
-        fill = self._command(b"RPUSH", self.key, *[MESSAGE] * 1000)
-        for _ in range(0, n, 1000):
-            sendall(fill)
+    def put_raw(self, n):
+        return self._send_loop(n, self._command(b"RPUSH", self.key, MESSAGE))
+
+    def put_pickle(self, n):
+        # The pickle, its length and the command around it are made per call.
+        sendall, recv, dumps = self.sock.sendall, self.sock.recv, pickle.dumps
+        prefix = b"*3\r\n$5\r\nRPUSH\r\n$%d\r\n%s\r\n" % (len(self.key), self.key)
+        start = _clock()
+        for _ in range(n):
+            data = dumps(DICT_MESSAGE)
+            sendall(b"%b$%d\r\n%b\r\n" % (prefix, len(data), data))
             recv(65536)
+        seconds = _clock() - start
+        self._clear()
+        return seconds
+
+    def put_batch100(self, n):
+        return self._send_loop(n, self._command(b"RPUSH", self.key, *[MESSAGE] * 100))
+
+    def put_batch1000(self, n):
+        return self._send_loop(n, self._command(b"RPUSH", self.key, *[MESSAGE] * 1000))
+
+    def get_drain(self, n):
+        self._fill(n)
+        sendall, recv = self.sock.sendall, self.sock.recv
         command = self._command(b"LPOP", self.key)
         expected = 4 + 2 + len(MESSAGE) + 2  # $100\r\n + data + \r\n
         start = _clock()
@@ -193,8 +233,79 @@ class Floor:
             while len(data) < expected:
                 data += recv(65536)
         seconds = _clock() - start
-        sendall(self._command(b"DEL", self.key))
-        recv(65536)
+        assert data == b"$%d\r\n%s\r\n" % (len(MESSAGE), MESSAGE), data
+        assert self._call(b"LLEN", self.key) == b":0\r\n"
+        return seconds
+
+    def _blpop_loop(self, sock, n, command, expected):
+        # BLPOP replies *2\r\n$len(key)\r\nkey\r\n$100\r\nmessage\r\n: its size is known.
+        sendall, recv = sock.sendall, sock.recv
+        for _ in range(n):
+            sendall(command)
+            data = recv(65536)
+            while len(data) < expected:
+                data += recv(65536)
+        return data
+
+    def get_block(self, n):
+        self._fill(n)
+        command, reply = self._command(b"BLPOP", self.key, b"1"), self._command(self.key, MESSAGE)
+        start = _clock()
+        data = self._blpop_loop(self.sock, n, command, len(reply))
+        seconds = _clock() - start
+        assert data == reply, data
+        assert self._call(b"LLEN", self.key) == b":0\r\n"
+        return seconds
+
+    consume = get_block  # consume() is a loop of BLPOP key 1
+
+    def big_roundtrip(self, n):
+        sock = self.sock
+        sendmsg, sendall, recv, recv_into = sock.sendmsg, sock.sendall, sock.recv, sock.recv_into
+        size = len(BIG)
+        # RPUSH: header, value and trailer in one sendmsg, the value not copied.
+        parts = [b"*3\r\n$5\r\nRPUSH\r\n$%d\r\n%s\r\n$%d\r\n" % (len(self.key), self.key, size), BIG, b"\r\n"]
+        total = sum(map(len, parts))
+        lpop = self._command(b"LPOP", self.key)
+        header = b"$%d\r\n" % size
+        reply_size = len(header) + size + 2
+        start = _clock()
+        for _ in range(n):
+            sent = sendmsg(parts)
+            if sent < total:  # only when a signal cut the write short
+                sendall(memoryview(b"".join(parts))[sent:])
+            recv(65536)  # ':1\r\n'
+            sendall(lpop)
+            # A fresh buffer per call, as the caller keeps the value.
+            buffer = bytearray(reply_size)
+            view = memoryview(buffer)
+            got = 0
+            while got < reply_size:
+                got += recv_into(view[got:])
+            value = view[len(header) : reply_size - 2]
+        seconds = _clock() - start
+        assert buffer[: len(header)] == header and buffer[-2:] == b"\r\n" and value == BIG
+        return seconds
+
+    def threads(self, n):
+        # A producer (RPUSH, own socket) and a consumer (BLPOP key 5, own socket)
+        # of 100-byte messages.
+        rpush = self._command(b"RPUSH", self.key, MESSAGE)
+        blpop, reply = self._command(b"BLPOP", self.key, b"5"), self._command(self.key, MESSAGE)
+        last = []
+
+        def produce():
+            sendall, recv = self.sock.sendall, self.sock.recv
+            for _ in range(n):
+                sendall(rpush)
+                recv(65536)
+
+        def consume():
+            last.append(self._blpop_loop(self.sock2, n, blpop, len(reply)))
+
+        seconds = _time_threads(produce, consume)
+        assert last == [reply], last
+        assert self._call(b"LLEN", self.key) == b":0\r\n"
         return seconds
 
 

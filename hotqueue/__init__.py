@@ -5,10 +5,9 @@ beyond the standard library (it speaks to Redis through the bundled ``resp``).
 >>> queue = HotQueue("myqueue", host="localhost", port=6379, db=0)   # doctest: +SKIP
 """
 
-from typing import TYPE_CHECKING
-
 from .queue import HotQueue, key_for_name
 
+TYPE_CHECKING = False  # not typing's: importing typing would slow ``import hotqueue``
 if TYPE_CHECKING:
     from .reliable import ReliableUnsupportedError
 

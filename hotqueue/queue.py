@@ -12,18 +12,16 @@ code: consume only from a Redis that only trusted programs write to, or use
 ``serializer=json``.
 """
 
-from __future__ import annotations
-
 import functools
 import math
-import pickle
 import time
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Optional, Union, overload
 
 import resp
 
+TYPE_CHECKING = False  # not typing's: importing typing would slow ``import hotqueue``
 if TYPE_CHECKING:
     import logging
+    from typing import Any, Callable, ContextManager, Iterator, Optional, Union, overload
 
     from .reliable import DeadLetters, QueueStats
 
@@ -37,6 +35,15 @@ def _log() -> "logging.Logger":
 
     return logging.getLogger("hotqueue")
 
+
+class _Pickle:
+    # The default serializer: the pickle module, imported by the first queue
+    # that uses it rather than by ``import hotqueue``.
+    def __repr__(self) -> str:
+        return "pickle"
+
+
+_PICKLE = _Pickle()
 
 #: Reconnection backoff of ``consume`` and ``worker``: first wait, cap.
 BACKOFF_FIRST = 0.1
@@ -63,7 +70,7 @@ def key_for_name(name: str) -> str:
     return "hotqueue:" + name
 
 
-def _check_timeout(timeout: Optional[float]) -> None:
+def _check_timeout(timeout: "Optional[float]") -> None:
     if timeout is None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -76,7 +83,7 @@ _RAW_TYPES = frozenset({bytes, str, int, float, bytearray, memoryview})
 _DUMPED_TYPES = frozenset({bytes, str, bytearray, memoryview})
 
 
-def _raw(message: Any) -> Union[bytes, bytearray, memoryview, str, int, float]:
+def _raw(message: "Any") -> "Union[bytes, bytearray, memoryview, str, int, float]":
     # What serializer=None accepts: the types Redis stores without ambiguity.
     if isinstance(message, bool) or not isinstance(
         message, (bytes, bytearray, memoryview, str, int, float)
@@ -88,7 +95,7 @@ def _raw(message: Any) -> Union[bytes, bytearray, memoryview, str, int, float]:
     return message
 
 
-def _dumped(data: Any, serializer: Any) -> Union[bytes, bytearray, memoryview, str]:
+def _dumped(data: "Any", serializer: "Any") -> "Union[bytes, bytearray, memoryview, str]":
     if not isinstance(data, (bytes, bytearray, memoryview, str)):
         raise TypeError(f"{serializer!r}.dumps returned {type(data).__name__}, not bytes or str")
     return data
@@ -112,7 +119,7 @@ class HotQueue:
     :raises TypeError: an unknown connection option (named in the message).
     """
 
-    def __init__(self, name: str, serializer: Any = pickle, **kwargs: Any) -> None:
+    def __init__(self, name: str, serializer: "Any" = _PICKLE, **kwargs: "Any") -> None:
         key_for_name(name)
         if not name:
             raise ValueError("queue name must not be empty")
@@ -132,6 +139,10 @@ class HotQueue:
             client = resp.from_url(url, **kwargs)
         else:
             client = resp.Client(**kwargs)
+        if serializer is _PICKLE:
+            import pickle
+
+            serializer = pickle
         self.name = name
         self.serializer = serializer
         self._client: Union[resp.Client, resp.ClusterClient] = client
@@ -145,7 +156,7 @@ class HotQueue:
         return key_for_name(self.name)
 
     @property
-    def client(self) -> Union[resp.Client, resp.ClusterClient]:
+    def client(self) -> "Union[resp.Client, resp.ClusterClient]":
         """The ``resp`` client this queue talks through."""
         return self._client
 
@@ -157,7 +168,7 @@ class HotQueue:
         """Delete the queue and every message in it."""
         self._client.delete(self.key)
 
-    def put(self, *msgs: Any) -> None:
+    def put(self, *msgs: "Any") -> None:
         """Put one or more messages onto the end of the queue, atomically.
 
         >>> queue.put("my message")                        # doctest: +SKIP
@@ -187,7 +198,7 @@ class HotQueue:
                 values = [_dumped(value, serializer) for value in values]
         self._client.rpush(self.key, *values)
 
-    def get(self, block: bool = False, timeout: Optional[float] = None) -> Any:
+    def get(self, block: bool = False, timeout: "Optional[float]" = None) -> "Any":
         """Remove and return the first message, or ``None`` when there is none.
 
         >>> queue.get()                                    # doctest: +SKIP
@@ -210,14 +221,14 @@ class HotQueue:
         serializer = self.serializer
         return data if serializer is None else serializer.loads(data)
 
-    def _pop(self, block: bool, timeout: Optional[float]) -> Optional[bytes]:
+    def _pop(self, block: bool, timeout: "Optional[float]") -> "Optional[bytes]":
         # The stored bytes of the first message, or None: empty or timed out.
         if block:
             popped = self._client.blpop(self.key, timeout or 0)
             return None if popped is None else popped[1]
         return self._client.lpop(self.key)  # type: ignore[no-any-return]
 
-    def consume(self, **kwargs: Any) -> Iterator[Any]:
+    def consume(self, **kwargs: "Any") -> "Iterator[Any]":
         """Yield messages as they arrive, until the queue is empty (with
         ``block=False``) or a wait times out (with ``timeout``).
 
@@ -274,15 +285,16 @@ class HotQueue:
 
     # The wrapped function takes one argument less (the message), which the
     # type system cannot spell: it is typed as taking anything.
-    @overload
-    def worker(self, func: Callable[..., Any]) -> Callable[..., None]: ...
+    if TYPE_CHECKING:
+        @overload
+        def worker(self, func: Callable[..., Any]) -> Callable[..., None]: ...
 
-    @overload
-    def worker(self, *, block: bool = ..., timeout: Optional[float] = ..., reliable: bool = ...,
-               max_attempts: int = ..., heartbeat_ttl: float = ...
-               ) -> Callable[[Callable[..., Any]], Callable[..., None]]: ...
+        @overload
+        def worker(self, *, block: bool = ..., timeout: Optional[float] = ..., reliable: bool = ...,
+                   max_attempts: int = ..., heartbeat_ttl: float = ...
+                   ) -> Callable[[Callable[..., Any]], Callable[..., None]]: ...
 
-    def worker(self, *args: Any, **kwargs: Any) -> Any:
+    def worker(self, *args: "Any", **kwargs: "Any") -> "Any":
         """Decorate a function to run it on every message ``consume`` yields.
 
         >>> @queue.worker                                   # doctest: +SKIP
@@ -301,9 +313,9 @@ class HotQueue:
             raise TypeError("use @queue.worker or @queue.worker(block=..., timeout=...)")
         _check_timeout(kwargs.get("timeout"))
 
-        def decorator(func: Callable[..., Any]) -> Callable[..., None]:
+        def decorator(func: "Callable[..., Any]") -> "Callable[..., None]":
             @functools.wraps(func)
-            def wrapper(*call_args: Any) -> None:
+            def wrapper(*call_args: "Any") -> None:
                 if kwargs.get("reliable"):
                     from .reliable import work
 
@@ -321,8 +333,8 @@ class HotQueue:
 
     # Reliable delivery (at least once): the logic lives in hotqueue/reliable.py.
 
-    def reserve(self, block: bool = True, timeout: Optional[float] = None,
-                **options: Any) -> ContextManager[Any]:
+    def reserve(self, block: bool = True, timeout: "Optional[float]" = None,
+                **options: "Any") -> "ContextManager[Any]":
         """Reliable mode: a context manager that holds one message (``None`` when
         the queue is empty or ``timeout`` passed) and acks it on a clean exit.
 

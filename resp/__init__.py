@@ -14,8 +14,6 @@ node), ``sentinel`` (``SentinelClient``, a ``Client`` that asks Sentinel where
 the primary is) and ``urls`` (``from_url`` for every URL form).
 """
 
-from typing import TYPE_CHECKING, Any
-
 from .client import Client, Pipeline
 from .errors import (
     AskError,
@@ -40,7 +38,10 @@ from .errors import (
 )
 from .protocol import Reader, encode_command
 
+TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
 if TYPE_CHECKING:
+    from typing import Any
+
     from .cluster import ClusterClient, ClusterPipeline, key_slot
     from .sentinel import SentinelClient
     from .urls import from_url
@@ -55,7 +56,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'resp' has no attribute {name!r}")

@@ -17,15 +17,21 @@ Rules this module keeps:
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from .connection import Address, Connection, NothingSentError
 from .errors import AuthenticationError, ResponseError
 from .pool import Pool
-from .protocol import CommandArg, Reply, encode_parts
+from .protocol import encode_parts
 
+TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
 if TYPE_CHECKING:
     import ssl as _ssl
+    from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
+
+    from .protocol import CommandArg, Reply
+
+    KeyT = Union[str, bytes]
+    ClientT = TypeVar("ClientT", bound="Client")
 
 __all__ = ["Client", "Pipeline"]
 
@@ -49,11 +55,7 @@ _URL_QUERY_OPTIONS = {
     "ssl_ca_certs": str,
 }
 
-KeyT = Union[str, bytes]
-ClientT = TypeVar("ClientT", bound="Client")
-
-
-def _check_timeout(name: str, value: Optional[float]) -> Optional[float]:
+def _check_timeout(name: str, value: "Optional[float]") -> "Optional[float]":
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -65,7 +67,7 @@ def _check_timeout(name: str, value: Optional[float]) -> Optional[float]:
     return float(value)
 
 
-def blocking_timeout_arg(timeout: float) -> CommandArg:
+def blocking_timeout_arg(timeout: float) -> "CommandArg":
     """Check a blocking command's timeout and return it as the server wants it:
     an integer when whole (servers before 6.0 accept nothing else).
 
@@ -102,16 +104,16 @@ class Client:
         host: str = "localhost",
         port: int = 6379,
         db: int = 0,
-        password: Optional[str] = None,
-        username: Optional[str] = None,
-        socket_timeout: Optional[float] = None,
-        socket_connect_timeout: Optional[float] = None,
-        unix_socket_path: Optional[str] = None,
+        password: "Optional[str]" = None,
+        username: "Optional[str]" = None,
+        socket_timeout: "Optional[float]" = None,
+        socket_connect_timeout: "Optional[float]" = None,
+        unix_socket_path: "Optional[str]" = None,
         ssl: bool = False,
         ssl_context: "Optional[_ssl.SSLContext]" = None,
-        ssl_ca_certs: Optional[str] = None,
-        client_name: Optional[str] = None,
-        max_connections: Optional[int] = None,
+        ssl_ca_certs: "Optional[str]" = None,
+        client_name: "Optional[str]" = None,
+        max_connections: "Optional[int]" = None,
     ) -> None:
         if not isinstance(host, str) or not host:
             raise TypeError("host must be a non-empty str")
@@ -149,7 +151,7 @@ class Client:
         self._pool = Pool(self._connect, max_connections, self.socket_timeout)
 
     @classmethod
-    def from_url(cls: Type[ClientT], url: str, **overrides: Any) -> ClientT:
+    def from_url(cls: "Type[ClientT]", url: str, **overrides: "Any") -> "ClientT":
         """Make a client from a URL; keyword arguments override what it says.
 
         ``redis://[[username]:password@]host[:port][/db]``, ``rediss://…`` for
@@ -165,7 +167,7 @@ class Client:
     def __repr__(self) -> str:
         return f"<resp.Client {self.address} db={self.db}>"
 
-    def __enter__(self: ClientT) -> ClientT:
+    def __enter__(self: "ClientT") -> "ClientT":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -206,7 +208,7 @@ class Client:
             raise
         return conn
 
-    def _call(self, parts: List[Any], timeout: Optional[float], count: Optional[int] = None) -> Reply:
+    def _call(self, parts: "List[Any]", timeout: "Optional[float]", count: "Optional[int]" = None) -> "Reply":
         # Send encoded commands and read one reply (count None: raised if an
         # error) or a list of ``count`` replies (errors left in place).
         pool = self._pool
@@ -238,7 +240,7 @@ class Client:
             raise reply
         return reply
 
-    def _blocking_timeout(self, server_timeout: object) -> Optional[float]:
+    def _blocking_timeout(self, server_timeout: object) -> "Optional[float]":
         # The deadline of a command that the server itself holds for
         # ``server_timeout`` seconds (0 = forever).
         try:
@@ -251,7 +253,7 @@ class Client:
             return self.socket_timeout
         return seconds + BLOCKING_MARGIN + (self.socket_timeout or 0.0)
 
-    def execute(self, *args: CommandArg) -> Reply:
+    def execute(self, *args: "CommandArg") -> "Reply":
         """Send one command and return its reply.
 
         Bulk strings come back as ``bytes``, status replies as ``str``,
@@ -267,7 +269,7 @@ class Client:
         parts = encode_parts(args)
         return self._call(parts, self._timeout_for(args))
 
-    def _timeout_for(self, args: Tuple[CommandArg, ...]) -> Optional[float]:
+    def _timeout_for(self, args: "Tuple[CommandArg, ...]") -> "Optional[float]":
         # How long a command given by its arguments may take: socket_timeout,
         # or for a blocking command its own timeout plus a margin.
         name = args[0]
@@ -291,13 +293,13 @@ class Client:
         """``PING``: True when the server answers."""
         return self._call(encode_parts(("PING",)), self.socket_timeout) == "PONG"  # type: ignore[no-any-return]
 
-    def rpush(self, key: KeyT, *values: CommandArg) -> int:
+    def rpush(self, key: "KeyT", *values: "CommandArg") -> int:
         """``RPUSH``: append ``values`` in one atomic command; return the new length."""
         if not values:
             raise ValueError("rpush needs at least one value")
         return self._call(encode_parts(("RPUSH", key) + values), self.socket_timeout)  # type: ignore[no-any-return]
 
-    def lpop(self, key: KeyT, count: Optional[int] = None) -> Any:
+    def lpop(self, key: "KeyT", count: "Optional[int]" = None) -> "Any":
         """``LPOP``: the first value (``bytes``) or ``None`` when the list is empty;
         with ``count`` (Redis 6.2+), a list of up to ``count`` values or ``None``."""
         if count is None:
@@ -306,7 +308,7 @@ class Client:
             raise ValueError(f"count must be an int >= 0, not {count!r}")
         return self._call(encode_parts(("LPOP", key, count)), self.socket_timeout)
 
-    def blpop(self, keys: Union[KeyT, Sequence[KeyT]], timeout: float = 0) -> Optional[Tuple[bytes, bytes]]:
+    def blpop(self, keys: "Union[KeyT, Sequence[KeyT]]", timeout: float = 0) -> "Optional[Tuple[bytes, bytes]]":
         """``BLPOP``: wait up to ``timeout`` seconds (0 = forever) for a value on
         any of ``keys``; return ``(key, value)`` or ``None`` on timeout."""
         if isinstance(keys, (str, bytes)):
@@ -317,27 +319,27 @@ class Client:
         reply = self._call(encode_parts(("BLPOP", *keys, server_timeout)), self._blocking_timeout(server_timeout))
         return None if reply is None else (reply[0], reply[1])
 
-    def llen(self, key: KeyT) -> int:
+    def llen(self, key: "KeyT") -> int:
         """``LLEN``: the length of a list, 0 when the key is missing."""
         return self._call(encode_parts(("LLEN", key)), self.socket_timeout)  # type: ignore[no-any-return]
 
-    def delete(self, *keys: KeyT) -> int:
+    def delete(self, *keys: "KeyT") -> int:
         """``DEL``: delete keys; return how many existed."""
         if not keys:
             raise ValueError("delete needs at least one key")
         return self._call(encode_parts(("DEL",) + keys), self.socket_timeout)  # type: ignore[no-any-return]
 
     def lmove(
-        self, source: KeyT, destination: KeyT, wherefrom: str = "LEFT", whereto: str = "RIGHT"
-    ) -> Optional[bytes]:
+        self, source: "KeyT", destination: "KeyT", wherefrom: str = "LEFT", whereto: str = "RIGHT"
+    ) -> "Optional[bytes]":
         """``LMOVE`` (Redis 6.2+): move one value between lists atomically; return
         it, or ``None`` when ``source`` is empty."""
         return self._call(  # type: ignore[no-any-return]
             encode_parts(("LMOVE", source, destination, wherefrom, whereto)), self.socket_timeout
         )
 
-    def blmove(self, source: KeyT, destination: KeyT, timeout: float = 0,
-               wherefrom: str = "LEFT", whereto: str = "RIGHT") -> Optional[bytes]:
+    def blmove(self, source: "KeyT", destination: "KeyT", timeout: float = 0,
+               wherefrom: str = "LEFT", whereto: str = "RIGHT") -> "Optional[bytes]":
         """``BLMOVE`` (Redis 6.2+): like ``lmove``, waiting up to ``timeout``
         seconds (0 = forever); ``None`` on timeout."""
         server_timeout = blocking_timeout_arg(timeout)
@@ -366,13 +368,13 @@ class Pipeline:
     def __len__(self) -> int:
         return self._count
 
-    def command(self, *args: CommandArg) -> "Pipeline":
+    def command(self, *args: "CommandArg") -> "Pipeline":
         """Queue one command (encoded now, so bad arguments raise here)."""
         self._parts.extend(encode_parts(args))
         self._count += 1
         return self
 
-    def execute(self, raise_on_error: bool = True) -> List[Reply]:
+    def execute(self, raise_on_error: bool = True) -> "List[Reply]":
         """Send the queued commands and return their replies in order.
 
         Every reply is read even when some are errors; then, with
@@ -392,7 +394,7 @@ class Pipeline:
         return replies
 
 
-def parse_url(url: str) -> Dict[str, Any]:
+def parse_url(url: str) -> "Dict[str, Any]":
     """Return the ``Client`` options that a ``redis://``, ``rediss://`` or
     ``unix://`` URL gives.
 

@@ -20,11 +20,13 @@ Rules this module keeps:
 4. No network I/O in the constructor: the slot map is learned on first use.
 """
 
+from __future__ import annotations
+
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .client import Client, KeyT, blocking_timeout_arg, parse_url
+from .client import Client, blocking_timeout_arg, parse_url
 from .errors import (
     AskError,
     ClusterDownError,
@@ -36,7 +38,11 @@ from .errors import (
     TimeoutError,
     TryAgainError,
 )
-from .protocol import CommandArg, Reply, _encode_arg, encode_parts
+from .protocol import _encode_arg, encode_parts
+
+if TYPE_CHECKING:  # type aliases, defined for type checkers only
+    from .client import KeyT
+    from .protocol import CommandArg, Reply
 
 __all__ = ["ClusterClient", "ClusterPipeline", "key_slot"]
 

@@ -15,14 +15,17 @@ import os
 import select
 import socket
 import time
-from typing import TYPE_CHECKING, List, Optional, Union
 
 from .errors import ConnectionError, TimeoutError
-from .protocol import Reader, Reply
+from .protocol import Reader
 
+TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
 if TYPE_CHECKING:  # ssl is imported only by programs that use TLS: it costs ~30 modules
     import selectors
     import ssl
+    from typing import List, Optional, Union
+
+    from .protocol import Reply
 
 __all__ = ["Connection", "NothingSentError", "Address"]
 
@@ -52,9 +55,9 @@ class Address:
         self,
         host: str = "localhost",
         port: int = 6379,
-        unix_socket_path: Optional[str] = None,
+        unix_socket_path: "Optional[str]" = None,
         ssl_context: "Optional[ssl.SSLContext]" = None,
-        connect_timeout: Optional[float] = None,
+        connect_timeout: "Optional[float]" = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -148,7 +151,7 @@ class Connection:
     def __repr__(self) -> str:
         return f"<resp.Connection {self.address}>"
 
-    def _set_deadline(self, deadline: Optional[float]) -> None:
+    def _set_deadline(self, deadline: "Optional[float]") -> None:
         if deadline is None:
             if self._timeout is not None:
                 self.sock.settimeout(None)
@@ -160,7 +163,7 @@ class Connection:
         self.sock.settimeout(remaining)
         self._timeout = remaining
 
-    def send(self, parts: List[Union[bytes, memoryview]], deadline: Optional[float]) -> None:
+    def send(self, parts: "List[Union[bytes, memoryview]]", deadline: "Optional[float]") -> None:
         """Write every part, in order, by ``deadline``.
 
         :raises NothingSentError: failed before the first byte was written.
@@ -194,7 +197,7 @@ class Connection:
             sent_any = count > 0
         self._send_all(parts, deadline, sent_any)
 
-    def _send_all(self, parts: List[Union[bytes, memoryview]], deadline: Optional[float], sent_any: bool) -> None:
+    def _send_all(self, parts: "List[Union[bytes, memoryview]]", deadline: "Optional[float]", sent_any: bool) -> None:
         try:
             for part in parts:
                 view = memoryview(part)
@@ -215,7 +218,7 @@ class Connection:
         error = ConnectionError if sent_any else NothingSentError
         return error(f"error writing to {self.address}: {_describe(exc)}")
 
-    def read_reply(self, deadline: Optional[float]) -> Reply:
+    def read_reply(self, deadline: "Optional[float]") -> "Reply":
         """Return the next reply, waiting for it until ``deadline`` at most.
 
         :raises ConnectionError: the server closed the connection, or it broke.

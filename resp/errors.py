@@ -6,7 +6,10 @@ catches them. No message ever contains a password.
 """
 
 import builtins
-from typing import Dict, List, Type
+
+TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
+if TYPE_CHECKING:
+    from typing import Dict, List, Type
 
 __all__ = [
     "RespError",
@@ -84,7 +87,7 @@ class BusyLoadingError(ResponseError):
 class _RedirectError(ResponseError):
     # ``MOVED slot host:port`` / ``ASK slot host:port``: the command was not run.
 
-    def _words(self) -> List[str]:
+    def _words(self) -> "List[str]":
         words = str(self).split(" ")
         if len(words) != 3 or not words[1].isdigit() or ":" not in words[2]:
             raise ProtocolError(f"malformed redirection: {str(self)[:80]!r}")
@@ -146,7 +149,7 @@ class UnknownServiceError(SentinelError):
     """The sentinels answered but monitor no service of that name."""
 
 
-_ERROR_CLASSES: Dict[str, Type[ResponseError]] = {
+_ERROR_CLASSES: "Dict[str, Type[ResponseError]]" = {
     "WRONGTYPE": WrongTypeError,
     "NOAUTH": AuthenticationError,
     "WRONGPASS": AuthenticationError,

@@ -15,10 +15,13 @@ Rules this module keeps:
 
 import os
 import threading
-from typing import Callable, List, Optional, Tuple
 
 from .connection import Connection
 from .errors import TimeoutError
+
+TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional, Tuple
 
 __all__ = ["Pool"]
 
@@ -41,9 +44,9 @@ class Pool:
 
     def __init__(
         self,
-        connect: Callable[[], Connection],
-        max_connections: Optional[int] = None,
-        wait_timeout: Optional[float] = None,
+        connect: "Callable[[], Connection]",
+        max_connections: "Optional[int]" = None,
+        wait_timeout: "Optional[float]" = None,
     ) -> None:
         self._connect = connect
         self._max_connections = max_connections
@@ -64,7 +67,7 @@ class Pool:
         # they come back instead of being kept.
         self._generation = 0
 
-    def acquire(self) -> Tuple[Connection, bool]:
+    def acquire(self) -> "Tuple[Connection, bool]":
         """Return a connection for one command, and whether it was reused."""
         if self._pid != _pid[0]:
             self._after_fork()

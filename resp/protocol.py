@@ -14,11 +14,16 @@ Rules this module keeps:
    connection it served.
 """
 
-from typing import Any, List, Tuple, Union
-
 from .errors import ProtocolError, error_from_reply
 
-__all__ = ["Reader", "encode_command", "Reply", "CommandArg"]
+TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
+if TYPE_CHECKING:
+    from typing import Any, List, Optional, Tuple, Union
+
+    Reply = Any
+    CommandArg = Union[bytes, bytearray, memoryview, str, int, float]
+
+__all__ = ["Reader", "encode_command"]
 
 #: Redis refuses bulk strings over 512 MiB (``proto-max-bulk-len``); so do we.
 MAX_BULK_LENGTH = 512 * 1024 * 1024
@@ -31,13 +36,10 @@ MAX_DEPTH = 32
 #: bytes is not RESP2.
 MAX_LINE_LENGTH = 64 * 1024
 
-Reply = Any
-CommandArg = Union[bytes, bytearray, memoryview, str, int, float]
-
 _CRLF = b"\r\n"
 
 
-def _parse_int(line: Union[bytes, bytearray], what: str) -> int:
+def _parse_int(line: "Union[bytes, bytearray]", what: str) -> int:
     # int() would accept '_', spaces, '+', leading zeros and non-ASCII digits;
     # RESP2 (and hiredis) does not. bytes.isdigit() is ASCII-only.
     digits = line[1:] if line[:1] == b"-" else line
@@ -61,148 +63,143 @@ class Reader:
     ``ResponseError`` instance, so one inside an array keeps its place.
     """
 
-    __slots__ = ("_buffer", "_pos", "_stack", "_need", "_pieces", "_pieces_size")
+    __slots__ = ("_buffer", "_pos", "_stack", "_pieces", "_pieces_size", "_need", "_line_wait", "_long_bulk")
 
     def __init__(self) -> None:
-        self._buffer: Union[bytes, bytearray] = b""
+        # What is being parsed (always bytes) and where the next reply starts.
+        self._buffer = b""
         self._pos = 0
         # One [items, remaining] pair per array still being filled.
         self._stack: List[List[Any]] = []
-        # Bytes from _pos that the bulk string being read needs (0: unknown).
-        self._need = 0
-        # While a long bulk string arrives: what was fed since, joined once
-        # it is whole (growing one buffer would copy it again and again).
+        # Bytes fed while a reply is unfinished, joined to the rest of
+        # _buffer once at least _need of them are here (or, with _line_wait,
+        # once a CRLF may have arrived): a reply fed in many pieces is copied
+        # once, not once per piece.
         self._pieces: List[Union[bytes, bytearray]] = []
         self._pieces_size = 0
+        self._need = 0
+        self._line_wait = False
+        # (start, stop) in _buffer of a long bulk string's value being waited for.
+        self._long_bulk: "Optional[Tuple[int, int]]" = None
 
-    def feed(self, data: Union[bytes, bytearray, memoryview]) -> None:
+    def feed(self, data: "Union[bytes, bytearray, memoryview]") -> None:
         """Append bytes received from the server."""
-        if self._need > _JOIN_LATER and data:
-            self._add_piece(data)
-            return
-        if self._pos >= len(self._buffer):
-            self._buffer = data if type(data) is bytes else bytes(data)
-            self._pos = 0
-        elif data:
-            buffer = self._buffer
-            if type(buffer) is bytes and len(buffer) - self._pos <= len(data):
-                # A short leftover (a reply cut by the chunk's end): one copy of
-                # it and the new bytes, no more than twice what was fed, and
-                # the buffer stays bytes, which slice into replies directly.
-                self._buffer = buffer[self._pos :] + data
-                self._pos = 0
-                return
-            if isinstance(buffer, bytearray):
-                if self._pos:
-                    del buffer[: self._pos]  # O(1) for a bytearray in CPython
-            else:
-                buffer = bytearray(memoryview(buffer)[self._pos:])
-            buffer += data
-            self._buffer = buffer
-            self._pos = 0
-
-    def _add_piece(self, data: Union[bytes, bytearray, memoryview]) -> None:
+        if type(data) is not bytes:
+            data = bytes(data)
         pieces = self._pieces
+        if not pieces and self._pos >= len(self._buffer):
+            self._buffer = data
+            self._pos = 0
+            self._need = 0
+            self._line_wait = False
+            return
+        if not data:
+            return
+        if self._line_wait and b"\n" in data:
+            before = pieces[-1] if pieces else self._buffer
+            if b"\r\n" in data or (data[:1] == b"\n" and before[-1:] == b"\r"):
+                self._need = 0
         if len(data) >= _SMALL_PIECE:
-            pieces.append(data if type(data) is bytes else bytes(data))
-        elif pieces and type(pieces[-1]) is bytearray and len(pieces[-1]) < _JOIN_LATER:
-            pieces[-1] += data  # trickled bytes: no object per byte
+            pieces.append(data)
+        elif pieces and type(pieces[-1]) is bytearray:
+            pieces[-1] += data  # a trickle of bytes: no object per byte
         else:
             pieces.append(bytearray(data))
         self._pieces_size += len(data)
-        if len(self._buffer) - self._pos + self._pieces_size >= self._need:
-            pieces.insert(0, self._buffer[self._pos :])
-            self._buffer = b"".join(pieces)
-            self._pos = 0
-            self._pieces = []
-            self._pieces_size = 0
 
-    def gets(self) -> Reply:
+    def gets(self) -> "Reply":
         """Return the next complete reply, or ``False`` while none is complete.
 
         :raises ProtocolError: the bytes fed so far are not RESP2.
         """
+        if self._pieces:
+            if self._pieces_size < self._need:
+                return False  # the unfinished reply still lacks bytes
+            self._pieces_size = 0
+            self._need = 0
+            self._line_wait = False
+            if self._long_bulk:
+                finished = self._settle(self._take_long_bulk())
+                if finished is not _UNFINISHED:
+                    return finished
+            else:
+                self._pieces.insert(0, self._buffer[self._pos :])
+                self._buffer = b"".join(self._pieces)
+                self._pos = 0
+                self._pieces = []
         buffer = self._buffer
         pos = self._pos
-        size = len(buffer)
-        if self._need:
-            # A bulk string is known to need this many bytes from _pos: fed
-            # one byte at a time, it is not parsed again for every byte.
-            if size - pos < self._need:
-                return False
-            self._need = 0
         stack = self._stack
         while True:
-            end = buffer.find(_CRLF, pos)
+            end = buffer.find(b"\r\n", pos)
             if end < 0:
-                if size - pos > MAX_LINE_LENGTH:
-                    raise ProtocolError("line too long")
-                return False
+                return self._wait_for_line(pos)
             kind = buffer[pos]
             if kind == 36:  # '$' bulk string
-                digits = buffer[pos + 1 : end]
-                # The common case inline (no sign, no leading zero); _parse_int
-                # judges everything else.
-                if digits.isdigit() and digits[0] != 48 and len(digits) < 10:
-                    length = int(digits)
-                elif digits == b"-1":  # a null
-                    length = -1
-                else:
-                    length = _parse_int(digits, "bulk length")
-                if length < 0:
-                    if length != -1:
-                        raise ProtocolError(f"negative bulk length {length}")
-                    value: Reply = None
-                    pos = end + 2
-                else:
+                length = _BULK_LENGTHS.get(buffer[pos:end])  # the usual ones, checked by the table
+                if length is None:
+                    length = _parse_int(buffer[pos + 1 : end], "bulk length")
                     if length > MAX_BULK_LENGTH:
                         raise ProtocolError(f"bulk length {length} over the 512 MiB limit")
+                    if length < -1:
+                        raise ProtocolError(f"negative bulk length {length}")
+                if length >= 0:
                     start = end + 2
                     stop = start + length
-                    if stop + 2 > size:
-                        self._need = stop + 2 - pos
-                        return False
-                    if buffer[stop : stop + 2] != _CRLF:
-                        raise ProtocolError("bulk string not terminated by CRLF")
-                    value = buffer[start:stop]
-                    if type(value) is not bytes:
-                        value = bytes(value)
+                    if buffer[stop : stop + 2] != b"\r\n":
+                        return self._wait_for_bulk(pos, start, stop)
+                    value: Reply = buffer[start:stop]
                     pos = stop + 2
-            elif kind == 42:  # '*' array
-                digits = buffer[pos + 1 : end]
-                if digits.isdigit() and digits[0] != 48 and len(digits) < 10:
-                    length = int(digits)
                 else:
-                    length = _parse_int(digits, "array length")
-                pos = end + 2
-                if length > 0:
-                    if length > MAX_ARRAY_LENGTH:
-                        raise ProtocolError(f"array length {length} over the 2**32 limit")
-                    if len(stack) >= MAX_DEPTH:
-                        raise ProtocolError(f"arrays nested deeper than {MAX_DEPTH}")
-                    items, pos = _bulk_items(buffer, pos, length)
-                    if len(items) < length:
-                        # Not all plain bulk strings, or not all here yet: the
-                        # rest goes through the general loop.
-                        stack.append([items, length - len(items)])
-                        self._pos = pos
-                        continue
-                    value = items
-                elif length == 0:
-                    value = []
-                elif length == -1:
                     value = None
-                else:
-                    raise ProtocolError(f"negative array length {length}")
+                    pos = end + 2
             elif kind == 58:  # ':' integer
                 digits = buffer[pos + 1 : end]
-                if digits.isdigit() and digits[0] != 48 and len(digits) < 19:
+                if digits.isdigit() and digits[0] != 48 and end - pos < 20:  # up to 18 digits
                     value = int(digits)
                 else:
                     value = _parse_int(digits, "integer")
                     if not -(2**63) <= value < 2**63:
                         raise ProtocolError("integer out of the signed 64-bit range")
                 pos = end + 2
+            elif kind == 42:  # '*' array
+                length = _ARRAY_LENGTHS.get(buffer[pos:end])
+                if length is None:
+                    length = _parse_int(buffer[pos + 1 : end], "array length")
+                    if length > MAX_ARRAY_LENGTH:
+                        raise ProtocolError(f"array length {length} over the 2**32 limit")
+                    if length < -1:
+                        raise ProtocolError(f"negative array length {length}")
+                pos = end + 2
+                if length > 0:
+                    if len(stack) >= MAX_DEPTH:
+                        raise ProtocolError(f"arrays nested deeper than {MAX_DEPTH}")
+                    # The arrays a queue reads (BLPOP, LRANGE, LPOP with a
+                    # count) hold short bulk strings: take those in a tight
+                    # loop. Anything else (a null, an empty or long string,
+                    # another type, a malformed or partial one) is left to
+                    # the general loop, which reports errors.
+                    items: List[Any] = []
+                    for _ in range(length):
+                        end = buffer.find(b"\r\n", pos)
+                        if end < 0:
+                            break
+                        size = _BULK_LENGTHS.get(buffer[pos:end])
+                        if not size:
+                            break
+                        start = end + 2
+                        stop = start + size
+                        if buffer[stop : stop + 2] != b"\r\n":
+                            break
+                        items.append(buffer[start:stop])
+                        pos = stop + 2
+                    if len(items) < length:
+                        stack.append([items, length - len(items)])
+                        self._pos = pos
+                        continue
+                    value = items
+                else:
+                    value = None if length else []
             elif kind == 43 or kind == 45:  # '+' status, '-' error
                 line = buffer[pos + 1 : end]
                 if line == b"OK" and kind == 43:  # the usual status, cheaply
@@ -228,41 +225,84 @@ class Reader:
                 return value
             self._pos = pos
 
+    def _wait_for_line(self, pos: int) -> bool:
+        # No CRLF after pos: wait for one, or for the line to outgrow the bound.
+        self._pos = pos
+        waiting = len(self._buffer) - pos
+        if waiting > MAX_LINE_LENGTH:
+            raise ProtocolError("line too long")
+        if waiting:
+            self._need = MAX_LINE_LENGTH + 1 - waiting
+            self._line_wait = True
+        return False
+
+    def _wait_for_bulk(self, pos: int, start: int, stop: int) -> bool:
+        # The bulk string whose length line is at pos holds buffer[start:stop]
+        # and a CRLF, but not all of it is here yet.
+        buffer = self._buffer
+        if stop + 2 <= len(buffer):
+            raise ProtocolError("bulk string not terminated by CRLF")
+        self._pos = pos
+        self._need = stop + 2 - len(buffer)
+        self._line_wait = False
+        if stop - start >= _SMALL_PIECE:
+            self._long_bulk = (start, stop)
+        return False
+
+    def _take_long_bulk(self) -> bytes:
+        # The value of the long bulk string waited for, copied once from where
+        # its bytes lie (the end of _buffer and the pieces fed since); what
+        # follows it becomes the new _buffer.
+        buffer = self._buffer
+        start, stop = self._long_bulk  # type: ignore[misc]
+        parts: "List[Union[bytes, bytearray, memoryview]]" = [memoryview(buffer)[start:]]
+        missing = stop - len(buffer)
+        pieces = self._pieces
+        for index, piece in enumerate(pieces):
+            if len(piece) < missing:
+                parts.append(piece)
+                missing -= len(piece)
+                continue
+            parts.append(memoryview(piece)[:missing])
+            rest = piece[missing:]
+            if index + 1 < len(pieces):
+                rest += b"".join(pieces[index + 1 :])
+            break
+        value = b"".join(parts)
+        if rest[:2] != b"\r\n":
+            raise ProtocolError("bulk string not terminated by CRLF")
+        self._buffer = bytes(rest)
+        self._pos = 2
+        self._pieces = []
+        self._long_bulk = None
+        return value
+
+    def _settle(self, value: "Reply") -> "Reply":
+        # Put a finished value into the arrays being filled: return the whole
+        # reply it completes, or _UNFINISHED.
+        stack = self._stack
+        while stack:
+            top = stack[-1]
+            top[0].append(value)
+            top[1] -= 1
+            if top[1]:
+                return _UNFINISHED
+            value = stack.pop()[0]
+        return value
+
     def has_data(self) -> bool:
         """Whether bytes of an unfinished reply are buffered."""
         return self._pos < len(self._buffer) or bool(self._stack) or bool(self._pieces)
 
 
-def _bulk_items(buffer: Union[bytes, bytearray], pos: int, count: int) -> Tuple[List[Any], int]:
-    # The arrays a queue reads (BLPOP, LRANGE, LPOP with a count) hold bulk
-    # strings only: take as many of the ``count`` as are here and well formed
-    # in one tight loop, and return them with the position after the last.
-    # Anything else (a null, another type, a malformed or partial one) stops
-    # the loop and is left to the general parser, which reports errors.
-    items: List[Any] = []
-    append = items.append
-    size = len(buffer)
-    find = buffer.find
-    as_bytes = type(buffer) is bytes
-    for _ in range(count):
-        if pos >= size or buffer[pos] != 36:
-            break
-        end = find(_CRLF, pos)
-        if end < 0:
-            break
-        digits = buffer[pos + 1 : end]
-        if not digits.isdigit() or digits[0] == 48 or len(digits) > 9:
-            break  # "$0" (an empty string) included: _parse_int judges it
-        start = end + 2
-        stop = start + int(digits)
-        if stop + 2 > size or buffer[stop : stop + 2] != _CRLF:
-            break
-        append(buffer[start:stop] if as_bytes else bytes(buffer[start:stop]))
-        pos = stop + 2
-    return items, pos
+#: The length lines of nulls, of bulk strings shorter than _SHORT_BULK and of
+#: short arrays, looked up instead of parsed.
+_SHORT_BULK = 1024
+_BULK_LENGTHS = {b"$%d" % size: size for size in range(-1, _SHORT_BULK)}
+_ARRAY_LENGTHS = {b"*%d" % size: size for size in range(-1, 64)}
 
 
-def _encode_arg(arg: CommandArg) -> bytes:
+def _encode_arg(arg: "CommandArg") -> bytes:
     if isinstance(arg, str):
         return arg.encode("utf-8")
     if isinstance(arg, (bytes, bytearray, memoryview)) and not isinstance(arg, bool):
@@ -281,10 +321,10 @@ def _encode_arg(arg: CommandArg) -> bytes:
 LARGE_VALUE = 64 * 1024
 
 
-#: A bulk string longer than this is gathered in pieces, joined once whole;
-#: chunks shorter than _SMALL_PIECE are merged so that a trickle of bytes does
-#: not cost an object each.
-_JOIN_LATER = 64 * 1024
+_UNFINISHED = object()  # what _settle returns while an array still lacks elements
+
+#: Fed chunks shorter than this, while a reply is unfinished, are gathered in
+#: one bytearray so that a trickle of bytes does not cost an object each.
 _SMALL_PIECE = 16 * 1024
 
 #: Commands with more arguments than this (``put(*batch)``) take _encode_many.
@@ -292,7 +332,7 @@ _MANY = 16
 _BULK_HEADERS = [b"$%d\r\n" % size for size in range(1024)]
 
 
-def _encode_many(args: Tuple[CommandArg, ...]) -> Union[bytes, None]:
+def _encode_many(args: "Tuple[CommandArg, ...]") -> "Union[bytes, None]":
     # A long command of short arguments in one piece, with the per-argument
     # work done by C loops (list slices, map, join). None when an argument is
     # 1 KiB or longer: encode_parts then keeps the large ones uncopied.
@@ -307,7 +347,7 @@ def _encode_many(args: Tuple[CommandArg, ...]) -> Union[bytes, None]:
     return b"*%d\r\n" % count + b"".join(pieces)
 
 
-def encode_parts(args: Tuple[CommandArg, ...]) -> List[Union[bytes, memoryview]]:
+def encode_parts(args: "Tuple[CommandArg, ...]") -> "List[Union[bytes, memoryview]]":
     """Encode one command as a list of byte strings to send in order.
 
     Short arguments are joined into one piece; long bytes-like values are kept
@@ -350,7 +390,7 @@ def encode_parts(args: Tuple[CommandArg, ...]) -> List[Union[bytes, memoryview]]
     return parts
 
 
-def encode_command(*args: CommandArg) -> bytes:
+def encode_command(*args: "CommandArg") -> bytes:
     """Return the RESP2 bytes of one command (an array of bulk strings).
 
     >>> encode_command("RPUSH", "q", b"x", 7)

@@ -16,11 +16,13 @@ Rules this module keeps (from the Sentinel clients guidelines):
    command resolves the primary afresh.
 """
 
+from __future__ import annotations
+
 import threading
 import time
-from typing import Any, List, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Type, Union
 
-from .client import Client, ClientT, parse_url
+from .client import Client, parse_url
 from .connection import Address, Connection
 from .errors import (
     ConnectionError,
@@ -31,7 +33,11 @@ from .errors import (
     TimeoutError,
     UnknownServiceError,
 )
-from .protocol import Reply, encode_parts
+from .protocol import encode_parts
+
+if TYPE_CHECKING:  # type aliases, defined for type checkers only
+    from .client import ClientT
+    from .protocol import Reply
 
 __all__ = ["SentinelClient"]
 

@@ -78,6 +78,18 @@ def test_resp_never_loads_hotqueue() -> None:
     assert not [name for name in modules_loaded_by("resp") if name.split(".")[0] == "hotqueue"]
 
 
+# Paid for only by the programs that use them: pickle by the first queue with
+# the default serializer, logging by the first warning, ssl by TLS, urllib by
+# URLs; ``from __future__`` is not used.
+NOT_LOADED_BY_IMPORT = {"pickle", "logging", "ssl", "urllib", "__future__"}
+
+
+@pytest.mark.parametrize("package", ["resp", "hotqueue"])
+def test_import_leaves_out_what_only_some_programs_need(package: str) -> None:
+    loaded = {name.split(".", 1)[0] for name in modules_loaded_by(package)}
+    assert loaded & NOT_LOADED_BY_IMPORT == set()
+
+
 def test_the_stdlib_check_can_fail() -> None:
     # The same check flags a package that is not in the standard library.
     assert not is_stdlib("pytest", pytest.__file__)
@@ -128,6 +140,53 @@ def test_resp_source_never_imports_hotqueue() -> None:
     for path in python_files(RESP_DIR):
         for name, line in imported_modules(parse(path)):
             assert name.split(".")[0] != "hotqueue", f"{path}:{line} imports {name}"
+
+
+def imported_at_run_time(tree: ast.Module) -> Set[str]:
+    """The top-level modules a module imports when it is imported: not inside
+    functions (imported on use) nor under ``if TYPE_CHECKING:``."""
+    found: Set[str] = set()
+
+    def visit(nodes: List[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+            elif isinstance(node, ast.If):
+                if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, (ast.Try, ast.ClassDef, ast.With)):
+                for field in ("body", "orelse", "finalbody"):
+                    visit(getattr(node, field, []))
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+
+    visit(tree.body)
+    return found
+
+
+def test_import_hotqueue_leaves_typing_to_type_checkers() -> None:
+    # typing (and re, which it imports) would cost ``import hotqueue`` about a
+    # third of its time: annotations are strings, and typing is imported under
+    # ``if TYPE_CHECKING:`` only, with TYPE_CHECKING = False.
+    loaded = modules_loaded_by("hotqueue")
+    importers = {
+        name for name, path in loaded.items()
+        if name.split(".")[0] in ("resp", "hotqueue") and "typing" in imported_at_run_time(parse(path))
+    }
+    assert importers == set()
+    assert "typing" not in loaded
+
+
+def test_the_run_time_import_check_can_fail() -> None:
+    tree = ast.parse(
+        "import os.path\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import ssl\n"
+        "else:\n    import json\ntry:\n    import re\nexcept ImportError:\n    import sre\n"
+        "def f():\n    import pickle\n"
+    )
+    assert imported_at_run_time(tree) == {"os", "typing", "json", "re", "sre"}
 
 
 def resp_names_used(tree: ast.Module) -> Iterator[Tuple[str, int]]:

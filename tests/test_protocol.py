@@ -155,6 +155,57 @@ def test_feed_accepts_bytearray_and_memoryview() -> None:
     assert reader.gets() == b"abc"
 
 
+def test_empty_feed_between_cr_and_lf_does_not_stall() -> None:
+    assert read_all([b"*0\r", b"", b"\n", b"$1\r", b"", b"\nx\r", b"", b"\n"]) == [[], b"x"]
+
+
+def test_replies_left_unread_between_feeds() -> None:
+    # feed() twice without gets() in between: nothing is lost or reordered.
+    reader = resp.Reader()
+    reader.feed(b":1\r\n$3\r\nab")
+    reader.feed(b"c\r\n:2\r\n" + b"+" + b"x" * 100)
+    reader.feed(b"\r\n")
+    assert [reader.gets() for _ in range(5)] == [1, b"abc", 2, "x" * 100, False]
+
+
+@pytest.mark.parametrize("chunk", [1000, 4096, 16383, 65536, 100_000])
+def test_long_bulks_fed_in_chunks_inside_and_outside_arrays(chunk: int) -> None:
+    long_a = bytes(range(256)) * 200  # 51,200 bytes: gathered, then copied once
+    long_b = b"\r\n" * 20_000
+    wire = (
+        b"$%d\r\n%s\r\n" % (len(long_a), long_a)
+        + b":1\r\n"
+        + b"*3\r\n$%d\r\n%s\r\n$1\r\nx\r\n$%d\r\n%s\r\n" % (len(long_b), long_b, len(long_a), long_a)
+        + b"$%d\r\n%s\r\n" % (len(long_b), long_b)
+        + b"+OK\r\n"
+    )
+    chunks = [wire[i : i + chunk] for i in range(0, len(wire), chunk)]
+    expected = [long_a, 1, [long_b, b"x", long_a], long_b, "OK"]
+    assert read_all(chunks) == expected
+    # And with gets() called only after every third chunk.
+    reader = resp.Reader()
+    got = []
+    for index, piece in enumerate(chunks):
+        reader.feed(piece)
+        if index % 3 == 2 or index == len(chunks) - 1:
+            while True:
+                reply = reader.gets()
+                if reply is False:
+                    break
+                got.append(reply)
+    assert got == expected
+
+
+def test_long_bulk_with_a_bad_terminator_is_refused() -> None:
+    value = b"v" * 50_000
+    reader = resp.Reader()
+    reader.feed(b"$%d\r\n" % len(value) + value[:1000])
+    assert reader.gets() is False
+    reader.feed(value[1000:] + b"XX:1\r\n")
+    with pytest.raises(resp.ProtocolError):
+        reader.gets()
+
+
 # -- hypothesis: round trips and random bytes ---------------------------------
 
 _line_text = st.text(
