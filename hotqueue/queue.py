@@ -120,9 +120,7 @@ class HotQueue:
     """
 
     def __init__(self, name: str, serializer: "Any" = _PICKLE, **kwargs: "Any") -> None:
-        key_for_name(name)
-        if not name:
-            raise ValueError("queue name must not be empty")
+        self.name = name
         unknown = sorted(set(kwargs) - _CONNECTION_OPTIONS - {"url", "client"})
         if unknown:
             raise TypeError(f"HotQueue() got unknown connection option(s): {', '.join(unknown)}")
@@ -143,7 +141,6 @@ class HotQueue:
             import pickle
 
             serializer = pickle
-        self.name = name
         self.serializer = serializer
         self._client: Union[resp.Client, resp.ClusterClient] = client
 
@@ -151,9 +148,22 @@ class HotQueue:
         return f"HotQueue({self.name!r}, {self._client!r})"
 
     @property
+    def name(self) -> str:
+        """The queue's name; setting it moves the queue to another key."""
+        return self._name
+
+    @name.setter
+    def name(self, name: str) -> None:
+        key = key_for_name(name)
+        if not name:
+            raise ValueError("queue name must not be empty")
+        self._name = name
+        self._key = key
+
+    @property
     def key(self) -> str:
         """The Redis key of this queue: ``hotqueue:<name>``."""
-        return key_for_name(self.name)
+        return self._key
 
     @property
     def client(self) -> "Union[resp.Client, resp.ClusterClient]":
@@ -178,13 +188,18 @@ class HotQueue:
         and nothing is sent. Then one ``RPUSH`` stores all of them or none.
         ``put()`` with no message does nothing.
         """
-        if not msgs:
-            return
         serializer = self.serializer
         if len(msgs) == 1:  # the usual case, without building a list
             msg = msgs[0]
-            value = _raw(msg) if serializer is None else _dumped(serializer.dumps(msg), serializer)
-            self._client.rpush(self.key, value)
+            if serializer is None:
+                value = msg if type(msg) in _RAW_TYPES else _raw(msg)
+            else:
+                value = serializer.dumps(msg)
+                if type(value) is not bytes:
+                    value = _dumped(value, serializer)
+            self._client.rpush(self._key, value)
+            return
+        if not msgs:
             return
         # The type checks of _raw and _dumped, run by a C loop for the types
         # met in practice, per message only when another type is there.
@@ -196,7 +211,7 @@ class HotQueue:
             values = list(map(serializer.dumps, msgs))
             if not _DUMPED_TYPES.issuperset(map(type, values)):
                 values = [_dumped(value, serializer) for value in values]
-        self._client.rpush(self.key, *values)
+        self._client.rpush(self._key, *values)
 
     def get(self, block: bool = False, timeout: "Optional[float]" = None) -> "Any":
         """Remove and return the first message, or ``None`` when there is none.
@@ -215,7 +230,11 @@ class HotQueue:
         """
         if timeout is not None:
             _check_timeout(timeout)
-        data = self._pop(block, timeout) if block else self._client.lpop(self.key)
+        if block:
+            popped = self._client.blpop(self._key, timeout or 0)
+            data = None if popped is None else popped[1]
+        else:
+            data = self._client.lpop(self._key)
         if data is None:
             return None
         serializer = self.serializer
@@ -224,9 +243,9 @@ class HotQueue:
     def _pop(self, block: bool, timeout: "Optional[float]") -> "Optional[bytes]":
         # The stored bytes of the first message, or None: empty or timed out.
         if block:
-            popped = self._client.blpop(self.key, timeout or 0)
+            popped = self._client.blpop(self._key, timeout or 0)
             return None if popped is None else popped[1]
-        return self._client.lpop(self.key)  # type: ignore[no-any-return]
+        return self._client.lpop(self._key)  # type: ignore[no-any-return]
 
     def consume(self, **kwargs: "Any") -> "Iterator[Any]":
         """Yield messages as they arrive, until the queue is empty (with

@@ -217,7 +217,10 @@ class Client:
         deadline = None if timeout is None else _monotonic() + timeout
         try:
             try:
-                conn.send(parts, deadline)
+                if count is None:
+                    reply = conn.call(parts, deadline)
+                else:
+                    conn.send(parts, deadline)
             except NothingSentError:
                 if not reused:
                     raise
@@ -226,10 +229,11 @@ class Client:
                 pool.discard(conn)
                 conn = None
                 conn = pool.new()
-                conn.send(parts, deadline)
-            if count is None:
-                reply = conn.read_reply(deadline)
-            else:
+                if count is None:
+                    reply = conn.call(parts, deadline)
+                else:
+                    conn.send(parts, deadline)
+            if count is not None:
                 reply = [conn.read_reply(deadline) for _ in range(count)]
         except BaseException:
             if conn is not None:

@@ -218,6 +218,23 @@ class Connection:
         error = ConnectionError if sent_any else NothingSentError
         return error(f"error writing to {self.address}: {_describe(exc)}")
 
+    def call(self, parts: "List[Union[bytes, memoryview]]", deadline: "Optional[float]") -> "Reply":
+        """Send one command and return its reply, on a connection with no
+        reply unread (as the pool hands them out): ``send``, then ``read_reply``.
+        """
+        if deadline is None and self._timeout is None and len(parts) == 1:
+            # The usual command without a deadline: one blocking send().
+            data = parts[0]
+            try:
+                count = self.sock.send(data)
+            except OSError as exc:
+                raise self._write_error(exc, sent_any=False) from exc
+            if count != len(data):
+                self._send_all([memoryview(data)[count:]], None, count > 0)
+        else:
+            self.send(parts, deadline)
+        return self._receive(deadline)
+
     def read_reply(self, deadline: "Optional[float]") -> "Reply":
         """Return the next reply, waiting for it until ``deadline`` at most.
 
@@ -225,11 +242,24 @@ class Connection:
         :raises TimeoutError: no whole reply by the deadline.
         :raises ProtocolError: the server sent something that is not RESP2.
         """
+        reply = self.reader.gets()
+        return self._receive(deadline) if reply is False else reply
+
+    def _receive(self, deadline: "Optional[float]") -> "Reply":
+        # Receive until the reader has a whole reply.
         reader = self.reader
-        reply = reader.gets()
-        while reply is False:
+        while True:
             if deadline is not None and self._plain:
-                self._wait_readable(deadline)
+                if self._timeout is not None:
+                    self.sock.settimeout(None)
+                    self._timeout = None
+                # Wait with poll() until the blocking socket has bytes (or
+                # EOF), so that recv() returns at once; _wait_readable goes
+                # on after an early wake-up, and raises at the deadline.
+                # poll() takes milliseconds, rounds them up, and stops at 2**31-1.
+                remaining = deadline - _monotonic()
+                if remaining <= 0 or not self._poll.poll(min(remaining * 1000.0, _MAX_POLL_MS)):  # type: ignore[union-attr]
+                    self._wait_readable(deadline)
             elif deadline is not None or self._timeout is not None:
                 self._set_deadline(deadline)
             try:
@@ -242,14 +272,12 @@ class Connection:
                 raise ConnectionError(f"connection closed by {self.address}")
             reader.feed(data)
             reply = reader.gets()
-        return reply
+            if reply is not False:
+                return reply
 
     def _wait_readable(self, deadline: float) -> None:
         # Wait with poll() until the blocking socket has bytes (or EOF) to
         # read, so the recv() that follows returns at once; raise at deadline.
-        if self._timeout is not None:
-            self.sock.settimeout(None)
-            self._timeout = None
         poll = self._poll.poll  # type: ignore[union-attr]  # self._plain: there is one
         while True:
             remaining = deadline - _monotonic()

@@ -327,6 +327,9 @@ _UNFINISHED = object()  # what _settle returns while an array still lacks elemen
 #: one bytearray so that a trickle of bytes does not cost an object each.
 _SMALL_PIECE = 16 * 1024
 
+_TWO = b"*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+_THREE = b"*3\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+
 #: Commands with more arguments than this (``put(*batch)``) take _encode_many.
 _MANY = 16
 _BULK_HEADERS = [b"$%d\r\n" % size for size in range(1024)]
@@ -357,7 +360,24 @@ def encode_parts(args: "Tuple[CommandArg, ...]") -> "List[Union[bytes, memoryvie
         (``bool`` and ``None`` included), before anything is encoded.
     :raises ValueError: there is no argument at all.
     """
-    if not args:
+    if len(args) == 3:
+        # RPUSH key value, BLPOP key timeout: one format, no loop.
+        first, second, third = args
+        if type(third) is int:
+            third = b"%d" % third
+        elif type(third) is str:
+            third = third.encode("utf-8")
+        if type(first) is str and type(second) is str and type(third) is bytes and len(third) < LARGE_VALUE:
+            command = first.encode("utf-8")
+            key = second.encode("utf-8")
+            return [_THREE % (len(command), command, len(key), key, len(third), third)]
+    elif len(args) == 2:
+        first, second = args
+        if type(first) is str and type(second) is str:  # LPOP key, LLEN key
+            command = first.encode("utf-8")
+            key = second.encode("utf-8")
+            return [_TWO % (len(command), command, len(key), key)]
+    elif not args:
         raise ValueError("a command needs at least its name")
     if len(args) > _MANY:
         many = _encode_many(args)
