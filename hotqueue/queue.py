@@ -228,7 +228,7 @@ class HotQueue:
         A stored value that ``serializer.loads`` cannot read raises that
         serializer's own error, and the message is gone from Redis.
         """
-        if timeout is not None:
+        if timeout is not None and (type(timeout) is not int or timeout < 0):
             _check_timeout(timeout)
         if block:
             popped = self._client.blpop(self._key, timeout or 0)
@@ -276,9 +276,10 @@ class HotQueue:
         if unknown:
             raise TypeError(f"consume() got unexpected argument(s): {', '.join(sorted(unknown))}")
         backoff = BACKOFF_FIRST
+        pop = self._pop
         while True:
             try:
-                data = self._pop(block, timeout)
+                data = pop(block, timeout)
             except KeyboardInterrupt:
                 return
             # A failover or a slot migration is ridden out by popping again:

@@ -315,6 +315,13 @@ class Client:
     def blpop(self, keys: "Union[KeyT, Sequence[KeyT]]", timeout: float = 0) -> "Optional[Tuple[bytes, bytes]]":
         """``BLPOP``: wait up to ``timeout`` seconds (0 = forever) for a value on
         any of ``keys``; return ``(key, value)`` or ``None`` on timeout."""
+        if type(keys) is str and type(timeout) is int and 0 < timeout <= MAX_TIMEOUT:
+            # One key and whole seconds, as a queue asks: the checks and the
+            # deadline of the general case below, for these types alone.
+            reply = self._call(
+                encode_parts(("BLPOP", keys, timeout)), timeout + BLOCKING_MARGIN + (self.socket_timeout or 0.0)
+            )
+            return None if reply is None else (reply[0], reply[1])
         if isinstance(keys, (str, bytes)):
             keys = [keys]
         if not keys:

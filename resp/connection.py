@@ -222,9 +222,11 @@ class Connection:
         """Send one command and return its reply, on a connection with no
         reply unread (as the pool hands them out): ``send``, then ``read_reply``.
         """
-        if deadline is None and self._timeout is None and len(parts) == 1:
-            # The usual command without a deadline: one blocking send().
-            data = parts[0]
+        data = parts[0]
+        if len(parts) == 1 and self._timeout is None and (deadline is None or self._plain and len(data) <= _SHORT):
+            # One piece, on a blocking socket: with no deadline, or short
+            # enough to be copied at once into the send buffer, which is empty
+            # on a connection with no reply unread (see send). One send().
             try:
                 count = self.sock.send(data)
             except OSError as exc:

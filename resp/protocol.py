@@ -333,13 +333,17 @@ _THREE = b"*3\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
 #: Commands with more arguments than this (``put(*batch)``) take _encode_many.
 _MANY = 16
 _BULK_HEADERS = [b"$%d\r\n" % size for size in range(1024)]
+_BYTES_ONLY = frozenset({bytes})
 
 
 def _encode_many(args: "Tuple[CommandArg, ...]") -> "Union[bytes, None]":
     # A long command of short arguments in one piece, with the per-argument
     # work done by C loops (list slices, map, join). None when an argument is
     # 1 KiB or longer: encode_parts then keeps the large ones uncopied.
-    values = [arg if type(arg) is bytes else _encode_arg(arg) for arg in args]
+    values: "List[Any]" = list(args)
+    if not _BYTES_ONLY.issuperset(map(type, values[2:])):  # RPUSH key value...: the values
+        values[2:] = [arg if type(arg) is bytes else _encode_arg(arg) for arg in values[2:]]
+    values[:2] = [arg if type(arg) is bytes else _encode_arg(arg) for arg in values[:2]]
     sizes = list(map(len, values))
     if max(sizes) >= len(_BULK_HEADERS):
         return None
