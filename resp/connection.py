@@ -223,7 +223,8 @@ class Connection:
         reply unread (as the pool hands them out): ``send``, then ``read_reply``.
         """
         data = parts[0]
-        if len(parts) == 1 and self._timeout is None and (deadline is None or self._plain and len(data) <= _SHORT):
+        size = len(data)
+        if len(parts) == 1 and self._timeout is None and (deadline is None or self._plain and size <= _SHORT):
             # One piece, on a blocking socket: with no deadline, or short
             # enough to be copied at once into the send buffer, which is empty
             # on a connection with no reply unread (see send). One send().
@@ -231,7 +232,7 @@ class Connection:
                 count = self.sock.send(data)
             except OSError as exc:
                 raise self._write_error(exc, sent_any=False) from exc
-            if count != len(data):
+            if count != size:
                 self._send_all([memoryview(data)[count:]], None, count > 0)
         else:
             self.send(parts, deadline)

@@ -75,8 +75,9 @@ class Pool:
             with self._lock:
                 if not self._idle:
                     self._wait_for_room(idle_will_do=True)
-                if self._idle:
-                    conn = self._idle.pop()
+                idle = self._idle  # close() may have put a new list in its place
+                if idle:
+                    conn = idle.pop()
                 else:
                     self._open_count += 1
                     break

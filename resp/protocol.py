@@ -90,8 +90,9 @@ class Reader:
         if not pieces and self._pos >= len(self._buffer):
             self._buffer = data
             self._pos = 0
-            self._need = 0
-            self._line_wait = False
+            if self._need:  # a line waited for at the very end of the last chunk
+                self._need = 0
+                self._line_wait = False
             return
         if not data:
             return
@@ -130,12 +131,22 @@ class Reader:
         buffer = self._buffer
         pos = self._pos
         stack = self._stack
+        value: Reply
         while True:
             end = buffer.find(b"\r\n", pos)
             if end < 0:
                 return self._wait_for_line(pos)
             kind = buffer[pos]
-            if kind == 36:  # '$' bulk string
+            if kind == 58:  # ':' integer
+                digits = buffer[pos + 1 : end]
+                if digits.isdigit() and digits[0] != 48 and end - pos < 20:  # up to 18 digits
+                    value = int(digits)
+                else:
+                    value = _parse_int(digits, "integer")
+                    if not -(2**63) <= value < 2**63:
+                        raise ProtocolError("integer out of the signed 64-bit range")
+                pos = end + 2
+            elif kind == 36:  # '$' bulk string
                 length = _BULK_LENGTHS.get(buffer[pos:end])  # the usual ones, checked by the table
                 if length is None:
                     length = _parse_int(buffer[pos + 1 : end], "bulk length")
@@ -148,20 +159,11 @@ class Reader:
                     stop = start + length
                     if buffer[stop : stop + 2] != b"\r\n":
                         return self._wait_for_bulk(pos, start, stop)
-                    value: Reply = buffer[start:stop]
+                    value = buffer[start:stop]
                     pos = stop + 2
                 else:
                     value = None
                     pos = end + 2
-            elif kind == 58:  # ':' integer
-                digits = buffer[pos + 1 : end]
-                if digits.isdigit() and digits[0] != 48 and end - pos < 20:  # up to 18 digits
-                    value = int(digits)
-                else:
-                    value = _parse_int(digits, "integer")
-                    if not -(2**63) <= value < 2**63:
-                        raise ProtocolError("integer out of the signed 64-bit range")
-                pos = end + 2
             elif kind == 42:  # '*' array
                 length = _ARRAY_LENGTHS.get(buffer[pos:end])
                 if length is None:
@@ -364,7 +366,8 @@ def encode_parts(args: "Tuple[CommandArg, ...]") -> "List[Union[bytes, memoryvie
         (``bool`` and ``None`` included), before anything is encoded.
     :raises ValueError: there is no argument at all.
     """
-    if len(args) == 3:
+    count = len(args)
+    if count == 3:
         # RPUSH key value, BLPOP key timeout: one format, no loop.
         first, second, third = args
         if type(third) is int:
@@ -375,7 +378,7 @@ def encode_parts(args: "Tuple[CommandArg, ...]") -> "List[Union[bytes, memoryvie
             command = first.encode("utf-8")
             key = second.encode("utf-8")
             return [_THREE % (len(command), command, len(key), key, len(third), third)]
-    elif len(args) == 2:
+    elif count == 2:
         first, second = args
         if type(first) is str and type(second) is str:  # LPOP key, LLEN key
             command = first.encode("utf-8")
