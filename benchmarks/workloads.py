@@ -31,7 +31,6 @@ def make_queue(port, name, serializer):
     return HotQueue(name, serializer=serializer, host="127.0.0.1", port=port)
 
 
-
 def _time_threads(produce, consume):
     """Run a producer and a consumer thread to the end; return the seconds taken."""
     producer = threading.Thread(target=produce)
@@ -42,6 +41,7 @@ def _time_threads(produce, consume):
     producer.join()
     consumer.join()
     return _clock() - start
+
 
 class Workloads:
     """Each method runs ``n`` operations and returns the seconds they took."""

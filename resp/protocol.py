@@ -63,7 +63,7 @@ class Reader:
     ``ResponseError`` instance, so one inside an array keeps its place.
     """
 
-    __slots__ = ("_buffer", "_pos", "_stack", "_pieces", "_pieces_size", "_need", "_line_wait", "_long_bulk")
+    __slots__ = ("_buffer", "_pos", "_stack", "_pieces", "_tail", "_pieces_size", "_need", "_line_wait", "_long_bulk")
 
     def __init__(self) -> None:
         # What is being parsed (always bytes) and where the next reply starts.
@@ -76,6 +76,7 @@ class Reader:
         # once a CRLF may have arrived): a reply fed in many pieces is copied
         # once, not once per piece.
         self._pieces: List[Union[bytes, bytearray]] = []
+        self._tail: "Optional[bytearray]" = None  # the last piece, when small pieces go into it
         self._pieces_size = 0
         self._need = 0
         self._line_wait = False
@@ -86,6 +87,15 @@ class Reader:
         """Append bytes received from the server."""
         if type(data) is not bytes:
             data = bytes(data)
+        tail = self._tail
+        if tail is not None and len(data) < _SMALL_PIECE:
+            # A trickle of bytes while a reply is unfinished: into one
+            # bytearray, not an object each.
+            if self._line_wait and b"\n" in data:
+                self._note_line_end(data, tail)
+            tail += data
+            self._pieces_size += len(data)
+            return
         pieces = self._pieces
         if not pieces and self._pos >= len(self._buffer):
             self._buffer = data
@@ -97,16 +107,20 @@ class Reader:
         if not data:
             return
         if self._line_wait and b"\n" in data:
-            before = pieces[-1] if pieces else self._buffer
-            if b"\r\n" in data or (data[:1] == b"\n" and before[-1:] == b"\r"):
-                self._need = 0
+            self._note_line_end(data, pieces[-1] if pieces else self._buffer)
         if len(data) >= _SMALL_PIECE:
             pieces.append(data)
-        elif pieces and type(pieces[-1]) is bytearray:
-            pieces[-1] += data  # a trickle of bytes: no object per byte
+            self._tail = None
         else:
-            pieces.append(bytearray(data))
+            self._tail = bytearray(data)
+            pieces.append(self._tail)
         self._pieces_size += len(data)
+
+    def _note_line_end(self, data: bytes, before: "Union[bytes, bytearray]") -> None:
+        # While waiting for the end of a line: does it end in data, or does
+        # data's first byte end it (before ends with the CR)?
+        if b"\r\n" in data or (data[:1] == b"\n" and before[-1:] == b"\r"):
+            self._need = 0
 
     def gets(self) -> "Reply":
         """Return the next complete reply, or ``False`` while none is complete.
@@ -128,6 +142,7 @@ class Reader:
                 self._buffer = b"".join(self._pieces)
                 self._pos = 0
                 self._pieces = []
+                self._tail = None
         buffer = self._buffer
         pos = self._pos
         stack = self._stack
@@ -276,6 +291,7 @@ class Reader:
         self._buffer = bytes(rest)
         self._pos = 2
         self._pieces = []
+        self._tail = None
         self._long_bulk = None
         return value
 

@@ -251,6 +251,18 @@ def test_bad_argument_raises_before_sending(client: resp.Client, key: str) -> No
     assert client.execute("EXISTS", key) == 0
 
 
+def test_more_large_values_than_one_sendmsg_takes(client: resp.Client, redis_url: str, key: str) -> None:
+    # Each value of 64 KiB or more is its own part of the command: 300 of
+    # them make 601 parts, more than one sendmsg() call is given.
+    values = [bytes([i % 251]) * (64 * 1024 + i) for i in range(300)]
+    with_socket_timeout = resp.Client.from_url(redis_url, socket_timeout=30)
+    for each in (client, with_socket_timeout):
+        each.delete(key)
+        assert each.rpush(key, *values) == len(values)
+        assert each.execute("LRANGE", key, 0, -1) == values
+    with_socket_timeout.close()
+
+
 def test_pipeline(client: resp.Client, key: str) -> None:
     pipe = client.pipeline()
     assert pipe.execute() == []
