@@ -108,8 +108,11 @@ def feeds(unit, units):
 
 
 def measure(quick):
+    """Rows of (case, mode, replies, {side: [seconds per reply, one per round]}).
+    Each round runs every mode of a case and every side, interleaved, so that
+    a slow spell of the machine touches all of them alike."""
     rows = []
-    repeat = 3 if quick else 5
+    repeat = 3 if quick else 7
     for name, unit in CASES.items():
         per_unit = MIXED_REPLIES if name == "mixed session" else 1
         total = (1 if quick else 4) << 20  # bytes per stream: multi-megabyte
@@ -119,18 +122,23 @@ def measure(quick):
         if len(unit) < (1 << 20):
             byte_data = unit * small_units
             modes["byte by byte"] = (split(byte_data, 1), 1)
-        for mode, (chunks, read_size) in modes.items():
-            n_units = small_units if mode == "byte by byte" else units
-            replies = n_units * per_unit
-            times = {"resp": [], "redis-py": [], "hiredis": []}
-            for _ in range(repeat):  # interleaved
-                times["resp"].append(run_reader(resp.Reader, chunks, replies) / replies)
-                times["redis-py"].append(run_pure(chunks, replies, read_size) / replies)
-                times["hiredis"].append(run_reader(hiredis.Reader, chunks, replies) / replies)
-            rows.append((name, mode, replies, {k: statistics.median(v) for k, v in times.items()},
-                         {k: (min(v), max(v)) for k, v in times.items()}))
-            print(f"  {name} / {mode} done", file=sys.stderr, flush=True)
+        times = {mode: {"resp": [], "redis-py": [], "hiredis": []} for mode in modes}
+        for _ in range(repeat):
+            for mode, (chunks, read_size) in modes.items():
+                replies = (small_units if mode == "byte by byte" else units) * per_unit
+                times[mode]["resp"].append(run_reader(resp.Reader, chunks, replies) / replies)
+                times[mode]["redis-py"].append(run_pure(chunks, replies, read_size) / replies)
+                times[mode]["hiredis"].append(run_reader(hiredis.Reader, chunks, replies) / replies)
+        for mode in modes:
+            replies = (small_units if mode == "byte by byte" else units) * per_unit
+            rows.append((name, mode, replies, times[mode]))
+        print(f"  {name} done", file=sys.stderr, flush=True)
     return rows
+
+
+def paired(numerators, denominators):
+    """The median of per-round ratios (both measured in the same round)."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators))
 
 
 def fmt(seconds):
@@ -141,30 +149,32 @@ def fmt(seconds):
 
 def markdown(rows):
     lines = [
-        "## Parser (time per reply, median; × = how many times faster resp.Reader is)",
+        "## Parser (time per reply, median; × = how many times faster resp.Reader is, the median of per-round ratios)",
         "",
         "| case | fed as | replies | resp.Reader | redis-py pure | hiredis | × redis-py | × hiredis |",
         "|---|---|---|---|---|---|---|---|",
     ]
     chunked = {}
-    for name, mode, replies, med, _ in rows:
+    for name, mode, replies, times in rows:
+        med = {side: statistics.median(values) for side, values in times.items()}
         lines.append(
             f"| {name} | {mode} | {replies} | {fmt(med['resp'])} | {fmt(med['redis-py'])} | {fmt(med['hiredis'])}"
-            f" | **{med['redis-py'] / med['resp']:.2f}×** | {med['hiredis'] / med['resp']:.2f}× |"
+            f" | **{paired(times['redis-py'], times['resp']):.2f}×** | {paired(times['hiredis'], times['resp']):.2f}× |"
         )
         if mode == "32 KiB chunks":
-            chunked[name] = med["resp"]
-    lines += ["", "resp.Reader, one whole chunk vs 32 KiB chunks (time per reply; below 1 = faster whole):", ""]
+            chunked[name] = times["resp"]
+    lines += ["", "resp.Reader, one whole chunk vs 32 KiB chunks (time per reply, median of per-round ratios;"
+              " below 1 = faster whole):", ""]
     lines += ["| case | one chunk / 32 KiB chunks |", "|---|---|"]
-    for name, mode, _, med, _ in rows:
+    for name, mode, _, times in rows:
         if mode == "one chunk":
-            lines.append(f"| {name} | {med['resp'] / chunked[name]:.2f} |")
+            lines.append(f"| {name} | {paired(times['resp'], chunked[name]):.2f} |")
     return lines
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 MiB streams, 3 repeats")
+    parser.add_argument("--quick", action="store_true", help="1 MiB streams, 3 rounds")
     args = parser.parse_args()
     lines = markdown(measure(args.quick))
     print("\n".join(lines))
