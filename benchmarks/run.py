@@ -351,7 +351,8 @@ def main():
     out.append("")
     print("parser benchmark …", flush=True)
     parser_out = subprocess.run(
-        ["taskset", "-c", "1", python_of("hiredis"), os.path.join(HERE, "parser.py")] + (["--quick"] if args.quick else []),
+        ["taskset", "-c", "1", python_of("hiredis"), os.path.join(HERE, "parser.py")]
+        + (["--quick"] if args.quick else []),
         env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, check=True,
     ).stdout
     out += parser_out.splitlines()
