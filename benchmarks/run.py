@@ -6,7 +6,7 @@ One command does everything: it creates three virtualenvs under
 ``~/.cache/hotqueue-bench`` (``bare``: nothing installed; ``redispy``:
 ``redis`` and ``hotqueue==0.2.8``; ``hiredis``: the same plus ``hiredis``),
 starts one private ``redis-server`` (never on 6379), and runs every side in its
-own worker process, interleaved (A B C A B C …), first with server and client
+own worker process, interleaved (A B C, B C A, …), first with server and client
 pinned to CPU 0 (the client-cost figures), then split (server on CPU 0, client
 on CPU 1). A fourth side, the socket floor, runs every workload over raw
 sockets with hand-written RESP; each mode ends with a table of the release's
@@ -159,11 +159,18 @@ def run_mode(server, client_cpu, rounds, scale):
     samples = {name: {} for name, _, _ in WORKLOADS}
     workers = {side: Worker(side, server.port, client_cpu) for side in SIDES}
     try:
+        sides = list(workers)
         for round_number in range(rounds):
+            # Each round starts with another side: the first to run a workload
+            # also pays for the server's change of pace (e.g. its allocator
+            # moving from many small values to 1 MiB ones), and that must not
+            # always be the same side.
+            shift = round_number % len(sides)
+            order = sides[shift:] + sides[:shift]
             for name, n, _ in WORKLOADS:
                 n = max(1, int(n * scale))
-                for side, worker in workers.items():
-                    samples[name].setdefault(side, []).append(worker.measure(name, n))
+                for side in order:
+                    samples[name].setdefault(side, []).append(workers[side].measure(name, n))
             bench = redis_benchmark(server.port, client_cpu, max(1000, int(50000 * scale)))
             for name, test in BENCHMARK_TESTS.items():
                 samples[name].setdefault("redis-benchmark", []).append(bench[test])
