@@ -216,23 +216,23 @@ class Client:
         conn, reused = pool.acquire()
         deadline = None if timeout is None else _monotonic() + timeout
         try:
-            try:
-                if count is None:
-                    reply = conn.call(parts, deadline)
-                else:
-                    conn.send(parts, deadline)
-            except NothingSentError:
-                if not reused:
-                    raise
-                # The pooled connection was dead before it carried anything:
-                # resend once on a fresh one (discarded below if that fails).
-                pool.discard(conn)
-                conn = None
-                conn = pool.new()
-                if count is None:
-                    reply = conn.call(parts, deadline)
-                else:
-                    conn.send(parts, deadline)
+            while True:
+                try:
+                    if count is None:
+                        reply = conn.call(parts, deadline)
+                    else:
+                        conn.send(parts, deadline)
+                    break
+                except NothingSentError:
+                    if not reused:
+                        raise
+                    # The pooled connection was dead before it carried
+                    # anything: resend once on a fresh one (discarded below
+                    # if that fails too).
+                    pool.discard(conn)
+                    conn = None
+                    conn = pool.new()
+                    reused = False
             if count is not None:
                 reply = [conn.read_reply(deadline) for _ in range(count)]
         except BaseException:
@@ -316,11 +316,9 @@ class Client:
         """``BLPOP``: wait up to ``timeout`` seconds (0 = forever) for a value on
         any of ``keys``; return ``(key, value)`` or ``None`` on timeout."""
         if type(keys) is str and type(timeout) is int and 0 < timeout <= MAX_TIMEOUT:
-            # One key and whole seconds, as a queue asks: the checks and the
-            # deadline of the general case below, for these types alone.
-            reply = self._call(
-                encode_parts(("BLPOP", keys, timeout)), timeout + BLOCKING_MARGIN + (self.socket_timeout or 0.0)
-            )
+            # One key and whole seconds, as a queue asks: what the checks of
+            # the general case below would let through unchanged.
+            reply = self._call(encode_parts(("BLPOP", keys, timeout)), self._blocking_timeout(timeout))
             return None if reply is None else (reply[0], reply[1])
         if isinstance(keys, (str, bytes)):
             keys = [keys]
