@@ -230,11 +230,7 @@ class HotQueue:
         """
         if timeout is not None and (type(timeout) is not int or timeout < 0):
             _check_timeout(timeout)
-        if block:
-            popped = self._client.blpop(self._key, timeout or 0)
-            data = None if popped is None else popped[1]
-        else:
-            data = self._client.lpop(self._key)
+        data = self._pop(block, timeout) if block else self._client.lpop(self._key)
         if data is None:
             return None
         serializer = self.serializer

@@ -230,17 +230,12 @@ class Reader:
             else:
                 raise ProtocolError(f"unknown reply type byte {bytes([kind])!r}")
 
-            while stack:
-                top = stack[-1]
-                top[0].append(value)
-                top[1] -= 1
-                if top[1]:
-                    break
-                value = stack.pop()[0]
-            else:
-                self._pos = pos
-                return value
             self._pos = pos
+            if not stack:
+                return value
+            value = self._settle(value)
+            if value is not _UNFINISHED:
+                return value
 
     def _wait_for_line(self, pos: int) -> bool:
         # No CRLF after pos: wait for one, or for the line to outgrow the bound.
