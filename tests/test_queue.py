@@ -309,6 +309,26 @@ def test_url(redis_url: str, key: str) -> None:
         HotQueue(key, url="http://localhost")
 
 
+def test_reassigning_name_moves_the_queue_to_its_key(redis_url: str, key: str) -> None:
+    # name is a plain attribute in the spec and key follows it; the key is
+    # kept with the name, so both must change together.
+    q = HotQueue(key + "-a", url=redis_url)
+    q.put("in a")
+    q.name = key + "-b"
+    assert q.key == "hotqueue:" + key + "-b"
+    assert q.get() is None
+    q.put("in b")
+    direct = q.client
+    assert direct.lpop("hotqueue:" + key + "-a") == pickle.dumps("in a")
+    assert direct.lpop("hotqueue:" + key + "-b") == pickle.dumps("in b")
+    with pytest.raises(ValueError):
+        q.name = ""
+    with pytest.raises(TypeError):
+        q.name = b"bytes"  # type: ignore[assignment]
+    assert q.name == key + "-b" and q.key == "hotqueue:" + key + "-b"
+    q.client.delete("hotqueue:" + key + "-a", "hotqueue:" + key + "-b")
+
+
 def test_no_io_in_constructor() -> None:
     port = free_port()  # nothing listens here
     q = HotQueue("q", host="127.0.0.1", port=port, socket_connect_timeout=2)
