@@ -36,6 +36,8 @@ _MAX_POLL_MS = 2.0**31 - 1
 #: idle connection: Linux gives a TCP socket at least 4 KiB.
 _SHORT = 2048
 _RECV_SIZE = 65536
+#: A connection keeps a buffer for the long bulk strings it reads of at most this size
+_MAX_BULK_BUFFER = 4 * 1024 * 1024
 _IOV_MAX = 512  # parts per sendmsg(); POSIX guarantees at least 16, Linux takes 1024
 # Probe a silent peer after a minute idle, every 10 s, three times: a dead
 # server is noticed in about 90 s even by a command that has no deadline.
@@ -107,7 +109,7 @@ class Connection:
     """
 
     __slots__ = ("sock", "reader", "pid", "address", "generation", "_selector", "_poll", "_timeout", "_tls",
-                 "_plain")
+                 "_plain", "_bulk_buffer", "_bulk_room")
 
     def __init__(self, address: Address) -> None:
         """Connect to ``address``.
@@ -148,6 +150,8 @@ class Connection:
         # two extra system calls per send() or recv(). TLS cannot: a readable
         # socket may hold only part of a TLS record.
         self._plain = self._poll is not None and not self._tls
+        self._bulk_buffer: "Optional[bytearray]" = None  # see _receive_bulk_rest
+        self._bulk_room = 0
 
     def __repr__(self) -> str:
         return f"<resp.Connection {self.address}>"
@@ -266,35 +270,61 @@ class Connection:
         # Receive until the reader has a whole reply.
         reader = self.reader
         while True:
-            if deadline is not None and self._plain:
-                if self._timeout is not None:
-                    self.sock.settimeout(None)
-                    self._timeout = None
-                # Wait with poll() until the blocking socket has bytes (or
-                # EOF), so that recv() returns at once; _wait_readable goes
-                # on after an early wake-up, and raises at the deadline.
-                # poll() takes milliseconds, rounds them up, and stops at 2**31-1.
-                remaining = deadline - _monotonic()
-                if remaining <= 0 or not self._poll.poll(min(remaining * 1000.0, _MAX_POLL_MS)):  # type: ignore[union-attr]
-                    self._wait_readable(deadline)
-            elif deadline is not None or self._timeout is not None:
-                self._set_deadline(deadline)
+            if deadline is not None or self._timeout is not None:
+                self._wait_for_bytes(deadline)
             try:
                 data = self.sock.recv(_RECV_SIZE)
-            except socket.timeout as exc:
-                raise TimeoutError(f"timed out reading from {self.address}") from exc
             except OSError as exc:
-                raise ConnectionError(f"error reading from {self.address}: {_describe(exc)}") from exc
+                raise self._read_error(exc) from exc
             if not data:
                 raise ConnectionError(f"connection closed by {self.address}")
             reader.feed(data)
             reply = reader.gets()
+            if reply is False and reader.bulk_missing() > _RECV_SIZE and self._receive_bulk_rest(deadline):
+                reply = reader.gets()
             if reply is not False:
                 return reply
 
-    def _wait_readable(self, deadline: float) -> None:
-        # Wait with poll() until the blocking socket has bytes (or EOF) to
-        # read, so the recv() that follows returns at once; raise at deadline.
+    def _receive_bulk_rest(self, deadline: "Optional[float]") -> bool:
+        # The rest of a long bulk string, into one buffer kept for the
+        # purpose: no pieces to join, no heap churn of a piece per recv().
+        # The buffer is only as large as long bulks this connection has
+        # already been sent (an unfinished one ends the connection): the size
+        # a server claims buys no memory until its bytes arrive. Returns
+        # False, having received nothing, where no buffer is allowed yet.
+        missing = self.reader.bulk_missing()
+        room = self._bulk_room
+        self._bulk_room = max(room, min(missing + _RECV_SIZE, _MAX_BULK_BUFFER))
+        if missing > room:
+            return False
+        buffer = self._bulk_buffer
+        if buffer is None or len(buffer) < missing:
+            buffer = self._bulk_buffer = bytearray(room)
+        view = memoryview(buffer)[:missing]
+        got = 0
+        while got < missing:
+            if deadline is not None or self._timeout is not None:
+                self._wait_for_bytes(deadline)
+            try:
+                count = self.sock.recv_into(view[got:])
+            except OSError as exc:
+                raise self._read_error(exc) from exc
+            if not count:
+                raise ConnectionError(f"connection closed by {self.address}")
+            got += count
+        self.reader.feed_rest(view)
+        return True
+
+    def _wait_for_bytes(self, deadline: "Optional[float]") -> None:
+        # Before a recv() with a deadline or a socket timeout: wait until the
+        # socket has bytes (or EOF) so that recv() returns at once, or raise
+        # at the deadline.
+        if deadline is None or not self._plain:
+            self._set_deadline(deadline)  # the socket's own timeout waits
+            return
+        if self._timeout is not None:
+            self.sock.settimeout(None)
+            self._timeout = None
         poll = self._poll.poll  # type: ignore[union-attr]  # self._plain: there is one
         while True:
             remaining = deadline - _monotonic()
@@ -303,6 +333,12 @@ class Connection:
             # poll() takes milliseconds, rounds them up, and stops at 2**31-1.
             if poll(min(remaining * 1000.0, _MAX_POLL_MS)):
                 return
+
+    def _read_error(self, exc: OSError) -> OSError:
+        # socket.timeout is an OSError too (the builtin TimeoutError on 3.10+).
+        if isinstance(exc, socket.timeout):
+            return TimeoutError(f"timed out reading from {self.address}")
+        return ConnectionError(f"error reading from {self.address}: {_describe(exc)}")
 
     def is_readable(self) -> bool:
         """Whether an idle connection has something to read: the server closed

@@ -116,6 +116,25 @@ class Reader:
             pieces.append(self._tail)
         self._pieces_size += len(data)
 
+    def bulk_missing(self) -> int:
+        """How many bytes are still to come of a long bulk string (16 KiB or
+        more) that the reply being read waits for, its CRLF included; 0 when
+        it waits for no such string. A caller may receive exactly that many
+        into a buffer of its own and pass them to ``feed_rest``."""
+        return self._need - self._pieces_size if self._long_bulk else 0
+
+    def feed_rest(self, data: "Union[bytearray, memoryview]") -> None:
+        """``feed`` exactly the ``bulk_missing()`` bytes without copying them:
+        the next ``gets()`` takes them, and ``data`` must not change before
+        it; after it the reader keeps nothing of them. Any other ``data`` is
+        copied, as by ``feed``."""
+        if not self._long_bulk or len(data) != self._need - self._pieces_size:
+            self.feed(data)
+            return
+        self._pieces.append(data)  # type: ignore[arg-type]  # read only by _take_long_bulk
+        self._tail = None
+        self._pieces_size += len(data)
+
     def _note_line_end(self, data: bytes, before: "Union[bytes, bytearray]") -> None:
         # While waiting for the end of a line: does it end in data, or does
         # data's first byte end it (before ends with the CR)?

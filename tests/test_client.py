@@ -263,6 +263,24 @@ def test_more_large_values_than_one_sendmsg_takes(client: resp.Client, redis_url
     with_socket_timeout.close()
 
 
+def test_long_values_of_many_sizes_on_one_connection(client: resp.Client, redis_url: str, key: str) -> None:
+    # The first long value on a connection arrives in pieces; the later ones
+    # that fit go straight into a buffer the connection keeps, at most 4 MiB.
+    sizes = [100_000, 300_000, 300_000, 120_000, 1_000_000, 5_000_000, 70_000, 999_999, 4 * 1024 * 1024]
+    with_socket_timeout = resp.Client.from_url(redis_url, socket_timeout=30)
+    for each in (client, with_socket_timeout):
+        for size in sizes:
+            value = os.urandom(size)
+            each.execute("SET", key, value)
+            assert each.execute("GET", key) == value
+            each.delete(key + "list")
+            each.rpush(key + "list", value, b"x", value[: size // 2])
+            assert each.execute("LRANGE", key + "list", 0, -1) == [value, b"x", value[: size // 2]]
+        [conn] = each._pool._idle
+        assert conn._bulk_buffer is not None and len(conn._bulk_buffer) <= 4 * 1024 * 1024
+    with_socket_timeout.close()
+
+
 def test_pipeline(client: resp.Client, key: str) -> None:
     pipe = client.pipeline()
     assert pipe.execute() == []

@@ -130,6 +130,31 @@ def test_cut_mid_reply_raises_and_next_reply_is_its_own(proxied: Any, key: str) 
     assert client.execute("ECHO", "after") == b"after"
 
 
+def test_long_values_through_delays_fragments_and_a_cut(proxied: Any, key: str) -> None:
+    # The rest of a long value is read into the buffer the connection keeps
+    # after its first long value: whatever the network does, each reply is
+    # whole and its own.
+    proxy, _, direct = proxied
+    value = os.urandom(300_000)
+    direct.execute("SET", key, value)
+    # A fragmented reply comes a byte per send(): more time than TIMEOUT.
+    client = resp.Client("127.0.0.1", proxy.port, socket_timeout=30)
+    try:
+        assert client.execute("GET", key) == value
+        proxy.inject(("delay", 0.1))
+        assert client.execute("GET", key) == value
+        proxy.inject("fragment")
+        assert client.execute("GET", key) == value
+        proxy.inject("cut_mid")
+        with pytest.raises(resp.ConnectionError):
+            client.execute("GET", key)
+        assert client.execute("ECHO", "after") == b"after"
+        assert client.execute("GET", key) == value
+    finally:
+        client.close()
+    assert proxy.injected["fragment"] == proxy.injected["cut_mid"] == 1
+
+
 def test_idle_pooled_connection_closed_by_peer_is_retried_transparently(proxied: Any, key: str) -> None:
     proxy, client, direct = proxied
     queue = HotQueue(key, client=client)

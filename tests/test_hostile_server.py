@@ -34,12 +34,14 @@ OUTCOMES: Dict[str, int] = {}
 
 
 class HostileServer:
-    """Answers every request on a connection with ``script``: a list of
+    """Answers the requests on a connection with the replies in ``before``,
+    then the next one with ``script``: a list of
     ``(bytes, pause_before)`` pieces, then ``after``: ``"close"``, ``"silent"``
     (never answer again, never close) or ``"trickle"`` (one more byte of
     ``filler`` every ``pause`` seconds, forever)."""
 
     def __init__(self) -> None:
+        self.before: List[bytes] = []  # replies to the requests before the scripted one
         self.script: List[Tuple[bytes, float]] = []
         self.after = "close"
         self.filler = b"x"
@@ -58,12 +60,16 @@ class HostileServer:
             except OSError:
                 return
             script, after = list(self.script), self.after
-            threading.Thread(target=self._serve, args=(conn, script, after), daemon=True).start()
+            threading.Thread(target=self._serve, args=(conn, list(self.before), script, after), daemon=True).start()
 
-    def _serve(self, conn: socket.socket, script: List[Tuple[bytes, float]], after: str) -> None:
+    def _serve(self, conn: socket.socket, before: List[bytes], script: List[Tuple[bytes, float]], after: str) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             conn.settimeout(5)
+            for reply in before:
+                if not conn.recv(65536):
+                    return
+                conn.sendall(reply)
             if not conn.recv(65536):
                 return
             for data, pause in script:
@@ -246,3 +252,40 @@ def test_endless_trickle_is_cut_at_the_deadline(hostile: HostileServer) -> None:
     assert isinstance(outcome, resp.TimeoutError)
     assert 0.45 <= elapsed < 0.5 + SLACK
     assert peak is None or peak < 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "claim, after, expected",
+    [
+        (300_000, "silent", resp.TimeoutError),
+        (300_000, "close", resp.ConnectionError),
+        (200_000, "silent", resp.TimeoutError),  # fits the buffer kept from the first value
+        (536_870_912, "silent", resp.TimeoutError),  # does not: no buffer of its size
+    ],
+)
+def test_long_bulk_cut_short_after_a_long_one(hostile: HostileServer, claim: int, after: str, expected: type) -> None:
+    # The first long value earns the connection a buffer for the next ones;
+    # one that then stops short still ends at its deadline, and the size it
+    # claims buys no memory.
+    value = bytes(range(256)) * 1172  # 300,032 bytes
+    hostile.before = [b"$%d\r\n%s\r\n" % (len(value), value)]
+    hostile.script, hostile.after = [(b"$%d\r\n" % claim + value[:100_000], 0.0)], after
+    client = resp.Client("127.0.0.1", hostile.port, socket_timeout=TIMEOUT)
+    try:
+        assert client.execute("GET", "k") == value
+        if tracemalloc:
+            tracemalloc.start()
+        start = time.monotonic()
+        with pytest.raises(expected):
+            client.execute("GET", "k")
+        elapsed = time.monotonic() - start
+        peak = tracemalloc.get_traced_memory()[1] if tracemalloc else None
+    finally:
+        if tracemalloc and tracemalloc.is_tracing():
+            tracemalloc.stop()
+        hostile.before = []
+        client.close()
+    assert elapsed < TIMEOUT + SLACK
+    if expected is resp.TimeoutError:
+        assert elapsed >= TIMEOUT * 0.9
+    assert peak is None or peak < 1024 * 1024, peak

@@ -206,6 +206,98 @@ def test_long_bulk_with_a_bad_terminator_is_refused() -> None:
         reader.gets()
 
 
+def test_bulk_missing_counts_what_a_long_bulk_still_lacks() -> None:
+    value = bytes(range(256)) * 400  # 102,400 bytes
+    reader = resp.Reader()
+    assert reader.bulk_missing() == 0
+    reader.feed(b"$5\r\nab")
+    assert reader.gets() is False and reader.bulk_missing() == 0  # a short bulk
+    reader.feed(b"cde\r\n$%d\r\n" % len(value) + value[:1000])
+    assert reader.gets() == b"abcde"
+    assert reader.gets() is False
+    assert reader.bulk_missing() == len(value) - 1000 + 2
+    reader.feed(value[1000:30_000])
+    reader.feed(value[30_000:30_005])  # a small piece, gathered in the tail
+    assert reader.gets() is False
+    assert reader.bulk_missing() == len(value) - 30_005 + 2
+
+
+@pytest.mark.parametrize("in_array", [False, True])
+def test_feed_rest_takes_the_missing_bytes_without_keeping_them(in_array: bool) -> None:
+    value = bytes(range(256)) * 400
+    head = b"*2\r\n" if in_array else b""
+    reader = resp.Reader()
+    reader.feed(head + b"$%d\r\n" % len(value) + value[:5000])
+    assert reader.gets() is False
+    rest = bytearray(value[5000:] + b"\r\n")
+    assert reader.bulk_missing() == len(rest)
+    reader.feed_rest(memoryview(rest))
+    if in_array:
+        assert reader.gets() is False  # the array's second element is to come
+        rest[:] = b"x" * len(rest)  # the buffer is the caller's again
+        reader.feed(b":7\r\n")
+        assert reader.gets() == [value, 7]
+    else:
+        got = reader.gets()
+        rest[:] = b"x" * len(rest)
+        assert got == value
+    assert not reader.has_data()
+
+
+def test_feed_rest_copies_what_is_not_exactly_the_rest() -> None:
+    value = b"v" * 100_000
+    reader = resp.Reader()
+    reader.feed(b"$%d\r\n" % len(value))
+    too_long = bytearray(value + b"\r\n:1\r\n")
+    reader.feed_rest(too_long)  # more than bulk_missing(): copied like feed()
+    too_long[:] = b"x" * len(too_long)
+    assert reader.gets() == value and reader.gets() == 1
+    reader.feed_rest(bytearray(b":2\r\n"))  # no long bulk waited for: copied
+    assert reader.gets() == 2
+
+
+def test_feed_rest_with_a_bad_terminator_is_refused() -> None:
+    value = b"v" * 100_000
+    reader = resp.Reader()
+    reader.feed(b"$%d\r\n" % len(value) + value[:10])
+    assert reader.gets() is False
+    reader.feed_rest(bytearray(value[10:] + b"XX"))
+    with pytest.raises(resp.ProtocolError):
+        reader.gets()
+
+
+@given(
+    sizes=st.lists(st.integers(16 * 1024, 200_000), min_size=1, max_size=3),
+    cut=st.integers(0, 70_000),
+    data=st.data(),
+)
+def test_feed_rest_reads_the_same_as_feed(sizes: List[int], cut: int, data: Any) -> None:
+    # A connection feeds one chunk, then hands over the rest of a long bulk
+    # with feed_rest whenever one is waited for: the replies are what feed()
+    # alone gives.
+    values = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+    wire = b"*%d\r\n" % len(values) + b"".join(b"$%d\r\n%s\r\n" % (len(v), v) for v in values) + b":1\r\n"
+    reader = resp.Reader()
+    got: List[Any] = []
+    pos = 0
+    while pos < len(wire):
+        step = data.draw(st.integers(1, cut + 1)) if reader.bulk_missing() == 0 else reader.bulk_missing()
+        piece = wire[pos : pos + step]
+        buffer = bytearray(piece)
+        if reader.bulk_missing():
+            reader.feed_rest(memoryview(buffer))
+        else:
+            reader.feed(piece)
+        pos += len(piece)
+        while True:
+            reply = reader.gets()
+            if reply is False:
+                break
+            got.append(reply)
+        buffer[:] = b"x" * len(buffer)  # reused by the caller: nothing of it is kept
+    assert got == [values, 1]
+
+
 # -- hypothesis: round trips and random bytes ---------------------------------
 
 _line_text = st.text(
