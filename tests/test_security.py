@@ -4,6 +4,7 @@ certificate and host name by default.
 """
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -159,6 +160,12 @@ def test_rediss_with_the_ca_verifies_and_connects(make_server: Any) -> None:
             conn, _ = client._pool.acquire()
             assert conn.sock.version() is not None  # really TLS  # type: ignore[attr-defined]
             client._pool.release(conn)
+            # Long values: the second and third are read into the buffer kept
+            # after the first, through the TLS socket's recv_into().
+            for size in (300_000, 300_000, 1_000_000):
+                value = os.urandom(size)
+                client.execute("SET", "tls-long", value)
+                assert client.execute("GET", "tls-long") == value
 
 
 def test_rediss_refuses_a_host_name_mismatch(make_server: Any) -> None:
