@@ -162,6 +162,18 @@ class Reader:
                 self._pos = 0
                 self._pieces = []
                 self._tail = None
+                if self._stack:
+                    # An array cut short by the end of the bytes fed before:
+                    # its short bulk strings in the tight loop again.
+                    top = self._stack[-1]
+                    items = top[0]
+                    taken = len(items)
+                    self._pos = _take_short_bulks(self._buffer, 0, items, top[1])
+                    top[1] -= len(items) - taken
+                    if not top[1]:
+                        finished = self._settle(self._stack.pop()[0])
+                        if finished is not _UNFINISHED:
+                            return finished
         buffer = self._buffer
         pos = self._pos
         stack = self._stack
@@ -210,25 +222,8 @@ class Reader:
                 if length > 0:
                     if len(stack) >= MAX_DEPTH:
                         raise ProtocolError(f"arrays nested deeper than {MAX_DEPTH}")
-                    # The arrays a queue reads (BLPOP, LRANGE, LPOP with a
-                    # count) hold short bulk strings: take those in a tight
-                    # loop. Anything else (a null, an empty or long string,
-                    # another type, a malformed or partial one) is left to
-                    # the general loop, which reports errors.
                     items: List[Any] = []
-                    for _ in range(length):
-                        end = buffer.find(b"\r\n", pos)
-                        if end < 0:
-                            break
-                        size = _BULK_LENGTHS.get(buffer[pos:end])
-                        if not size:
-                            break
-                        start = end + 2
-                        stop = start + size
-                        if buffer[stop : stop + 2] != b"\r\n":
-                            break
-                        items.append(buffer[start:stop])
-                        pos = stop + 2
+                    pos = _take_short_bulks(buffer, pos, items, length)
                     if len(items) < length:
                         stack.append([items, length - len(items)])
                         self._pos = pos
@@ -332,6 +327,28 @@ class Reader:
 _SHORT_BULK = 1024
 _BULK_LENGTHS = {b"$%d" % size: size for size in range(-1, _SHORT_BULK)}
 _ARRAY_LENGTHS = {b"*%d" % size: size for size in range(-1, 64)}
+
+
+def _take_short_bulks(buffer: bytes, pos: int, items: "List[Any]", count: int) -> int:
+    # The elements of the arrays a queue reads (BLPOP, LRANGE, LPOP with a
+    # count) are short bulk strings: append up to count of them to items, in
+    # a tight loop, and return the position after the last one. Anything else
+    # (a null, an empty or long string, another type, a malformed or partial
+    # one) is left to the general loop of Reader.gets, which reports errors.
+    for _ in range(count):
+        end = buffer.find(b"\r\n", pos)
+        if end < 0:
+            break
+        size = _BULK_LENGTHS.get(buffer[pos:end])
+        if not size:
+            break
+        start = end + 2
+        stop = start + size
+        if buffer[stop : stop + 2] != b"\r\n":
+            break
+        items.append(buffer[start:stop])
+        pos = stop + 2
+    return pos
 
 
 def _encode_arg(arg: "CommandArg") -> bytes:

@@ -196,6 +196,31 @@ def test_long_bulks_fed_in_chunks_inside_and_outside_arrays(chunk: int) -> None:
     assert got == expected
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 10, 64, 1000, 4096, 16 * 1024, 32 * 1024])
+def test_arrays_of_short_bulks_resumed_after_every_kind_of_cut(chunk: int) -> None:
+    # An array cut short by the end of a feed goes on where it stopped, with
+    # whatever comes next: short bulks, a nested array, an integer, a null.
+    items = [b"item%06d" % i for i in range(1000)]
+    wire = (
+        b"*1000\r\n" + b"".join(b"$10\r\n%s\r\n" % item for item in items)
+        + b"*4\r\n$1\r\na\r\n*2\r\n$2\r\nbc\r\n:5\r\n$-1\r\n$3\r\ndef\r\n"
+        + b"*3\r\n$0\r\n\r\n$2\r\nxy\r\n-ERR in place\r\n"
+    )
+    chunks = [wire[i : i + chunk] for i in range(0, len(wire), chunk)]
+    got = read_all(chunks)
+    assert got[:2] == [items, [b"a", [b"bc", 5], None, b"def"]]
+    assert got[2][:2] == [b"", b"xy"] and str(got[2][2]) == "ERR in place" and len(got) == 3
+
+
+def test_an_array_resumed_still_refuses_a_bad_terminator() -> None:
+    reader = resp.Reader()
+    reader.feed(b"*3\r\n$1\r\na\r\n$1\r")
+    assert reader.gets() is False
+    reader.feed(b"\nbXX$1\r\nc\r\n")
+    with pytest.raises(resp.ProtocolError):
+        reader.gets()
+
+
 def test_long_bulk_with_a_bad_terminator_is_refused() -> None:
     value = b"v" * 50_000
     reader = resp.Reader()
