@@ -166,10 +166,9 @@ class Reader:
                     # An array cut short by the end of the bytes fed before:
                     # its short bulk strings in the tight loop again.
                     top = self._stack[-1]
-                    items = top[0]
-                    taken = len(items)
-                    self._pos = _take_short_bulks(self._buffer, 0, items, top[1])
-                    top[1] -= len(items) - taken
+                    taken = len(top[0])
+                    self._pos = _take_short_bulks(self._buffer, 0, top[0], top[1])
+                    top[1] -= len(top[0]) - taken
                     if not top[1]:
                         finished = self._settle(self._stack.pop()[0])
                         if finished is not _UNFINISHED:
