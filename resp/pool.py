@@ -13,14 +13,15 @@ Rules this module keeps:
    bytes nobody asked for) is dropped, not reused.
 """
 
+import _thread
 import os
-import threading
 
 from .connection import Connection
 from .errors import TimeoutError
 
 TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
 if TYPE_CHECKING:
+    import threading
     from typing import Callable, List, Optional, Tuple
 
 __all__ = ["Pool"]
@@ -55,8 +56,11 @@ class Pool:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._released = threading.Condition(self._lock)
+        # _thread's lock, not threading's: importing threading costs about a
+        # millisecond, and only a bounded pool that fills up needs its
+        # Condition (made by _wait_for_room).
+        self._lock = _thread.allocate_lock()
+        self._released: "Optional[threading.Condition]" = None
         self._idle: List[Connection] = []
         self._open_count = 0
         # Threads in _wait_for_room: notify_all() is a Python-level call, spent
@@ -116,6 +120,10 @@ class Pool:
         def ready() -> bool:
             return self._open_count < limit or (idle_will_do and bool(self._idle))
 
+        if self._released is None:
+            import threading
+
+            self._released = threading.Condition(self._lock)
         self._waiting += 1
         try:
             if not self._released.wait_for(ready, self._wait_timeout):
@@ -131,7 +139,7 @@ class Pool:
             if conn.generation == self._generation:
                 self._idle.append(conn)
                 if self._waiting:
-                    self._released.notify_all()
+                    self._released.notify_all()  # type: ignore[union-attr]  # made by the waiter
                 return
         self.discard(conn)
 
@@ -145,7 +153,7 @@ class Pool:
         with self._lock:
             self._open_count -= 1
             if self._waiting:
-                self._released.notify_all()
+                self._released.notify_all()  # type: ignore[union-attr]  # made by the waiter
 
     def _after_fork(self) -> None:
         inherited = self._idle
