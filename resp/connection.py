@@ -36,7 +36,7 @@ _MAX_POLL_MS = 2.0**31 - 1
 #: idle connection: Linux gives a TCP socket at least 4 KiB.
 _SHORT = 2048
 _RECV_SIZE = 65536
-#: A connection keeps a buffer for the long bulk strings it reads of at most this size
+#: The largest buffer a connection keeps to receive long bulk strings into.
 _MAX_BULK_BUFFER = 4 * 1024 * 1024
 _IOV_MAX = 512  # parts per sendmsg(); POSIX guarantees at least 16, Linux takes 1024
 # Probe a silent peer after a minute idle, every 10 s, three times: a dead
