@@ -289,14 +289,14 @@ class Reader:
                 missing -= len(piece)
                 continue
             parts.append(memoryview(piece)[:missing])
-            rest = piece[missing:]
+            rest = bytes(piece[missing:])  # the piece may be a view (feed_rest)
             if index + 1 < len(pieces):
                 rest += b"".join(pieces[index + 1 :])
             break
         value = b"".join(parts)
         if rest[:2] != b"\r\n":
             raise ProtocolError("bulk string not terminated by CRLF")
-        self._buffer = bytes(rest)
+        self._buffer = rest
         self._pos = 2
         self._pieces = []
         self._tail = None

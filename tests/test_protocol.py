@@ -269,6 +269,22 @@ def test_feed_rest_takes_the_missing_bytes_without_keeping_them(in_array: bool) 
     assert not reader.has_data()
 
 
+def test_feed_after_feed_rest_before_gets() -> None:
+    # The rest of a long bulk, then the next reply, then gets(): both come out.
+    value = bytes(range(256)) * 400
+    reader = resp.Reader()
+    reader.feed(b"$%d\r\n" % len(value) + value[:10])
+    assert reader.gets() is False
+    rest = bytearray(value[10:] + b"\r\n")
+    reader.feed_rest(memoryview(rest))
+    reader.feed(b":1\r\n$3\r\nab")
+    assert reader.gets() == value
+    rest[:] = b"x" * len(rest)
+    assert reader.gets() == 1
+    reader.feed(b"c\r\n")
+    assert reader.gets() == b"abc" and not reader.has_data()
+
+
 def test_feed_rest_copies_what_is_not_exactly_the_rest() -> None:
     value = b"v" * 100_000
     reader = resp.Reader()
@@ -314,6 +330,8 @@ def test_feed_rest_reads_the_same_as_feed(sizes: List[int], cut: int, data: Any)
         else:
             reader.feed(piece)
         pos += len(piece)
+        if pos < len(wire) and data.draw(st.booleans()):
+            continue  # gets() later, after more feeds
         while True:
             reply = reader.gets()
             if reply is False:
