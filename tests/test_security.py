@@ -160,9 +160,10 @@ def test_rediss_with_the_ca_verifies_and_connects(make_server: Any) -> None:
             conn, _ = client._pool.acquire()
             assert conn.sock.version() is not None  # really TLS  # type: ignore[attr-defined]
             client._pool.release(conn)
-            # Long values: the second and third are read into the buffer kept
-            # after the first, through the TLS socket's recv_into().
-            for size in (300_000, 300_000, 1_000_000):
+            # Long values: the second and the fourth are read, through the TLS
+            # socket's recv_into(), into the buffer that the first and the
+            # third (longer than any before it) earned.
+            for size in (300_000, 300_000, 1_000_000, 1_000_000):
                 value = os.urandom(size)
                 client.execute("SET", "tls-long", value)
                 assert client.execute("GET", "tls-long") == value
