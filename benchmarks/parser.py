@@ -124,16 +124,16 @@ def measure(quick):
         if len(unit) < (1 << 20):
             byte_data = unit * small_units
             modes["byte by byte"] = (split(byte_data, 1), 1)
+        replies = {mode: (small_units if mode == "byte by byte" else units) * per_unit for mode in modes}
         times = {mode: {"resp": [], "redis-py": [], "hiredis": []} for mode in modes}
         for _ in range(repeat):
             for mode, (chunks, read_size) in modes.items():
-                replies = (small_units if mode == "byte by byte" else units) * per_unit
-                times[mode]["resp"].append(run_reader(resp.Reader, chunks, replies) / replies)
-                times[mode]["redis-py"].append(run_pure(chunks, replies, read_size) / replies)
-                times[mode]["hiredis"].append(run_reader(hiredis.Reader, chunks, replies) / replies)
+                count = replies[mode]
+                times[mode]["resp"].append(run_reader(resp.Reader, chunks, count) / count)
+                times[mode]["redis-py"].append(run_pure(chunks, count, read_size) / count)
+                times[mode]["hiredis"].append(run_reader(hiredis.Reader, chunks, count) / count)
         for mode in modes:
-            replies = (small_units if mode == "byte by byte" else units) * per_unit
-            rows.append((name, mode, replies, times[mode]))
+            rows.append((name, mode, replies[mode], times[mode]))
         print(f"  {name} done", file=sys.stderr, flush=True)
     return rows
 

@@ -280,19 +280,20 @@ class Connection:
                 raise ConnectionError(f"connection closed by {self.address}")
             reader.feed(data)
             reply = reader.gets()
-            if reply is False and reader.bulk_missing() > _RECV_SIZE and self._receive_bulk_rest(deadline):
-                reply = reader.gets()
+            if reply is False:
+                missing = reader.bulk_missing()
+                if missing > _RECV_SIZE and self._receive_bulk_rest(missing, deadline):
+                    reply = reader.gets()
             if reply is not False:
                 return reply
 
-    def _receive_bulk_rest(self, deadline: "Optional[float]") -> bool:
-        # The rest of a long bulk string, into one buffer kept for the
-        # purpose: no pieces to join, no heap churn of a piece per recv().
+    def _receive_bulk_rest(self, missing: int, deadline: "Optional[float]") -> bool:
+        # The missing rest of a long bulk string, into one buffer kept for
+        # the purpose: no pieces to join, no heap churn of a piece per recv().
         # The buffer is only as large as long bulks this connection has
         # already been sent (an unfinished one ends the connection): the size
         # a server claims buys no memory until its bytes arrive. Returns
         # False, having received nothing, where no buffer is allowed yet.
-        missing = self.reader.bulk_missing()
         room = self._bulk_room
         self._bulk_room = max(room, min(missing + _RECV_SIZE, _MAX_BULK_BUFFER))
         if missing > room:
