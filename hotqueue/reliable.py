@@ -59,10 +59,13 @@ its handler did not finish with an acknowledgement: the consumer died or lost
 Redis for longer than ``heartbeat_ttl`` mid-message, or the handler raised. A
 dead letter is one list entry: a line of JSON (``reason``, ``attempts``,
 ``consumer``, ``failed_at``), a newline, then the message's bytes unchanged.
+
+This module holds the consumer; ``_scripts`` holds the keys and the Lua
+scripts, ``_inspection`` the dead letters and ``stats``. Their public names
+are all importable from here.
 """
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -70,22 +73,12 @@ import socket
 import threading
 import time
 import uuid
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Callable,
-    Iterator,
-    List,
-    NamedTuple,
-    Optional,
-    Sequence,
-    Tuple,
-    TypeVar,
-    Union,
-)
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, Tuple, TypeVar, Union
 
 import resp
 
+from ._inspection import ConsumerStats, DeadLetter, DeadLetters, QueueStats, stats
+from ._scripts import ACK, FAIL, RECOVER, Keys, keys_for, meta
 from .queue import BACKOFF_FIRST, BACKOFF_MAX, _check_timeout
 
 if TYPE_CHECKING:
@@ -114,198 +107,15 @@ DEFAULT_MAX_ATTEMPTS = 5
 #: enough for a stalled process or a brief network cut, short enough that a
 #: crashed worker's message waits only seconds.
 DEFAULT_HEARTBEAT_TTL = 10.0
-#: A dead letter's reason is cut to this many characters: a huge exception
-#: message must not bloat the dead-letter list.
-MAX_REASON = 2000
-
 # What consume and worker wait out, as HotQueue.consume does.
 _RIDE_OUT = (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError, resp.ClusterDownError)
 T = TypeVar("T")
-AnyClient = Union[resp.Client, resp.ClusterClient]
 AnyPipeline = Union[resp.Pipeline, resp.ClusterPipeline]
 
 
 class ReliableUnsupportedError(resp.ResponseError):
     """The server has no ``LMOVE``/``BLMOVE`` (Redis before 6.2, or renamed
     away), which reliable mode needs; nothing was taken from the queue."""
-
-
-# -- keys ------------------------------------------------------------------------
-
-
-class Keys(NamedTuple):
-    """The Redis keys of one queue in reliable mode (see the module docstring)."""
-
-    main: str
-    prefix: str  # "{tag}:" — every other key starts with it
-
-    @property
-    def consumers(self) -> str:
-        """The set of consumer ids."""
-        return self.prefix + "consumers"
-
-    @property
-    def attempts(self) -> str:
-        """The hash of failed-attempt counts, keyed by the SHA-1 of a message."""
-        return self.prefix + "attempts"
-
-    @property
-    def dead(self) -> str:
-        """The dead-letter list."""
-        return self.prefix + "dead"
-
-    def processing(self, consumer_id: str) -> str:
-        """The processing list of one consumer."""
-        return self.prefix + "processing:" + consumer_id
-
-    def heartbeat(self, consumer_id: str) -> str:
-        """The heartbeat key of one consumer."""
-        return self.prefix + "heartbeat:" + consumer_id
-
-
-def _hash_tag(key: str) -> Optional[str]:
-    # Redis Cluster hashes only the first "{…}" when it is not empty.
-    start = key.find("{")
-    if start < 0:
-        return None
-    end = key.find("}", start + 1)
-    if end <= start + 1:
-        return None
-    return key[start + 1:end]
-
-
-def keys_for(main_key: str) -> Keys:
-    """The keys of the queue whose list is ``main_key``, all in its cluster slot.
-
-    >>> keys_for("hotqueue:jobs").dead
-    '{hotqueue:jobs}:dead'
-    >>> keys_for("hotqueue:{tenant}jobs").dead
-    '{tenant}:dead'
-
-    :raises ValueError: ``main_key`` has a ``}`` outside a hash tag, so no other
-        key can be made to share its slot.
-    """
-    tag = _hash_tag(main_key)
-    if tag is None:
-        if "}" in main_key:
-            raise ValueError(
-                f"reliable mode cannot keep the keys of {main_key!r} in one cluster slot: "
-                "the name has a '}' outside a {hash tag}"
-            )
-        tag = main_key
-    return Keys(main_key, "{" + tag + "}:")
-
-
-# -- scripts ---------------------------------------------------------------------
-
-# Redis does not roll a script back when a command in it fails, so every script
-# checks what could fail (types, the JSON it is given) before its first write.
-_CHECK_LISTS = """
-for _, key in ipairs(LISTS) do
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'list' and t ~= 'none' then
-    return redis.error_reply('WRONGTYPE ' .. key .. ' is not a list')
-  end
-end
-"""
-
-
-class _Script:
-    """A Lua script run by ``EVALSHA``, loaded with ``EVAL`` when the server
-    does not know it yet (after a restart or ``SCRIPT FLUSH``)."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-    def __call__(self, client: AnyClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            return client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
-        except resp.ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        return client.execute("EVAL", self.source, len(keys), *keys, *args)
-
-
-# KEYS: processing, attempts. ARGV: message. Returns 1, or 0 when the message
-# was no longer there (recovered while its handler ran).
-_ACK = _Script("""
-local removed = redis.call('LREM', KEYS[1], 1, ARGV[1])
-if removed > 0 then redis.call('HDEL', KEYS[2], redis.sha1hex(ARGV[1])) end
-return removed
-""")
-
-# KEYS: processing, main, dead, attempts. ARGV: message, max_attempts, meta
-# (a JSON object). Returns {attempts, 1 if dead-lettered else 0}; attempts is
-# 0 when the message was no longer in the processing list.
-_FAIL = _Script("local LISTS = {KEYS[2], KEYS[3]}" + _CHECK_LISTS + """
-local meta = cjson.decode(ARGV[3])
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return {0, 0} end
-local digest = redis.sha1hex(ARGV[1])
-local attempts = redis.call('HINCRBY', KEYS[4], digest, 1)
-if attempts < tonumber(ARGV[2]) then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  return {attempts, 0}
-end
-redis.call('HDEL', KEYS[4], digest)
-meta['attempts'] = attempts
-redis.call('RPUSH', KEYS[3], cjson.encode(meta) .. '\\n' .. ARGV[1])
-return {attempts, 1}
-""")
-
-# KEYS: main, consumers, attempts, dead, then (processing, heartbeat) of each
-# consumer. ARGV: max_attempts, meta, then the consumer ids. Every consumer
-# whose heartbeat is gone gets its messages moved back to the head of the
-# queue (or to the dead letters) and leaves the set. Returns {requeued, dead}.
-_RECOVER = _Script("local LISTS = {KEYS[1], KEYS[4]}" + _CHECK_LISTS + """
-local meta = cjson.decode(ARGV[2])
-local max_attempts = tonumber(ARGV[1])
-local requeued, dead = 0, 0
-for i = 3, #ARGV do
-  local processing, heartbeat = KEYS[2 * i - 1], KEYS[2 * i]
-  if redis.call('EXISTS', heartbeat) == 0 then
-    while true do
-      local msg = redis.call('RPOP', processing)
-      if not msg then break end
-      local digest = redis.sha1hex(msg)
-      local attempts = redis.call('HINCRBY', KEYS[3], digest, 1)
-      if attempts < max_attempts then
-        redis.call('LPUSH', KEYS[1], msg)
-        requeued = requeued + 1
-      else
-        redis.call('HDEL', KEYS[3], digest)
-        meta['attempts'] = attempts
-        meta['consumer'] = ARGV[i]
-        redis.call('RPUSH', KEYS[4], cjson.encode(meta) .. '\\n' .. msg)
-        dead = dead + 1
-      end
-    end
-    redis.call('SREM', KEYS[2], ARGV[i])
-  end
-end
-return {requeued, dead}
-""")
-
-# KEYS: dead, main. Moves every dead letter's message to the tail of the queue.
-_REQUEUE_DEAD = _Script("local LISTS = {KEYS[1], KEYS[2]}" + _CHECK_LISTS + """
-local moved = 0
-while true do
-  local entry = redis.call('LPOP', KEYS[1])
-  if not entry then break end
-  local cut = string.find(entry, '\\n', 1, true)
-  if cut then entry = string.sub(entry, cut + 1) end
-  redis.call('RPUSH', KEYS[2], entry)
-  moved = moved + 1
-end
-return moved
-""")
-
-
-def _meta(reason: str, consumer_id: str) -> str:
-    # ensure_ascii: the JSON line of a dead letter never holds a raw newline;
-    # backslashreplace: a lone surrogate would make the script's JSON decoder fail.
-    reason = reason[:MAX_REASON].encode("utf-8", "backslashreplace").decode("utf-8")
-    return json.dumps({"reason": reason, "consumer": consumer_id, "failed_at": time.time()})
 
 
 def _unsupported(exc: resp.ResponseError) -> bool:
@@ -335,7 +145,7 @@ def recover(queue: "HotQueue", max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
     for cid in ids:
         script_keys += [keys.processing(cid), keys.heartbeat(cid)]
     reason = "abandoned: its consumer stopped sending heartbeats while handling it"
-    requeued, dead = _RECOVER(client, script_keys, [max_attempts, _meta(reason, ""), *ids])
+    requeued, dead = RECOVER(client, script_keys, [max_attempts, meta(reason, ""), *ids])
     if requeued or dead:
         log.warning("queue %r: recovered %d message(s) from dead consumers, %d dead-lettered",
                     queue.name, requeued, dead)
@@ -541,7 +351,7 @@ class Consumer:
         """Acknowledge a fetched message: remove it for good. Returns False
         (and logs a warning) when it was no longer held — recovered by another
         consumer because this one's heartbeat expired — so it may run twice."""
-        removed = _ACK(self.queue.client, [self._processing, self.keys.attempts], [data])
+        removed = ACK(self.queue.client, [self._processing, self.keys.attempts], [data])
         if not removed:
             log.warning("queue %r: consumer %s acked a message it no longer held (recovered by "
                         "another consumer after its heartbeat expired, or acked already)",
@@ -556,8 +366,8 @@ class Consumer:
 
     def _fail(self, data: bytes, reason: str, max_attempts: int) -> bool:
         keys = self.keys
-        attempts, dead = _FAIL(self.queue.client, [self._processing, keys.main, keys.dead, keys.attempts],
-                               [data, max_attempts, _meta(reason, self.id)])
+        attempts, dead = FAIL(self.queue.client, [self._processing, keys.main, keys.dead, keys.attempts],
+                               [data, max_attempts, meta(reason, self.id)])
         if dead:
             log.error("queue %r: message dead-lettered after %d attempt(s): %s",
                       self.queue.name, attempts, reason[:200])
@@ -695,143 +505,3 @@ def _start_riding_out(consumer: Consumer) -> bool:
     except KeyboardInterrupt:
         return False
     return True
-
-
-# -- dead letters ----------------------------------------------------------------
-
-
-class DeadLetter(NamedTuple):
-    """One dead letter, as ``DeadLetters.peek`` returns it."""
-
-    message: Any
-    """The message, deserialized; its stored bytes when that fails or with ``serializer=None``."""
-    reason: str
-    """Why it failed: the exception's ``repr`` (or ``abandoned: …``, ``cannot deserialize: …``)."""
-    attempts: int
-    """How many times it failed."""
-    consumer: str
-    """The id of the consumer that gave up on it (empty when found by recovery)."""
-    failed_at: float
-    """When it was dead-lettered (Unix time, the consumer's clock)."""
-    data: bytes
-    """The message's stored bytes."""
-
-
-def _parse_dead(entry: bytes, serializer: Any) -> DeadLetter:
-    line, _, data = entry.partition(b"\n")
-    try:
-        meta = json.loads(line)
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-    except ValueError:
-        meta, data = {"reason": "(not written by hotqueue)"}, entry
-    message: Any = data
-    if serializer is not None:
-        with contextlib.suppress(Exception):
-            message = serializer.loads(data)
-    return DeadLetter(message, str(meta.get("reason", "")), int(meta.get("attempts", 0)),
-                      str(meta.get("consumer", "")), float(meta.get("failed_at", 0.0)), data)
-
-
-class DeadLetters:
-    """The messages that failed ``max_attempts`` times: ``queue.dead_letters``.
-
-    >>> len(queue.dead_letters)                           # doctest: +SKIP
-    1
-    >>> queue.dead_letters.peek()[0].reason               # doctest: +SKIP
-    "ValueError('bad input')"
-    >>> queue.dead_letters.requeue()                      # doctest: +SKIP
-    1
-    """
-
-    def __init__(self, queue: "HotQueue") -> None:
-        self.queue = queue
-        self.key = keys_for(queue.key).dead
-
-    def __repr__(self) -> str:
-        return f"<hotqueue.reliable.DeadLetters of {self.queue.name!r}>"
-
-    def __len__(self) -> int:
-        """How many dead letters there are."""
-        return self.queue.client.llen(self.key)
-
-    def peek(self, count: int = 10) -> List[DeadLetter]:
-        """The oldest ``count`` dead letters, oldest first, left in place."""
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ValueError(f"count must be an int >= 0, not {count!r}")
-        if count == 0:
-            return []
-        entries = self.queue.client.execute("LRANGE", self.key, 0, count - 1)
-        return [_parse_dead(entry, self.queue.serializer) for entry in entries]
-
-    def requeue(self) -> int:
-        """Move every dead letter back to the tail of the queue, its bytes
-        unchanged and its failure count reset, atomically; return how many."""
-        return int(_REQUEUE_DEAD(self.queue.client, [self.key, self.queue.key], []))
-
-    def clear(self) -> int:
-        """Delete every dead letter; return how many there were."""
-        pipe = self.queue.client.pipeline().command("MULTI").command("LLEN", self.key)
-        replies = pipe.command("DEL", self.key).command("EXEC").execute()
-        return int(replies[-1][0])
-
-
-# -- statistics ------------------------------------------------------------------
-
-
-class ConsumerStats(NamedTuple):
-    """One registered consumer, as ``stats`` sees it."""
-
-    id: str
-    in_flight: int
-    """Messages in its processing list (0 or 1)."""
-    heartbeat_age: Optional[float]
-    """Seconds since its last heartbeat; ``None`` when it expired (a dead
-    consumer whose messages the next recovery moves back)."""
-
-
-class QueueStats(NamedTuple):
-    """What ``stats`` returns."""
-
-    length: int
-    """Messages waiting in the queue."""
-    dead_letters: int
-    consumers: List[ConsumerStats]
-
-    @property
-    def in_flight(self) -> int:
-        """Messages held by consumers."""
-        return sum(c.in_flight for c in self.consumers)
-
-    @property
-    def oldest_heartbeat_age(self) -> Optional[float]:
-        """The largest heartbeat age among live consumers, or ``None``."""
-        ages = [c.heartbeat_age for c in self.consumers if c.heartbeat_age is not None]
-        return max(ages) if ages else None
-
-
-def stats(queue: "HotQueue") -> QueueStats:
-    """Length, in-flight messages per consumer, dead letters and heartbeat ages.
-
-    >>> queue.stats().length                              # doctest: +SKIP
-    3
-    """
-    keys = keys_for(queue.key)
-    client = queue.client
-    ids = sorted(m.decode() for m in client.execute("SMEMBERS", keys.consumers))
-    pipe = client.pipeline().command("LLEN", keys.main).command("LLEN", keys.dead)
-    for cid in ids:
-        pipe.command("LLEN", keys.processing(cid)).command("GET", keys.heartbeat(cid))
-        pipe.command("PTTL", keys.heartbeat(cid))
-    replies = pipe.execute()
-    consumers = []
-    for i, cid in enumerate(ids):
-        in_flight, value, pttl = replies[2 + 3 * i: 5 + 3 * i]
-        age: Optional[float] = None
-        if value is not None and pttl >= 0:
-            try:
-                age = max(int(json.loads(value)["ttl_ms"]) - pttl, 0) / 1000
-            except (ValueError, KeyError, TypeError):
-                age = None
-        consumers.append(ConsumerStats(cid, in_flight, age))
-    return QueueStats(replies[0], replies[1], consumers)

@@ -1,4 +1,4 @@
-"""Reliable delivery (hotqueue/reliable.py) against real redis-server processes.
+"""Reliable delivery (hotqueue/reliable.py, _scripts.py, _inspection.py) against real redis-server processes.
 
 Worker processes are real ``python`` processes running ``WORKER`` below; they
 are killed with SIGKILL by their pid, mid-message.

@@ -1,0 +1,151 @@
+"""What an operator looks at (see ``hotqueue.reliable``): a queue's dead
+letters and the state of its reliable consumers."""
+
+import contextlib
+import json
+from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional
+
+from ._scripts import REQUEUE_DEAD, keys_for
+
+if TYPE_CHECKING:
+    from .queue import HotQueue
+
+
+# -- dead letters ----------------------------------------------------------------
+
+
+class DeadLetter(NamedTuple):
+    """One dead letter, as ``DeadLetters.peek`` returns it."""
+
+    message: Any
+    """The message, deserialized; its stored bytes when that fails or with ``serializer=None``."""
+    reason: str
+    """Why it failed: the exception's ``repr`` (or ``abandoned: …``, ``cannot deserialize: …``)."""
+    attempts: int
+    """How many times it failed."""
+    consumer: str
+    """The id of the consumer that gave up on it (empty when found by recovery)."""
+    failed_at: float
+    """When it was dead-lettered (Unix time, the consumer's clock)."""
+    data: bytes
+    """The message's stored bytes."""
+
+
+def _parse_dead(entry: bytes, serializer: Any) -> DeadLetter:
+    line, _, data = entry.partition(b"\n")
+    try:
+        meta = json.loads(line)
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except ValueError:
+        meta, data = {"reason": "(not written by hotqueue)"}, entry
+    message: Any = data
+    if serializer is not None:
+        with contextlib.suppress(Exception):
+            message = serializer.loads(data)
+    return DeadLetter(message, str(meta.get("reason", "")), int(meta.get("attempts", 0)),
+                      str(meta.get("consumer", "")), float(meta.get("failed_at", 0.0)), data)
+
+
+class DeadLetters:
+    """The messages that failed ``max_attempts`` times: ``queue.dead_letters``.
+
+    >>> len(queue.dead_letters)                           # doctest: +SKIP
+    1
+    >>> queue.dead_letters.peek()[0].reason               # doctest: +SKIP
+    "ValueError('bad input')"
+    >>> queue.dead_letters.requeue()                      # doctest: +SKIP
+    1
+    """
+
+    def __init__(self, queue: "HotQueue") -> None:
+        self.queue = queue
+        self.key = keys_for(queue.key).dead
+
+    def __repr__(self) -> str:
+        return f"<hotqueue.reliable.DeadLetters of {self.queue.name!r}>"
+
+    def __len__(self) -> int:
+        """How many dead letters there are."""
+        return self.queue.client.llen(self.key)
+
+    def peek(self, count: int = 10) -> List[DeadLetter]:
+        """The oldest ``count`` dead letters, oldest first, left in place."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be an int >= 0, not {count!r}")
+        if count == 0:
+            return []
+        entries = self.queue.client.execute("LRANGE", self.key, 0, count - 1)
+        return [_parse_dead(entry, self.queue.serializer) for entry in entries]
+
+    def requeue(self) -> int:
+        """Move every dead letter back to the tail of the queue, its bytes
+        unchanged and its failure count reset, atomically; return how many."""
+        return int(REQUEUE_DEAD(self.queue.client, [self.key, self.queue.key], []))
+
+    def clear(self) -> int:
+        """Delete every dead letter; return how many there were."""
+        pipe = self.queue.client.pipeline().command("MULTI").command("LLEN", self.key)
+        replies = pipe.command("DEL", self.key).command("EXEC").execute()
+        return int(replies[-1][0])
+
+
+# -- statistics ------------------------------------------------------------------
+
+
+class ConsumerStats(NamedTuple):
+    """One registered consumer, as ``stats`` sees it."""
+
+    id: str
+    in_flight: int
+    """Messages in its processing list (0 or 1)."""
+    heartbeat_age: Optional[float]
+    """Seconds since its last heartbeat; ``None`` when it expired (a dead
+    consumer whose messages the next recovery moves back)."""
+
+
+class QueueStats(NamedTuple):
+    """What ``stats`` returns."""
+
+    length: int
+    """Messages waiting in the queue."""
+    dead_letters: int
+    consumers: List[ConsumerStats]
+
+    @property
+    def in_flight(self) -> int:
+        """Messages held by consumers."""
+        return sum(c.in_flight for c in self.consumers)
+
+    @property
+    def oldest_heartbeat_age(self) -> Optional[float]:
+        """The largest heartbeat age among live consumers, or ``None``."""
+        ages = [c.heartbeat_age for c in self.consumers if c.heartbeat_age is not None]
+        return max(ages) if ages else None
+
+
+def stats(queue: "HotQueue") -> QueueStats:
+    """Length, in-flight messages per consumer, dead letters and heartbeat ages.
+
+    >>> queue.stats().length                              # doctest: +SKIP
+    3
+    """
+    keys = keys_for(queue.key)
+    client = queue.client
+    ids = sorted(m.decode() for m in client.execute("SMEMBERS", keys.consumers))
+    pipe = client.pipeline().command("LLEN", keys.main).command("LLEN", keys.dead)
+    for cid in ids:
+        pipe.command("LLEN", keys.processing(cid)).command("GET", keys.heartbeat(cid))
+        pipe.command("PTTL", keys.heartbeat(cid))
+    replies = pipe.execute()
+    consumers = []
+    for i, cid in enumerate(ids):
+        in_flight, value, pttl = replies[2 + 3 * i: 5 + 3 * i]
+        age: Optional[float] = None
+        if value is not None and pttl >= 0:
+            try:
+                age = max(int(json.loads(value)["ttl_ms"]) - pttl, 0) / 1000
+            except (ValueError, KeyError, TypeError):
+                age = None
+        consumers.append(ConsumerStats(cid, in_flight, age))
+    return QueueStats(replies[0], replies[1], consumers)

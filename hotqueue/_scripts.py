@@ -1,0 +1,195 @@
+"""The server side of reliable delivery (see ``hotqueue.reliable``): the keys
+of a queue, all in its main key's cluster slot, and the Lua scripts that move
+its messages, each in one atomic step."""
+
+import hashlib
+import json
+import time
+from typing import Any, NamedTuple, Optional, Sequence, Union
+
+import resp
+
+AnyClient = Union[resp.Client, resp.ClusterClient]
+
+#: A dead letter's reason is cut to this many characters: a huge exception
+#: message must not bloat the dead-letter list.
+MAX_REASON = 2000
+
+
+# -- keys ------------------------------------------------------------------------
+
+
+class Keys(NamedTuple):
+    """The Redis keys of one queue in reliable mode (the table in ``hotqueue.reliable``)."""
+
+    main: str
+    prefix: str  # "{tag}:" — every other key starts with it
+
+    @property
+    def consumers(self) -> str:
+        """The set of consumer ids."""
+        return self.prefix + "consumers"
+
+    @property
+    def attempts(self) -> str:
+        """The hash of failed-attempt counts, keyed by the SHA-1 of a message."""
+        return self.prefix + "attempts"
+
+    @property
+    def dead(self) -> str:
+        """The dead-letter list."""
+        return self.prefix + "dead"
+
+    def processing(self, consumer_id: str) -> str:
+        """The processing list of one consumer."""
+        return self.prefix + "processing:" + consumer_id
+
+    def heartbeat(self, consumer_id: str) -> str:
+        """The heartbeat key of one consumer."""
+        return self.prefix + "heartbeat:" + consumer_id
+
+
+def _hash_tag(key: str) -> Optional[str]:
+    # Redis Cluster hashes only the first "{…}" when it is not empty.
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    if end <= start + 1:
+        return None
+    return key[start + 1:end]
+
+
+def keys_for(main_key: str) -> Keys:
+    """The keys of the queue whose list is ``main_key``, all in its cluster slot.
+
+    >>> keys_for("hotqueue:jobs").dead
+    '{hotqueue:jobs}:dead'
+    >>> keys_for("hotqueue:{tenant}jobs").dead
+    '{tenant}:dead'
+
+    :raises ValueError: ``main_key`` has a ``}`` outside a hash tag, so no other
+        key can be made to share its slot.
+    """
+    tag = _hash_tag(main_key)
+    if tag is None:
+        if "}" in main_key:
+            raise ValueError(
+                f"reliable mode cannot keep the keys of {main_key!r} in one cluster slot: "
+                "the name has a '}' outside a {hash tag}"
+            )
+        tag = main_key
+    return Keys(main_key, "{" + tag + "}:")
+
+
+# -- scripts ---------------------------------------------------------------------
+
+# Redis does not roll a script back when a command in it fails, so every script
+# checks what could fail (types, the JSON it is given) before its first write.
+_CHECK_LISTS = """
+for _, key in ipairs(LISTS) do
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'list' and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' is not a list')
+  end
+end
+"""
+
+
+class Script:
+    """A Lua script run by ``EVALSHA``, loaded with ``EVAL`` when the server
+    does not know it yet (after a restart or ``SCRIPT FLUSH``)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __call__(self, client: AnyClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+        except resp.ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return client.execute("EVAL", self.source, len(keys), *keys, *args)
+
+
+# KEYS: processing, attempts. ARGV: message. Returns 1, or 0 when the message
+# was no longer there (recovered while its handler ran).
+ACK = Script("""
+local removed = redis.call('LREM', KEYS[1], 1, ARGV[1])
+if removed > 0 then redis.call('HDEL', KEYS[2], redis.sha1hex(ARGV[1])) end
+return removed
+""")
+
+# KEYS: processing, main, dead, attempts. ARGV: message, max_attempts, meta
+# (a JSON object). Returns {attempts, 1 if dead-lettered else 0}; attempts is
+# 0 when the message was no longer in the processing list.
+FAIL = Script("local LISTS = {KEYS[2], KEYS[3]}" + _CHECK_LISTS + """
+local meta = cjson.decode(ARGV[3])
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return {0, 0} end
+local digest = redis.sha1hex(ARGV[1])
+local attempts = redis.call('HINCRBY', KEYS[4], digest, 1)
+if attempts < tonumber(ARGV[2]) then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  return {attempts, 0}
+end
+redis.call('HDEL', KEYS[4], digest)
+meta['attempts'] = attempts
+redis.call('RPUSH', KEYS[3], cjson.encode(meta) .. '\\n' .. ARGV[1])
+return {attempts, 1}
+""")
+
+# KEYS: main, consumers, attempts, dead, then (processing, heartbeat) of each
+# consumer. ARGV: max_attempts, meta, then the consumer ids. Every consumer
+# whose heartbeat is gone gets its messages moved back to the head of the
+# queue (or to the dead letters) and leaves the set. Returns {requeued, dead}.
+RECOVER = Script("local LISTS = {KEYS[1], KEYS[4]}" + _CHECK_LISTS + """
+local meta = cjson.decode(ARGV[2])
+local max_attempts = tonumber(ARGV[1])
+local requeued, dead = 0, 0
+for i = 3, #ARGV do
+  local processing, heartbeat = KEYS[2 * i - 1], KEYS[2 * i]
+  if redis.call('EXISTS', heartbeat) == 0 then
+    while true do
+      local msg = redis.call('RPOP', processing)
+      if not msg then break end
+      local digest = redis.sha1hex(msg)
+      local attempts = redis.call('HINCRBY', KEYS[3], digest, 1)
+      if attempts < max_attempts then
+        redis.call('LPUSH', KEYS[1], msg)
+        requeued = requeued + 1
+      else
+        redis.call('HDEL', KEYS[3], digest)
+        meta['attempts'] = attempts
+        meta['consumer'] = ARGV[i]
+        redis.call('RPUSH', KEYS[4], cjson.encode(meta) .. '\\n' .. msg)
+        dead = dead + 1
+      end
+    end
+    redis.call('SREM', KEYS[2], ARGV[i])
+  end
+end
+return {requeued, dead}
+""")
+
+# KEYS: dead, main. Moves every dead letter's message to the tail of the queue.
+REQUEUE_DEAD = Script("local LISTS = {KEYS[1], KEYS[2]}" + _CHECK_LISTS + """
+local moved = 0
+while true do
+  local entry = redis.call('LPOP', KEYS[1])
+  if not entry then break end
+  local cut = string.find(entry, '\\n', 1, true)
+  if cut then entry = string.sub(entry, cut + 1) end
+  redis.call('RPUSH', KEYS[2], entry)
+  moved = moved + 1
+end
+return moved
+""")
+
+
+def meta(reason: str, consumer_id: str) -> str:
+    """The JSON object a script writes into a dead letter, ``attempts`` aside."""
+    # ensure_ascii: the JSON line of a dead letter never holds a raw newline;
+    # backslashreplace: a lone surrogate would make the script's JSON decoder fail.
+    reason = reason[:MAX_REASON].encode("utf-8", "backslashreplace").decode("utf-8")
+    return json.dumps({"reason": reason, "consumer": consumer_id, "failed_at": time.time()})
