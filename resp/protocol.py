@@ -280,20 +280,26 @@ class Reader:
         # follows it becomes the new _buffer.
         buffer = self._buffer
         start, stop = self._long_bulk  # type: ignore[misc]
-        parts: "List[Union[bytes, bytearray, memoryview]]" = [memoryview(buffer)[start:]]
-        missing = stop - len(buffer)
         pieces = self._pieces
-        for index, piece in enumerate(pieces):
-            if len(piece) < missing:
-                parts.append(piece)
-                missing -= len(piece)
-                continue
-            parts.append(memoryview(piece)[:missing])
-            rest = bytes(piece[missing:])  # the piece may be a view (feed_rest)
-            if index + 1 < len(pieces):
-                rest += b"".join(pieces[index + 1 :])
-            break
-        value = b"".join(parts)
+        missing = stop - len(buffer)  # bytes of the value in the pieces
+        if missing <= 0:
+            # The whole value came before, its CR too maybe: only the rest of
+            # the terminator was waited for.
+            value = buffer[start:stop]
+            rest = buffer[stop:] + b"".join(pieces)
+        else:
+            parts: "List[Union[bytes, bytearray, memoryview]]" = [memoryview(buffer)[start:]]
+            for index, piece in enumerate(pieces):
+                if len(piece) < missing:
+                    parts.append(piece)
+                    missing -= len(piece)
+                    continue
+                parts.append(memoryview(piece)[:missing])
+                rest = bytes(piece[missing:])  # the piece may be a view (feed_rest)
+                if index + 1 < len(pieces):
+                    rest += b"".join(pieces[index + 1 :])
+                break
+            value = b"".join(parts)
         if rest[:2] != b"\r\n":
             raise ProtocolError("bulk string not terminated by CRLF")
         self._buffer = rest

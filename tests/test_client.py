@@ -281,6 +281,21 @@ def test_long_values_of_many_sizes_on_one_connection(client: resp.Client, redis_
     with_socket_timeout.close()
 
 
+
+def test_values_whose_reply_a_64_kib_recv_cuts_between_cr_and_lf(client: resp.Client, key: str) -> None:
+    # A reply one byte longer than a recv() ends its first chunk with the
+    # value's CR. Around that size, by GET, LPOP and BLPOP (whose reply puts
+    # the key before the value); every value comes back whole and in place.
+    for size in range(65_515, 65_535):
+        value = bytes([size % 251]) * size
+        client.execute("SET", key, value)
+        assert client.execute("GET", key) == value
+        client.rpush(key + "list", value, value)
+        assert client.lpop(key + "list") == value
+        assert client.blpop(key + "list", 1) == ((key + "list").encode(), value)
+        assert client.llen(key + "list") == 0
+
+
 def test_pipeline(client: resp.Client, key: str) -> None:
     pipe = client.pipeline()
     assert pipe.execute() == []

@@ -307,6 +307,69 @@ def test_feed_rest_with_a_bad_terminator_is_refused() -> None:
         reader.gets()
 
 
+
+@pytest.mark.parametrize("in_array", [False, True])
+@pytest.mark.parametrize("size", [16 * 1024, 65_527, 100_000])
+def test_long_bulk_cut_anywhere_around_its_terminator(size: int, in_array: bool) -> None:
+    # A chunk may end with the value, with its CR (a 64 KiB recv() of a
+    # 65,527-byte value does), or with its LF, and the rest come later; the
+    # value may also lie partly in a middle chunk.
+    value = (bytes(range(256)) * (size // 256 + 1))[:size]
+    head = b"*2\r\n$1\r\nk\r\n" if in_array else b""
+    bulk = b"$%d\r\n%s\r\n" % (size, value)
+    wire = head + bulk + b":7\r\n"
+    end = len(head) + len(bulk)  # just after the value's LF
+    expected = [[b"k", value] if in_array else value, 7]
+    for cut in range(end - 5, end + 2):
+        for pieces in ([wire[:cut], wire[cut:]], [wire[: len(head) + 20], wire[len(head) + 20 : cut], wire[cut:]]):
+            reader = resp.Reader()
+            got: List[Any] = []
+            for piece in pieces:
+                reader.feed(piece)
+                while True:
+                    reply = reader.gets()
+                    if reply is False:
+                        break
+                    got.append(reply)
+            assert got == expected, (cut, [len(piece) for piece in pieces])
+
+
+def test_long_bulk_with_a_bad_byte_after_its_cr_is_refused() -> None:
+    value = b"v" * 20_000
+    reader = resp.Reader()
+    reader.feed(b"$%d\r\n%s\r" % (len(value), value))
+    assert reader.gets() is False
+    reader.feed(b"X:1\r\n")
+    with pytest.raises(resp.ProtocolError):
+        reader.gets()
+
+
+@given(
+    size=st.integers(16 * 1024, 70_000),
+    in_array=st.booleans(),
+    around=st.lists(st.integers(-3, 2), min_size=1, max_size=3),
+    early=st.integers(0, 70_000),
+)
+def test_long_bulk_cut_near_its_end_reads_whole(size: int, in_array: bool, around: List[int], early: int) -> None:
+    # Cuts drawn near the end of a long value, where its terminator is, and
+    # one anywhere before: the replies are those of one whole feed.
+    value = bytes([size % 251]) * size
+    head = b"*2\r\n:1\r\n" if in_array else b""
+    wire = head + b"$%d\r\n%s\r\n" % (size, value) + b"+OK\r\n"
+    end = len(wire) - 5  # just after the value's LF
+    cuts = sorted({min(early, end - 1)} | {end + offset for offset in around})
+    reader = resp.Reader()
+    got: List[Any] = []
+    for start, stop in zip([0] + cuts, cuts + [len(wire)]):
+        reader.feed(wire[start:stop])
+        while True:
+            reply = reader.gets()
+            if reply is False:
+                break
+            got.append(reply)
+    assert got == [[1, value] if in_array else value, "OK"]
+
+
 @given(
     sizes=st.lists(st.integers(16 * 1024, 200_000), min_size=1, max_size=3),
     cut=st.integers(0, 70_000),
