@@ -322,16 +322,7 @@ def test_long_bulk_cut_anywhere_around_its_terminator(size: int, in_array: bool)
     expected = [[b"k", value] if in_array else value, 7]
     for cut in range(end - 5, end + 2):
         for pieces in ([wire[:cut], wire[cut:]], [wire[: len(head) + 20], wire[len(head) + 20 : cut], wire[cut:]]):
-            reader = resp.Reader()
-            got: List[Any] = []
-            for piece in pieces:
-                reader.feed(piece)
-                while True:
-                    reply = reader.gets()
-                    if reply is False:
-                        break
-                    got.append(reply)
-            assert got == expected, (cut, [len(piece) for piece in pieces])
+            assert read_all(pieces) == expected, (cut, [len(piece) for piece in pieces])
 
 
 def test_long_bulk_with_a_bad_byte_after_its_cr_is_refused() -> None:
@@ -358,16 +349,8 @@ def test_long_bulk_cut_near_its_end_reads_whole(size: int, in_array: bool, aroun
     wire = head + b"$%d\r\n%s\r\n" % (size, value) + b"+OK\r\n"
     end = len(wire) - 5  # just after the value's LF
     cuts = sorted({min(early, end - 1)} | {end + offset for offset in around})
-    reader = resp.Reader()
-    got: List[Any] = []
-    for start, stop in zip([0] + cuts, cuts + [len(wire)]):
-        reader.feed(wire[start:stop])
-        while True:
-            reply = reader.gets()
-            if reply is False:
-                break
-            got.append(reply)
-    assert got == [[1, value] if in_array else value, "OK"]
+    pieces = [wire[start:stop] for start, stop in zip([0] + cuts, cuts + [len(wire)])]
+    assert read_all(pieces) == [[1, value] if in_array else value, "OK"]
 
 
 @given(
