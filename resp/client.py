@@ -182,11 +182,12 @@ class Client:
         conn = Connection(self.address)
         try:
             setup: List[Tuple[CommandArg, ...]] = []
-            if self._password is not None:
-                if self.username is not None:
-                    setup.append(("AUTH", self.username, self._password))
-                else:
-                    setup.append(("AUTH", self._password))
+            if self.username is not None:
+                # A user without a password: AUTH with an empty one, which a
+                # nopass user accepts and any other refuses (as redis-py does).
+                setup.append(("AUTH", self.username, self._password or ""))
+            elif self._password is not None:
+                setup.append(("AUTH", self._password))
             if self.db:
                 setup.append(("SELECT", self.db))
             if self.client_name is not None:
@@ -403,6 +404,21 @@ class Pipeline:
         return replies
 
 
+def _check_no_at_after_host(url: str) -> None:
+    # An '@' after the host part: a password holding an unescaped '/', '?' or
+    # '#' ended the host part early, and the rest of it would reach error
+    # messages as a database, an option or a host name. Refused, repeating
+    # nothing of the URL.
+    rest = url.partition("://")[2]
+    ends = [index for index in (rest.find("/"), rest.find("?"), rest.find("#")) if index >= 0]
+    host_part_end = min(ends, default=len(rest))
+    if host_part_end and "@" in rest[host_part_end:]:
+        raise ValueError(
+            "malformed Redis URL: an '@' after the host; percent-encode '@', '/', '?' and '#' "
+            "in a user name, password or option (e.g. '/' as %2F)"
+        )
+
+
 def parse_url(url: str) -> "Dict[str, Any]":
     """Return the ``Client`` options that a ``redis://``, ``rediss://`` or
     ``unix://`` URL gives.
@@ -411,6 +427,7 @@ def parse_url(url: str) -> "Dict[str, Any]":
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
+    _check_no_at_after_host(url)
     from urllib.parse import parse_qsl, unquote, urlsplit  # only programs that use URLs pay for it
 
     try:

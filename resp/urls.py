@@ -14,7 +14,7 @@ The query string takes the options ``Client.from_url`` takes.
 
 from typing import TYPE_CHECKING, Any, List, Tuple, Union
 
-from .client import Client, parse_url
+from .client import Client, _check_no_at_after_host, parse_url
 
 if TYPE_CHECKING:
     from .cluster import ClusterClient
@@ -44,6 +44,7 @@ def from_url(url: str, **overrides: Any) -> Union[Client, "ClusterClient"]:
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
+    _check_no_at_after_host(url)
     scheme = url.partition("://")[0].lower()
     if scheme not in ("redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"):
         return Client.from_url(url, **overrides)

@@ -199,6 +199,15 @@ def test_password_is_not_shown() -> None:
     assert "s3cr3t" not in err
 
 
+@pytest.mark.parametrize("cut", ["/", "?", "#"])
+def test_password_with_an_unescaped_character_is_not_shown(cut: str) -> None:
+    # '1234' reads as a port, and the rest of the password lies after the host part.
+    url = f"redis://user:1234{cut}s3cr3t-pw@127.0.0.1:{free_port()}/0"
+    for args in (["len", "q"], ["demo"]):
+        err = one_line_error(hq(*args, url=url), 2)
+        assert "s3cr3t" not in err and "percent-encode" in err
+
+
 @pytest.mark.parametrize("url", ["http://localhost/", "redis://localhost:99999", "redis://localhost/x",
                                  "redis://localhost/0?bogus=1"])
 def test_bad_url(url: str) -> None:

@@ -425,7 +425,16 @@ def test_password_and_acl_user(make_server: MakeServer, key: str) -> None:
         bob.llen(key)
     with pytest.raises(resp.AuthenticationError):
         resp.Client(port=server.port, username="alice", password="bobpw").ping()
-    for c in (admin, url_client, alice, alice_url, bob):
+    # A user name without a password: AUTH as that user, which a nopass user
+    # accepts and one with a password refuses; never the default user.
+    assert admin.execute("ACL", "SETUSER", "carol", "on", "nopass", "~*", "+@all") == "OK"
+    carol = resp.Client(port=server.port, username="carol")
+    assert carol.execute("ACL", "WHOAMI") == b"carol"
+    carol_url = resp.Client.from_url(f"redis://carol@127.0.0.1:{server.port}/0")
+    assert carol_url.execute("ACL", "WHOAMI") == b"carol"
+    with pytest.raises(resp.AuthenticationError):
+        resp.Client(port=server.port, username="alice").ping()
+    for c in (admin, url_client, alice, alice_url, bob, carol, carol_url):
         c.close()
 
 

@@ -95,9 +95,18 @@ def test_unreachable_server_error_names_no_password() -> None:
     f"redis://:se/{PASSWORD}@127.0.0.1/0",  # an unescaped '/' in the password
     f"redis://:se?{PASSWORD}@127.0.0.1/0",  # an unescaped '?'
     f"redis://:se#{PASSWORD}@127.0.0.1/0",  # an unescaped '#'
+    # A password that starts with digits reads as a port before its '/', '?' or '#'.
+    f"redis://user:1234/{PASSWORD}@127.0.0.1/0",
+    f"redis://user:1234?{PASSWORD}@127.0.0.1/0",
+    f"redis://user:1234#{PASSWORD}@127.0.0.1/0",
+    f"redis+cluster://user:1234/{PASSWORD}@127.0.0.1:7000",
+    f"redis+cluster://user:1234?{PASSWORD}@127.0.0.1:7000",
+    f"redis+sentinel://user:1234/{PASSWORD}@127.0.0.1:26379/mymaster",
 ])
 def test_malformed_url_error_names_no_password(url: str) -> None:
-    for make in (resp.Client.from_url, lambda u: HotQueue("q", url=u)):
+    for make in (resp.Client.from_url, resp.from_url, lambda u: HotQueue("q", url=u)):
+        if "+" in url and make is resp.Client.from_url:
+            continue  # cluster and sentinel URLs are resp.from_url's
         with pytest.raises(ValueError) as info:
             make(url)
         assert_exception_clean(info.value)
