@@ -64,13 +64,13 @@ class Parser(argparse.ArgumentParser):
 
 
 def seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds >= 0."""
+    """An argparse type: a number of seconds from 0 to ``resp.MAX_TIMEOUT``."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds: {text!r}")
+    if not 0 <= value <= resp.MAX_TIMEOUT:  # False for NaN too
+        raise argparse.ArgumentTypeError(f"invalid number of seconds: {text!r} (from 0 to {resp.MAX_TIMEOUT:.0e})")
     return value
 
 

@@ -13,7 +13,6 @@ code: consume only from a Redis that only trusted programs write to, or use
 """
 
 import functools
-import math
 import time
 
 import resp
@@ -75,8 +74,8 @@ def _check_timeout(timeout: "Optional[float]") -> None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
-    if not math.isfinite(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
+    if not 0 <= timeout <= resp.MAX_TIMEOUT:  # False for NaN too
+        raise ValueError(f"timeout must be a number of seconds from 0 to {resp.MAX_TIMEOUT:.0e}, not {timeout!r}")
 
 
 _RAW_TYPES = frozenset({bytes, str, int, float, bytearray, memoryview})
@@ -96,9 +95,12 @@ def _raw(message: "Any") -> "Union[bytes, bytearray, memoryview, str, int, float
 
 
 def _dumped(data: "Any", serializer: "Any") -> "Union[bytes, bytearray, memoryview, str]":
-    if not isinstance(data, (bytes, bytearray, memoryview, str)):
-        raise TypeError(f"{serializer!r}.dumps returned {type(data).__name__}, not bytes or str")
-    return data
+    if isinstance(data, (bytes, bytearray, memoryview, str)):
+        return data
+    try:
+        return memoryview(data)  # any other bytes-like object: array.array, mmap, …
+    except TypeError:
+        raise TypeError(f"{serializer!r}.dumps returned {type(data).__name__}, not bytes-like or str") from None
 
 
 class HotQueue:

@@ -14,7 +14,7 @@ node), ``sentinel`` (``SentinelClient``, a ``Client`` that asks Sentinel where
 the primary is) and ``urls`` (``from_url`` for every URL form).
 """
 
-from .client import Client, Pipeline
+from .client import MAX_TIMEOUT, Client, Pipeline
 from .errors import (
     AskError,
     AuthenticationError,
@@ -67,6 +67,7 @@ def __getattr__(name: str) -> "Any":
     return value
 
 __all__ = [
+    "MAX_TIMEOUT",
     "Client",
     "Pipeline",
     "Reader",

@@ -365,8 +365,12 @@ def _encode_arg(arg: "CommandArg") -> bytes:
         return b"%d" % arg  # not str(): an IntEnum on 3.8-3.10 would give its name
     if isinstance(arg, float):
         return float.__repr__(arg).encode("ascii")  # a subclass's own repr is not the value
+    try:
+        return memoryview(arg).tobytes()  # type: ignore[arg-type]  # any other bytes-like object: array.array, mmap, …
+    except TypeError:
+        pass
     raise TypeError(
-        f"command arguments must be bytes, str, int or float, not {type(arg).__name__}"
+        f"command arguments must be bytes-like, str, int or float, not {type(arg).__name__}"
     )
 
 

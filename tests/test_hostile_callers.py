@@ -202,6 +202,7 @@ CASES: List[Case] = [
     ("consume unknown argument", lambda p: next(queue(p).consume(wait=1)), TypeError),
     ("worker timeout=nan", lambda p: queue(p).worker(timeout=NAN), ValueError),
     ("worker timeout=-1", lambda p: queue(p).worker(timeout=-1), ValueError),
+    ("worker timeout=1e12", lambda p: queue(p).worker(timeout=1e12), ValueError),
     ("worker two functions", lambda p: queue(p).worker(print, print), TypeError),
     ("worker not callable", lambda p: queue(p).worker("f"), TypeError),
 ]

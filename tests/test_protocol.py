@@ -609,6 +609,8 @@ def expected_bytes(arg: Any) -> bytes:
         (memoryview(b"mv"), b"mv"),
         (memoryview(b"abcdef")[::2], b"ace"),
         (memoryview(array.array("H", [1, 2])), array.array("H", [1, 2]).tobytes()),
+        (array.array("B", b"hi"), b"hi"),  # any bytes-like object, not only the three built-in types
+        (array.array("H", [1, 2]), array.array("H", [1, 2]).tobytes()),
         ("str", b"str"),
         ("caf\u00e9 \u2603", "caf\u00e9 \u2603".encode()),
         (0, b"0"),
