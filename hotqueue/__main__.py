@@ -17,7 +17,9 @@ default, like the library) a message is stored as that ``str``; with ``json``
 the argument is JSON text (``'{"n": 1}'``, ``'"text"'``); with ``raw`` it is
 stored as its bytes. Output: with pickle a ``str`` message is printed as it is
 and anything else as its ``repr``; with json as JSON text on one line; with
-raw as the stored bytes.
+raw as the stored bytes. ``consume`` prints one message a line: a message that
+would span lines (a line feed or carriage return in what would be printed) is
+printed as the ``repr`` of that text or those bytes.
 """
 
 import argparse
@@ -99,15 +101,18 @@ def to_message(text: str, serializer: str) -> Any:
     return text
 
 
-def write_message(value: Any, serializer: str) -> None:
-    """Print one message on a line of its own (see the module docstring)."""
-    if serializer == "raw" and isinstance(value, bytes):
+def write_message(value: Any, serializer: str, one_line: bool = False) -> None:
+    """Print one message on a line of its own (see the module docstring);
+    with ``one_line``, one whose text would span lines as its ``repr``."""
+    if serializer == "raw" and isinstance(value, bytes) and not (one_line and _spans_lines(value)):
         data = value
     else:
         if serializer == "json":
             text = json.dumps(value, ensure_ascii=False)
         else:
             text = value if isinstance(value, str) else repr(value)
+        if one_line and _spans_lines(text):
+            text = repr(text)
         encoding = sys.stdout.encoding or "utf-8"
         try:  # surrogateescape gives back the bytes of a non-UTF-8 argument
             data = text.encode(encoding, "surrogateescape")
@@ -116,6 +121,11 @@ def write_message(value: Any, serializer: str) -> None:
     sys.stdout.flush()
     sys.stdout.buffer.write(data + b"\n")
     sys.stdout.buffer.flush()
+
+
+def _spans_lines(text: "Any") -> bool:
+    newline, carriage_return = ("\n", "\r") if isinstance(text, str) else (b"\n", b"\r")
+    return newline in text or carriage_return in text
 
 
 def decode(data: bytes, serializer: str) -> Any:
@@ -209,7 +219,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     queue = open_queue(args, stored_bytes=True)
     queue.client.ping()  # an unreachable server is an error now; later outages are ridden out
     for data in queue.consume(block=not args.no_block, timeout=args.timeout):
-        write_message(decode(data, args.serializer), args.serializer)
+        write_message(decode(data, args.serializer), args.serializer, one_line=True)
     return EXIT_OK
 
 

@@ -155,6 +155,24 @@ def test_consume_timeout(redis_url: str, queue: HotQueue) -> None:
     one_line_error(hq("consume", queue.name, "--timeout", "1", "--no-block", url=redis_url), 2)
 
 
+def test_consume_prints_one_message_a_line(redis_url: str, queue: HotQueue, key: str) -> None:
+    # A message whose text would span lines is printed as its repr; get
+    # prints it as it is.
+    queue.put("plain", "line 1\nline 2", "cr\rhere", 7)
+    result = hq("consume", queue.name, "--no-block", url=redis_url)
+    assert (result.returncode, result.stdout) == (0, "plain\n'line 1\\nline 2'\n'cr\\rhere'\n7\n")
+    queue.put("line 1\nline 2")
+    assert hq("get", queue.name, url=redis_url).stdout == "line 1\nline 2\n"
+    raw = HotQueue(key + "raw", serializer=None, url=redis_url)
+    try:
+        raw.put(b"one", b"two\nlines", b"\xff\r")
+        result = hq("--serializer", "raw", "consume", raw.name, "--no-block", url=redis_url)
+        assert (result.returncode, result.stdout) == (0, "one\nb'two\\nlines'\nb'\\xff\\r'\n")
+    finally:
+        raw.clear()
+        raw.client.close()
+
+
 def test_json(redis_url: str, key: str) -> None:
     q = HotQueue(key, serializer=json, url=redis_url)
     try:

@@ -5,6 +5,7 @@ Python 3 semantics (``bytes`` under ``serializer=None``); the rest cover what
 this version promises beyond it.
 """
 
+import array
 import functools
 import json
 import math
@@ -261,6 +262,46 @@ def test_json_serializer(redis_url: str, key: str) -> None:
         assert len(q) == 0
     finally:
         q.clear()
+
+
+def test_unreadable_message_raises_the_serializers_error_and_is_gone(redis_url: str, key: str) -> None:
+    q = HotQueue(key, serializer=json, url=redis_url)
+    try:
+        q.client.rpush(q.key, b"not json")
+        with pytest.raises(json.JSONDecodeError):
+            q.get()
+        assert len(q) == 0
+        q.client.rpush(q.key, b"not json")
+        with pytest.raises(json.JSONDecodeError):
+            q.get(block=True, timeout=1)
+        assert len(q) == 0
+    finally:
+        q.clear()
+        q.client.close()
+
+
+def byte_array(data: bytes) -> "array.array[int]":
+    return array.array("B", data)
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview, byte_array])  # any bytes-like object
+def test_dumps_may_return_bytes_like(queue: HotQueue, kind: Any) -> None:
+    class BytesLike:
+        @staticmethod
+        def dumps(msg: str) -> Any:
+            return kind(b"\xff" + msg.encode())  # not UTF-8: stored as is
+
+        @staticmethod
+        def loads(data: bytes) -> Any:
+            return ("loaded", data)
+
+    queue.serializer = BytesLike
+    queue.put("one")  # the one-message path
+    queue.put("two", "three")  # the many-messages path
+    assert queue.client.execute("LRANGE", queue.key, 0, -1) == [b"\xffone", b"\xfftwo", b"\xffthree"]
+    assert queue.get() == ("loaded", b"\xffone")
+    assert queue.get(block=True, timeout=1) == ("loaded", b"\xfftwo")
+    assert list(queue.consume(block=False)) == [("loaded", b"\xffthree")]
 
 
 def test_ten_megabyte_message(queue: HotQueue) -> None:

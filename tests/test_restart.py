@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, List
 
 import pytest
 from faultproxy import FaultProxy, report
-from redis_server import RedisServer
+from redis_server import RedisServer, free_port
 
 import resp
 from hotqueue import HotQueue
@@ -182,6 +182,54 @@ def test_worker_survives_restart(make_server: Any, stop_later: Any, key: str, ca
         report("restart", f"restart ({how}, @worker): down {OUTAGE} s, {connections} TCP connection attempts "
                f"(the backoff allows at most {max_attempts(OUTAGE)}), put raised ConnectionError, "
                f"{len(after)} messages pushed after the restart each processed once")
+
+
+def test_consume_timeout_counts_only_on_a_live_connection(make_server: Any, key: str) -> None:
+    timeout = 2  # shorter than the outage
+    server = make_server()
+    queue = HotQueue(key, host="127.0.0.1", port=server.port, socket_timeout=2)
+    got: List[Any] = []
+    thread = threading.Thread(target=lambda: got.extend(queue.consume(timeout=timeout)), daemon=True)
+    thread.start()
+    queue.put("before")
+    wait_until(lambda: got == ["before"])
+
+    # Down for 4 s: the consumer's attempts fail about 0, 0.1, 0.3, 0.7, 1.5
+    # and 3.1 s in (the last after its timeout) and the one at 6.3 s succeeds.
+    server.stop()  # while the consumer waits in BLPOP
+    time.sleep(4)
+    assert thread.is_alive()  # the outage did not use up its timeout
+    server.start()
+    queue.put("after")
+    thread.join(20)  # the backoff's next attempt, then one timeout
+    assert not thread.is_alive()
+    assert got == ["before", "after"]
+    assert len(queue) == 0
+    queue.client.close()
+
+
+def test_backoff_doubles_up_to_the_cap(monkeypatch: Any) -> None:
+    # Nothing listens on the port, so every pop fails at once; the 8th sleep
+    # is interrupted, which ends consume() quietly.
+    delays: List[float] = []
+
+    def record(seconds: float) -> None:
+        delays.append(seconds)
+        if len(delays) == 8:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("hotqueue.queue.time.sleep", record)
+    queue = HotQueue("backoff", host="127.0.0.1", port=free_port(), socket_connect_timeout=2)
+    assert list(queue.consume()) == []
+    expected: List[float] = []
+    wait = BACKOFF_FIRST
+    for _ in range(8):
+        expected.append(wait)
+        wait = min(wait * 2, BACKOFF_MAX)
+    assert expected[-2:] == [BACKOFF_MAX, BACKOFF_MAX]  # the schedule reaches the cap
+    assert delays == pytest.approx(expected)
+    assert (BACKOFF_FIRST, BACKOFF_MAX) == (0.1, 5.0)  # SPEC: 0.1 s doubling to 5 s
+    queue.client.close()
 
 
 def test_max_attempts_matches_the_schedule() -> None:
