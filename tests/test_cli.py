@@ -131,6 +131,16 @@ def test_options_after_the_subcommand_and_redis_url(redis_url: str, queue: HotQu
     assert (result.returncode, result.stdout) == (0, "1\n")
 
 
+def test_default_url(monkeypatch: Any) -> None:
+    # Read without connecting: the tests never touch the shared server on 6379.
+    from hotqueue.__main__ import make_parser
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert make_parser().parse_args(["len", "q"]).url == "redis://localhost:6379/0"
+    monkeypatch.setenv("REDIS_URL", "redis://elsewhere:7000/2")
+    assert make_parser().parse_args(["len", "q"]).url == "redis://elsewhere:7000/2"
+
+
 def test_get_block_and_timeout(redis_url: str, queue: HotQueue) -> None:
     start = time.monotonic()
     result = hq("get", queue.name, "--timeout", "0.3", url=redis_url)
