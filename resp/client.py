@@ -215,8 +215,10 @@ class Client:
         pool = self._pool
         conn: Optional[Connection]
         conn, reused = pool.acquire()
-        deadline = None if timeout is None else _monotonic() + timeout
+        # From here on, whatever is raised (an interrupt included) discards
+        # the connection, which gives its place under the bound back.
         try:
+            deadline = None if timeout is None else _monotonic() + timeout
             while True:
                 try:
                     if count is None:
@@ -228,19 +230,19 @@ class Client:
                     if not reused:
                         raise
                     # The pooled connection was dead before it carried
-                    # anything: resend once on a fresh one (discarded below
-                    # if that fails too).
-                    pool.discard(conn)
-                    conn = None
-                    conn = pool.new()
+                    # anything: resend once on a fresh one, in its place
+                    # (given back by replace if that fails; discarding the
+                    # closed one below is then a no-op).
+                    conn = pool.replace(conn)
                     reused = False
             if count is not None:
                 reply = [conn.read_reply(deadline) for _ in range(count)]
+            pool.release(conn)
+            conn = None
         except BaseException:
             if conn is not None:
                 pool.discard(conn)
             raise
-        pool.release(conn)
         if count is None and isinstance(reply, ResponseError):
             raise reply
         return reply
@@ -251,7 +253,11 @@ class Client:
         try:
             seconds = float(server_timeout)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            return self.socket_timeout  # the server will refuse it at once
+            try:  # the server reads C99 hex floats too: '0x3', '0x1.8p1'
+                text = server_timeout.decode() if isinstance(server_timeout, bytes) else server_timeout
+                seconds = float.fromhex(text)  # type: ignore[arg-type]
+            except (TypeError, ValueError):  # UnicodeDecodeError included
+                return self.socket_timeout  # the server will refuse it at once
         if seconds == 0 or MAX_TIMEOUT < seconds < math.inf:
             return None  # forever, or as good as
         if not 0 < seconds < math.inf:

@@ -109,7 +109,7 @@ class Connection:
     """
 
     __slots__ = ("sock", "reader", "pid", "address", "generation", "_selector", "_poll", "_timeout", "_tls",
-                 "_plain", "_bulk_buffer", "_bulk_room")
+                 "_plain", "_bulk_buffer", "_bulk_room", "_bulk_earning")
 
     def __init__(self, address: Address) -> None:
         """Connect to ``address``.
@@ -152,6 +152,7 @@ class Connection:
         self._plain = self._poll is not None and not self._tls
         self._bulk_buffer: "Optional[bytearray]" = None  # see _receive_bulk_rest
         self._bulk_room = 0
+        self._bulk_earning = 0  # room earned once the reply being read has all arrived
 
     def __repr__(self) -> str:
         return f"<resp.Connection {self.address}>"
@@ -285,18 +286,23 @@ class Connection:
                 if missing > _RECV_SIZE and self._receive_bulk_rest(missing, deadline):
                     reply = reader.gets()
             if reply is not False:
+                if self._bulk_earning:
+                    self._bulk_room = max(self._bulk_room, self._bulk_earning)
+                    self._bulk_earning = 0
                 return reply
 
     def _receive_bulk_rest(self, missing: int, deadline: "Optional[float]") -> bool:
         # The missing rest of a long bulk string, into one buffer kept for
         # the purpose: no pieces to join, no heap churn of a piece per recv().
         # The buffer is only as large as long bulks this connection has
-        # already been sent (an unfinished one ends the connection): the size
-        # a server claims buys no memory until its bytes arrive. Returns
+        # already received whole (an unfinished one ends the connection): the
+        # size a server claims buys no memory until its bytes arrive. Returns
         # False, having received nothing, where no buffer is allowed yet.
         room = self._bulk_room
-        self._bulk_room = max(room, min(missing + _RECV_SIZE, _MAX_BULK_BUFFER))
         if missing > room:
+            # Earned by this value once its bytes have come (see _receive),
+            # not by the length claimed.
+            self._bulk_earning = max(self._bulk_earning, min(missing + _RECV_SIZE, _MAX_BULK_BUFFER))
             return False
         buffer = self._bulk_buffer
         if buffer is None or len(buffer) < missing:

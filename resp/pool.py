@@ -76,38 +76,48 @@ class Pool:
         if self._pid != _pid[0]:
             self._after_fork()
         while True:
-            with self._lock:
-                if not self._idle:
-                    self._wait_for_room(idle_will_do=True)
-                idle = self._idle  # close() may have put a new list in its place
-                if idle:
-                    conn = idle.pop()
-                else:
-                    self._open_count += 1
-                    break
-            if conn.is_readable():
-                self.discard(conn)
-                continue
-            return conn, True
-        return self._open(), False
+            conn: Optional[Connection] = None
+            counted = False
+            # Whatever is raised in here (an interrupt included) gives back
+            # the connection's place under the bound.
+            try:
+                with self._lock:
+                    if not self._idle:
+                        self._wait_for_room(idle_will_do=True)
+                    idle = self._idle  # close() may have put a new list in its place
+                    if idle:
+                        conn = idle.pop()
+                    else:
+                        self._open_count += 1
+                        counted = True
+                if conn is None:
+                    generation = self._generation
+                    conn = self._connect()
+                    conn.generation = generation
+                    return conn, False
+                if not conn.is_readable():
+                    return conn, True
+            except BaseException:
+                if conn is not None:
+                    self.discard(conn)
+                elif counted:
+                    self._forget()
+                raise
+            self.discard(conn)
 
-    def new(self) -> Connection:
-        """Return a fresh connection, counted against the bound like any other."""
-        with self._lock:
-            self._wait_for_room()
-            self._open_count += 1
-        return self._open()
-
-    def _open(self) -> Connection:
-        # The caller has counted this connection already.
-        generation = self._generation
+    def replace(self, conn: Connection) -> Connection:
+        """Close a connection that must not be reused and return a fresh one
+        in its place. Its place under the bound passes to the new one, so no
+        other thread can take it in between and leave this one waiting."""
         try:
-            conn = self._connect()
+            conn.close()
+            generation = self._generation
+            fresh = self._connect()
         except BaseException:
             self._forget()
             raise
-        conn.generation = generation
-        return conn
+        fresh.generation = generation
+        return fresh
 
     def _wait_for_room(self, idle_will_do: bool = False) -> None:
         # Called with the lock held. With ``idle_will_do`` a connection released
@@ -144,8 +154,9 @@ class Pool:
         self.discard(conn)
 
     def discard(self, conn: Connection) -> None:
-        """Close a connection that must not be reused."""
-        if conn.pid == os.getpid():
+        """Close a connection that must not be reused. A second call does
+        nothing: its place under the bound is given back once."""
+        if conn.pid == os.getpid() and conn.sock.fileno() >= 0:
             conn.close()
             self._forget()
 

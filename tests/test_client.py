@@ -510,6 +510,8 @@ def test_blocking_command_outlives_socket_timeout(redis_url: str, key: str) -> N
         assert 2.5 < elapsed < 6
         assert client.execute("BLPOP", key, "0.7") is None  # through execute as well
         assert client.execute(b"blpop", key, b"0.7") is None  # a bytes name is the same command
+        assert client.execute("BLPOP", key, "0x1.8p-1") is None  # the server reads hex floats too (0.75 s)
+        assert client.execute("BLPOP", key, b"0x1.8p-1") is None
         assert client.ping()
 
 
@@ -806,6 +808,63 @@ def test_max_connections_wait_times_out(redis_url: str, key: str) -> None:
     blocker.join(5)
     assert result == [(key.encode(), b"free")]
     assert client.ping()
+
+
+def _interrupt_once(monkeypatch: Any, owner: Any, name: str) -> List[int]:
+    # Make owner.name raise KeyboardInterrupt on its first call, as a Ctrl-C
+    # landing there would; later calls run the real one.
+    real = getattr(owner, name)
+    raised: List[int] = []
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        if not raised:
+            raised.append(1)
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, interrupted)
+    return raised
+
+
+@pytest.mark.parametrize("where", [
+    (resp.connection.Connection, "is_readable"),  # in acquire, with an idle connection popped
+    (resp.pool.Pool, "release"),  # as the command ends
+    (resp.client, "_monotonic"),  # as the deadline is set
+])
+def test_an_interrupt_anywhere_in_a_command_gives_its_place_back(
+        redis_url: str, monkeypatch: Any, where: Tuple[Any, str]) -> None:
+    # With one connection allowed, a place lost to an interrupt would leave
+    # every later command waiting for it.
+    client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=1)
+    assert client.ping()  # one idle connection in the pool
+    raised = _interrupt_once(monkeypatch, *where)
+    with pytest.raises(KeyboardInterrupt):
+        client.execute("BLPOP", "nothing-" + uuid.uuid4().hex, 1)
+    assert raised
+    assert client.ping()  # not "all 1 connections stayed busy"
+    assert client._pool._open_count == 1
+    client.close()
+
+
+def test_pool_replace_keeps_the_place_under_the_bound(redis_url: str) -> None:
+    # A dead connection's place passes to its replacement: a thread waiting
+    # for a place does not get it in between (and the replacing one is not
+    # left waiting behind the connection that thread then keeps idle).
+    client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=5)
+    pool = client._pool
+    conn, _ = pool.acquire()
+    waiter_got: List[Any] = []
+    waiter = threading.Thread(target=lambda: waiter_got.append(pool.acquire()))
+    waiter.start()
+    time.sleep(0.2)
+    fresh = pool.replace(conn)
+    time.sleep(0.2)
+    assert not waiter_got and pool._open_count == 1
+    pool.release(fresh)
+    waiter.join(5)
+    assert waiter_got and waiter_got[0][0] is fresh
+    pool.release(fresh)
+    client.close()
 
 
 # -- options -----------------------------------------------------------------------

@@ -254,6 +254,16 @@ def test_endless_trickle_is_cut_at_the_deadline(hostile: HostileServer) -> None:
     assert peak is None or peak < 1024 * 1024
 
 
+def test_a_claimed_length_earns_no_kept_buffer(hostile: HostileServer) -> None:
+    # The first long value on a connection claims 4 MB, sends two of its bytes
+    # in two pieces and falls silent: the claim alone must not size the buffer
+    # kept for long values (it is earned by a value that has arrived whole).
+    outcome, elapsed, peak = call(hostile, [(b"$4000000\r\nX", 0.0), (b"Y", 0.05)], after="silent")
+    assert isinstance(outcome, resp.TimeoutError)
+    assert elapsed < TIMEOUT + SLACK
+    assert peak is None or peak < 1024 * 1024, peak
+
+
 @pytest.mark.parametrize(
     "claim, after, expected",
     [
