@@ -121,7 +121,8 @@ class Reader:
         more) that the reply being read waits for, its CRLF included; 0 when
         it waits for no such string. A caller may receive exactly that many
         into a buffer of its own and pass them to ``feed_rest``."""
-        return self._need - self._pieces_size if self._long_bulk else 0
+        missing = self._need - self._pieces_size
+        return missing if self._long_bulk and missing > 0 else 0
 
     def feed_rest(self, data: "Union[bytearray, memoryview]") -> None:
         """``feed`` exactly the ``bulk_missing()`` bytes without copying them:
@@ -235,6 +236,8 @@ class Reader:
                 if line == b"OK" and kind == 43:  # the usual status, cheaply
                     value = "OK"
                 else:
+                    if end - pos >= MAX_LINE_LENGTH:  # refused whole as in pieces (_wait_for_line)
+                        raise ProtocolError("line too long")
                     if b"\r" in line or b"\n" in line:
                         raise ProtocolError("CR or LF inside a status or error line")
                     text = line.decode("utf-8", "replace")

@@ -245,6 +245,9 @@ def test_bulk_missing_counts_what_a_long_bulk_still_lacks() -> None:
     reader.feed(value[30_000:30_005])  # a small piece, gathered in the tail
     assert reader.gets() is False
     assert reader.bulk_missing() == len(value) - 30_005 + 2
+    reader.feed(value[30_005:] + b"\r\n:1\r\n")  # more than it lacked, before gets()
+    assert reader.bulk_missing() == 0
+    assert [reader.gets(), reader.gets(), reader.bulk_missing()] == [value, 1, 0]
 
 
 @pytest.mark.parametrize("in_array", [False, True])
@@ -547,6 +550,24 @@ def test_long_line_refused_once_over_the_bound_when_fed_in_pieces() -> None:
         fed += 4096
     with pytest.raises(resp.ProtocolError):
         reader.gets()
+
+
+@pytest.mark.parametrize("chunk", [1, 4096, 10**6])
+def test_line_bound_is_the_same_fed_whole_or_in_pieces(chunk: int) -> None:
+    # A status or error line whose type byte and text reach MAX_LINE_LENGTH
+    # is refused, one a byte shorter read, however the bytes arrive (the CR
+    # alone at the end of a piece included).
+    for kind in (b"+", b"-"):
+        for text_length, refused in ((MAX_LINE_LENGTH - 2, False), (MAX_LINE_LENGTH - 1, True), (80_000, True)):
+            wire = kind + b"a" * text_length + b"\r\n:1\r\n"
+            pieces = [wire[i : i + chunk] for i in range(0, len(wire), chunk)]
+            cr = len(wire) - 6
+            for cuts in (pieces, [wire[:cr], wire[cr : cr + 1], wire[cr + 1 :]]):
+                if refused:
+                    with pytest.raises(resp.ProtocolError):
+                        read_all(cuts)
+                else:
+                    assert len(read_all(cuts)) == 2
 
 
 def test_array_claiming_many_elements_holds_only_what_arrived() -> None:
