@@ -369,12 +369,12 @@ def _encode_arg(arg: "CommandArg") -> bytes:
     if isinstance(arg, float):
         return float.__repr__(arg).encode("ascii")  # a subclass's own repr is not the value
     try:
-        return memoryview(arg).tobytes()  # type: ignore[arg-type]  # any other bytes-like object: array.array, mmap, …
+        view = memoryview(arg)  # type: ignore[arg-type]  # any other bytes-like object: array.array, mmap, …
     except TypeError:
-        pass
-    raise TypeError(
-        f"command arguments must be bytes-like, str, int or float, not {type(arg).__name__}"
-    )
+        raise TypeError(
+            f"command arguments must be bytes-like, str, int or float, not {type(arg).__name__}"
+        ) from None
+    return view.tobytes()
 
 
 #: Values at least this long are sent as they are instead of being copied into

@@ -44,10 +44,10 @@ def from_url(url: str, **overrides: Any) -> Union[Client, "ClusterClient"]:
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
-    _check_no_at_after_host(url)
     scheme = url.partition("://")[0].lower()
     if scheme not in ("redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"):
         return Client.from_url(url, **overrides)
+    _check_no_at_after_host(url)
     base, hosts, path, query = _split(url)
     if not hosts:
         raise ValueError(f"a {scheme}:// URL needs at least one host:port")
