@@ -6,6 +6,7 @@ selection, passwords and ACL users, blocking commands under a short
 socket_timeout, interruptions mid-reply, server restarts, fork and threads.
 """
 
+import array
 import os
 import signal
 import socket
@@ -213,6 +214,9 @@ def test_reply_types(client: resp.Client, key: str) -> None:
     ]
     assert client.execute("LRANGE", key, 0, -1) == []
     assert client.execute(b"ECHO", memoryview(b"mv")) == b"mv"
+    assert client.execute("ECHO", array.array("B", b"any bytes-like")) == b"any bytes-like"
+    assert client.rpush(key, array.array("H", [1, 2])) == 1
+    assert client.lpop(key) == array.array("H", [1, 2]).tobytes()
 
 
 def test_error_replies_raise(client: resp.Client, key: str) -> None:
