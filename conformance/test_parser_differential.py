@@ -320,8 +320,7 @@ def run_resp(data: Any, stream: bytes, cuts: List[int]) -> Outcome:
                 _scribble(buffer)
             lent.clear()
             if reply is False:
-                # What Connection reads next: never negative here (it may be
-                # before gets(): see test_bulk_missing_is_never_negative).
+                # What Connection reads next: never negative.
                 assert reader.bulk_missing() >= 0
                 return
             replies.append(ours(reply))
@@ -369,16 +368,21 @@ def run_resp(data: Any, stream: bytes, cuts: List[int]) -> Outcome:
     return replies, "incomplete" if reader.has_data() else "complete"
 
 
+def _drain(reader: Any, convert: Any, replies: List[Any]) -> None:
+    # Every reply the reader has whole, converted, onto replies.
+    while True:
+        reply = reader.gets()
+        if reply is False:
+            return
+        replies.append(convert(reply))
+
+
 def run_resp_whole(stream: bytes) -> Outcome:
     reader = resp.Reader()
     replies: List[Any] = []
     try:
         reader.feed(stream)
-        while True:
-            reply = reader.gets()
-            if reply is False:
-                break
-            replies.append(ours(reply))
+        _drain(reader, ours, replies)
     except resp.ProtocolError:
         return replies, "error"
     return replies, "incomplete" if reader.has_data() else "complete"
@@ -399,11 +403,7 @@ def run_hiredis(chunks: List[bytes]) -> Outcome:
     try:
         for chunk in chunks:
             reader.feed(chunk)
-            while True:
-                reply = reader.gets()
-                if reply is False:
-                    break
-                replies.append(theirs(reply))
+            _drain(reader, theirs, replies)
     except hiredis.ProtocolError:
         return replies, "error"
     if reader.has_data():
