@@ -394,6 +394,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail(f"cannot talk to Redis: {exc}", EXIT_REDIS)
     except resp.ResponseError as exc:
         return _fail(f"Redis refused: {exc}", EXIT_REDIS)
+    except resp.RespError as exc:  # SentinelError (UnknownServiceError), ClusterError
+        return _fail(f"Redis error: {exc}", EXIT_REDIS)
     except Exception as exc:  # a bug: still one line, never a traceback
         return _fail(f"unexpected error: {type(exc).__name__}: {exc}", 70)
 

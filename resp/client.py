@@ -179,7 +179,11 @@ class Client:
         self._pool.close()
 
     def _connect(self) -> Connection:
-        conn = Connection(self.address)
+        return self._connect_to(self.address)
+
+    def _connect_to(self, address: Address) -> Connection:
+        # A new connection to address, set up as the options say.
+        conn = Connection(address)
         try:
             setup: List[Tuple[CommandArg, ...]] = []
             if self.username is not None:
@@ -194,7 +198,7 @@ class Client:
                 setup.append(("CLIENT", "SETNAME", self.client_name))
             if setup:
                 deadline = None
-                timeout = self.address.connect_timeout
+                timeout = address.connect_timeout
                 if timeout is not None:
                     deadline = _monotonic() + timeout
                 conn.send([p for args in setup for p in encode_parts(args)], deadline)

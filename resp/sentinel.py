@@ -6,7 +6,9 @@ Rules this module keeps (from the Sentinel clients guidelines):
    with a short timeout; the first that answers moves to the front of the list.
    ``SENTINEL get-master-addr-by-name`` names the primary, and ``ROLE`` on the
    new connection confirms it; if it is not a primary, start over (a bounded
-   number of times, as a failover may be under way).
+   number of times, as a failover may be under way). A user whose ACL denies
+   ``ROLE`` (it is in ``@admin``) trusts the sentinels; ``READONLY`` still
+   catches a replica (rule 2).
 2. A ``READONLY`` reply, or ``UNBLOCKED`` (a blocked command released because
    the server became a replica), means the server is no longer the primary and
    did *not* run the command: every pooled connection is closed, and a single
@@ -18,17 +20,19 @@ Rules this module keeps (from the Sentinel clients guidelines):
 
 from __future__ import annotations
 
-import threading
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Type, Union
 
-from .client import Client, parse_url
+from .client import MAX_TIMEOUT, Client, parse_url
 from .connection import Address, Connection
 from .errors import (
+    AuthenticationError,
     ConnectionError,
     NoSentinelReachableError,
     ProtocolError,
     ReadOnlyError,
+    RespError,
     ResponseError,
     TimeoutError,
     UnknownServiceError,
@@ -46,6 +50,11 @@ __all__ = ["SentinelClient"]
 ROLE_ATTEMPTS, ROLE_WAIT = 6, 0.1
 
 
+def _demoted(exc: ResponseError) -> bool:
+    # The UNBLOCKED a server sends its blocked clients when it becomes a replica.
+    return exc.kind == "UNBLOCKED" and "instance state changed" in str(exc)
+
+
 class SentinelClient(Client):
     """A ``Client`` that finds the primary of ``service_name`` through Sentinel.
 
@@ -56,7 +65,8 @@ class SentinelClient(Client):
     :param sentinels: the sentinels, as ``(host, port)`` pairs, ``"host:port"``
         strings or ``redis://`` URLs (only their host and port are used).
     :param service_name: the name the sentinels monitor the primary under.
-    :param sentinel_timeout: seconds to wait for each sentinel to connect and answer.
+    :param sentinel_timeout: seconds to wait for each sentinel to connect and
+        answer (a positive number: never ``None``).
     :param sentinel_password: the sentinels' own password (``requirepass``),
         with ``sentinel_username`` for an ACL user.
     :param options: the ``Client`` options for the primary (``db``,
@@ -67,6 +77,8 @@ class SentinelClient(Client):
         ``service_name``.
     :raises NoSentinelReachableError: (on use) no sentinel answered; a
         ``ConnectionError``, so ``HotQueue.consume`` waits and tries again.
+    :raises AuthenticationError: (on use) no sentinel answered and at least
+        one refused ``sentinel_password``.
     """
 
     def __init__(
@@ -85,7 +97,12 @@ class SentinelClient(Client):
             raise TypeError("service_name must be a non-empty str")
         super().__init__(**options)
         self.service_name = service_name
-        self.sentinel_timeout = sentinel_timeout
+        # Never None: a sentinel that never answers would hang every connection.
+        if isinstance(sentinel_timeout, bool) or not isinstance(sentinel_timeout, (int, float)):
+            raise TypeError(f"sentinel_timeout must be a number of seconds, not {type(sentinel_timeout).__name__}")
+        if not 0 < sentinel_timeout <= MAX_TIMEOUT:  # False for NaN too
+            raise ValueError(f"sentinel_timeout must be a positive number of seconds, not {sentinel_timeout!r}")
+        self.sentinel_timeout = float(sentinel_timeout)
         self._sentinel_auth: Tuple[str, ...] = ()
         if sentinel_password is not None:
             self._sentinel_auth = ("AUTH", sentinel_password) if sentinel_username is None else (
@@ -101,7 +118,6 @@ class SentinelClient(Client):
             self.sentinels.append((str(sentinel[0]), int(sentinel[1])))
         if not self.sentinels:
             raise ValueError("a SentinelClient needs at least one sentinel")
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<resp.SentinelClient {self.service_name!r} via {len(self.sentinels)} sentinels db={self.db}>"
@@ -114,27 +130,32 @@ class SentinelClient(Client):
         :raises NoSentinelReachableError: none answered.
         """
         failures = []
-        unknown = 0
+        unknown = refused = 0
         for sentinel in list(self.sentinels):
             try:
                 reply = self._ask(sentinel)
             except (ConnectionError, TimeoutError, ProtocolError, ResponseError) as exc:
+                refused += isinstance(exc, AuthenticationError)
                 failures.append(f"{sentinel[0]}:{sentinel[1]}: {exc}")
                 continue
             if reply is None:
                 unknown += 1
                 continue
             if not (isinstance(reply, list) and len(reply) == 2 and all(isinstance(r, bytes) for r in reply)
-                    and reply[1].isdigit()):
+                    and reply[0] and reply[0].isascii() and reply[1].isdigit() and len(reply[1]) <= 5
+                    and 0 < int(reply[1]) < 65536):
                 failures.append(f"{sentinel[0]}:{sentinel[1]}: not an address: {reply!r:.80}")
                 continue
-            with self._lock:
-                if sentinel in self.sentinels:
-                    self.sentinels.remove(sentinel)
-                    self.sentinels.insert(0, sentinel)
+            # A new list in one assignment: no lock (none to hold across a
+            # fork), and a thread iterating the old list is not disturbed.
+            sentinels = self.sentinels
+            if sentinel in sentinels and sentinels[0] != sentinel:
+                self.sentinels = [sentinel] + [s for s in sentinels if s != sentinel]
             return reply[0].decode(), int(reply[1])
         if unknown:
             raise UnknownServiceError(f"the sentinels monitor no service named {self.service_name!r}")
+        if refused:  # a configuration error, not one to wait out
+            raise AuthenticationError("a sentinel refused sentinel_password: " + "; ".join(failures))
         raise NoSentinelReachableError("no sentinel answered: " + "; ".join(failures))
 
     def _ask(self, sentinel: Tuple[str, int]) -> Reply:
@@ -154,15 +175,14 @@ class SentinelClient(Client):
         return replies[-1]
 
     def _connect(self) -> Connection:
-        # Client._connect connects to self.address; the lock keeps another
-        # thread from changing it in between.
+        # No lock held across the connection: one thread stuck on a frozen
+        # old primary must not keep the others from the new one.
         wait = ROLE_WAIT
         for _ in range(ROLE_ATTEMPTS):
             host, port = self.primary_address()
-            with self._lock:
-                old = self.address
-                self.address = Address(host, port, None, old.ssl_context, old.connect_timeout)
-                conn = super()._connect()
+            old = self.address
+            conn = self._connect_to(Address(host, port, None, old.ssl_context, old.connect_timeout))
+            self.address = conn.address  # for repr: the primary last connected to
             try:
                 deadline = None if old.connect_timeout is None else time.monotonic() + old.connect_timeout
                 conn.send(encode_parts(("ROLE",)), deadline)
@@ -170,7 +190,12 @@ class SentinelClient(Client):
             except BaseException:
                 conn.close()
                 raise
-            if isinstance(role, ResponseError):  # e.g. an ACL user without ROLE
+            if isinstance(role, ResponseError):
+                # ROLE is in @admin and @dangerous: a least-privilege ACL user
+                # (or a server with ROLE renamed away) cannot run it. Trust the
+                # sentinels then; a READONLY reply still catches a replica.
+                if role.kind == "NOPERM" or "unknown command" in str(role).lower():
+                    return conn
                 conn.close()
                 raise role
             if isinstance(role, list) and role and role[0] == b"master":
@@ -187,8 +212,8 @@ class SentinelClient(Client):
             try:
                 reply = super()._call(parts, timeout, count)
             except ResponseError as exc:
-                if attempt == 2 or not isinstance(exc, ReadOnlyError) and exc.kind != "UNBLOCKED":
-                    raise
+                if attempt == 2 or not (isinstance(exc, ReadOnlyError) or _demoted(exc)):
+                    raise  # e.g. UNBLOCKED by CLIENT UNBLOCK … ERROR: someone meant to stop it
                 # The server is a replica now and did not run the command:
                 # drop every connection to it and send the command once more;
                 # a new connection asks the sentinels and checks ROLE.
@@ -196,6 +221,14 @@ class SentinelClient(Client):
                 continue
             except ConnectionError:
                 self._pool.close()  # the next connection asks the sentinels again
+                raise
+            except TimeoutError:
+                # A frozen or cut-off old primary keeps its idle sockets open,
+                # each good for another timeout: drop them if the sentinels
+                # now name another primary.
+                with contextlib.suppress(RespError):
+                    if self.primary_address() != (self.address.host, self.address.port):
+                        self._pool.close()
                 raise
             if count is not None and any(isinstance(r, ReadOnlyError) for r in reply):
                 self._pool.close()  # a pipeline is never resent: some of it may have run

@@ -22,6 +22,7 @@ import resp
 from hotqueue import HotQueue
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster_fixtures import SentinelServer  # noqa: E402
 from redis_server import free_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -271,6 +272,18 @@ def test_redis_refuses(redis_url: str, key: str, client: resp.Client) -> None:
         assert "WRONGTYPE" in err
     finally:
         client.delete("hotqueue:" + key)
+
+
+def test_unknown_sentinel_service_is_a_redis_error() -> None:
+    """A misspelt service name (the sentinels answer, but monitor no such
+    service) is a Redis error like the rest, not the status kept for bugs."""
+    sentinel = SentinelServer("")  # a real sentinel that monitors nothing
+    sentinel.start()
+    try:
+        err = one_line_error(hq("len", "q", url=f"redis+sentinel://127.0.0.1:{sentinel.port}/no-such-service/0"), 3)
+        assert "no-such-service" in err and "unexpected" not in err
+    finally:
+        sentinel.cleanup()
 
 
 def test_ctrl_c_while_waiting(redis_url: str, key: str) -> None:

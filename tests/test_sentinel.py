@@ -2,14 +2,17 @@
 replica and three sentinels (``cluster_fixtures.SentinelSet``), plus a tiny
 socket server playing a sentinel where a test needs it to lie."""
 
+import os
+import signal
 import socket
 import threading
 import time
 import uuid
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import pytest
-from cluster_fixtures import NO_SYNC_DELAY, SentinelSet, run_example, scaling_out_examples, wait_for
+from cluster_fixtures import NO_SYNC_DELAY, SentinelServer, SentinelSet, run_example, scaling_out_examples, wait_for
+from redis_server import RedisServer
 
 import resp
 import resp.sentinel
@@ -220,6 +223,234 @@ def test_the_readme_example_runs(sentinels: SentinelSet) -> None:
     assert "SentinelClient" in example and "redis+sentinel://" in example
     ports = dict(zip([26380, 26381, 26382], [port for _, port in sentinels.addresses]))
     assert run_example(example, ports) == ["hello"]
+
+
+@pytest.mark.parametrize("rules", [["+@all", "-@dangerous"], ["+@list", "+@connection"]])
+def test_a_user_whose_acl_denies_role_works_through_the_sentinels(sentinels: SentinelSet, rules: List[str]) -> None:
+    """ROLE is in @admin and @dangerous, which a least-privilege user (the ACL
+    docs' "+@all -@dangerous", or one for queues only) may not run: such a user
+    trusts the sentinels, and a replica they name is still caught by READONLY."""
+    user = unique("worker")
+    servers = (sentinels.primary.port, sentinels.replica.port)
+    for port in servers:
+        with resp.Client("127.0.0.1", port) as admin:
+            admin.execute("ACL", "SETUSER", user, "on", ">s3cret", "~*", *rules)
+    try:
+        client = resp.SentinelClient(sentinels.addresses, "mymaster", username=user, password="s3cret")
+        queue = HotQueue(unique("acl"), client=client)
+        queue.put("via the sentinels")
+        assert queue.get() == "via the sentinels"
+        client.close()
+        liar = FakeSentinel([sentinels.replica.port])
+        try:
+            to_replica = resp.SentinelClient([("127.0.0.1", liar.port)], "mymaster", username=user, password="s3cret")
+            with pytest.raises(resp.ReadOnlyError):
+                to_replica.rpush(queue.key, "never written")
+            assert liar.asked == 2  # READONLY: asked again, sent once more, refused again
+            to_replica.close()
+        finally:
+            liar.close()
+    finally:
+        for port in servers:
+            with resp.Client("127.0.0.1", port) as admin:
+                admin.execute("ACL", "DELUSER", user)
+
+
+@pytest.fixture
+def stuck(sentinels: SentinelSet, make_server: Callable[..., RedisServer]) -> Iterator[resp.SentinelClient]:
+    """A client one thread of which is connecting to a frozen old primary
+    (SIGSTOP: the kernel still accepts, nobody answers), while the sentinel
+    names the real primary to whoever asks next."""
+    frozen = make_server()
+    assert frozen.process is not None
+    fake = FakeSentinel([frozen.port, sentinels.primary.port])
+    # db=1: the handshake (SELECT) is what waits on the frozen server.
+    client = resp.SentinelClient([("127.0.0.1", fake.port)], "mymaster", db=1, socket_connect_timeout=60)
+    first = threading.Thread(target=client.ping, daemon=True)
+    frozen.process.send_signal(signal.SIGSTOP)
+    try:
+        first.start()
+        wait_for("the first connection to ask the sentinel", lambda: fake.asked == 1)
+        time.sleep(0.5)  # for it to connect and send SELECT
+        yield client
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)  # SELECT is answered: the first thread ends
+        first.join(30)
+        client.close()
+        fake.close()
+
+
+def test_a_connection_stuck_on_a_frozen_primary_holds_up_no_other_thread(stuck: resp.SentinelClient) -> None:
+    """Another thread connects to the primary the sentinels name now, without
+    waiting for the one stuck on the old primary."""
+    done: List[bool] = []
+    other = threading.Thread(target=lambda: done.append(stuck.ping()), daemon=True)
+    other.start()
+    other.join(10)
+    assert done == [True], "another thread waited for the one stuck on the frozen primary"
+
+
+def test_a_child_forked_while_a_connection_is_stuck_can_connect(stuck: resp.SentinelClient) -> None:
+    """A child forked while a thread is stuck connecting inherits no lock held
+    by that thread: its first connection reaches the primary."""
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        status = 1
+        try:
+            status = 0 if stuck.ping() else 1
+        except BaseException:
+            status = 2
+        finally:
+            os._exit(status)
+    deadline = time.monotonic() + 15
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if not done:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on its first connection")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+@pytest.mark.parametrize("host, port", [(b"\xff\xfe", b"6380"), (b"", b"6380"), (b"127.0.0.1", b"0"),
+                                        (b"127.0.0.1", b"65536"), (b"127.0.0.1", b"99999"),
+                                        (b"127.0.0.1", b"1" * 5000)],
+                         ids=["non-ASCII host", "empty host", "port 0", "port 65536", "port 99999", "5000 digits"])
+def test_an_address_no_server_can_have_is_passed_over(sentinels: SentinelSet, host: bytes, port: bytes) -> None:
+    """A host that is not ASCII, or a port outside 1-65535 (which the kernel
+    would wrap), is "not an address", like other nonsense: the next sentinel is
+    asked, and with none left the error is one that ``consume`` waits out."""
+    fake = FakeSentinel([0], b"*2\r\n" + _bulk(host) + _bulk(port))
+    try:
+        client = resp.SentinelClient([("127.0.0.1", fake.port), *sentinels.addresses], "mymaster")
+        assert client.primary_address() == ("127.0.0.1", sentinels.primary.port)
+        assert fake.asked == 1
+        only_fake = resp.SentinelClient([("127.0.0.1", fake.port)], "mymaster")
+        with pytest.raises(resp.NoSentinelReachableError, match="not an address"):
+            only_fake.ping()
+    finally:
+        fake.close()
+
+
+def test_one_timeout_on_a_frozen_primary_is_enough_to_find_the_new_one(
+    sentinels: SentinelSet, make_server: Callable[..., RedisServer]
+) -> None:
+    """A frozen or cut-off primary keeps its idle sockets open: after one
+    command times out on it, the next asks the sentinels again instead of
+    trying each pooled connection in turn."""
+    frozen = make_server()
+    assert frozen.process is not None
+    fake = FakeSentinel([frozen.port])
+    client = resp.SentinelClient([("127.0.0.1", fake.port)], "mymaster", socket_timeout=1)
+    key = unique()
+    # Four idle connections to it, as a client that threads share has.
+    pops = [threading.Thread(target=client.blpop, args=(key + "-empty", 0.5)) for _ in range(4)]
+    for pop in pops:
+        pop.start()
+    for pop in pops:
+        pop.join()
+    assert fake.asked == 4
+    fake.ports.append(sentinels.primary.port)  # the failover
+    frozen.process.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(resp.TimeoutError):
+            client.rpush(key, "may have run")
+        assert client.rpush(key, "x") == 1
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+        client.close()
+        fake.close()
+    with resp.Client("127.0.0.1", sentinels.primary.port) as primary:
+        assert primary.execute("LRANGE", key, 0, -1) == [b"x"]
+        primary.delete(key)
+
+
+def test_a_sentinel_that_refuses_our_password_is_an_authentication_error(
+    make_server: Callable[..., RedisServer]
+) -> None:
+    """A sentinel that refuses ``sentinel_password`` (wrong or missing) did
+    answer: a configuration error, which ``consume`` does not wait out, not
+    "no sentinel answered"."""
+    primary = make_server()
+    guarded = SentinelServer(f"sentinel monitor svc 127.0.0.1 {primary.port} 1\nrequirepass sentinel-pw\n")
+    guarded.start()
+    address = ("127.0.0.1", guarded.port)
+    try:
+        with resp.SentinelClient([address], "svc", sentinel_password="sentinel-pw") as client:
+            assert client.ping()
+        for password in (None, "wrong"):
+            refused = resp.SentinelClient([address], "svc", sentinel_password=password)
+            with pytest.raises(resp.AuthenticationError) as caught:
+                refused.ping()
+            assert not isinstance(caught.value, resp.ConnectionError)
+        queue = HotQueue(unique(), client=resp.SentinelClient([address], "svc", sentinel_password="wrong"))
+        outcome: List[object] = []
+
+        def consume() -> None:
+            try:
+                outcome.extend(queue.consume(timeout=0.1))
+            except resp.RespError as exc:
+                outcome.append(exc)
+
+        consumer = threading.Thread(target=consume, daemon=True)
+        consumer.start()
+        consumer.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], resp.AuthenticationError), "consume is waiting it out"
+    finally:
+        guarded.cleanup()
+
+
+@pytest.mark.parametrize("timeout", [None, 0, -1, float("nan"), "1"])
+def test_sentinel_timeout_is_checked_up_front(timeout: object) -> None:
+    """A positive number of seconds: not None (a sentinel that never answers
+    would hang every new connection), and not one that makes every sentinel
+    time out, which ``consume`` would wait out forever."""
+    with pytest.raises((TypeError, ValueError), match="sentinel_timeout"):
+        resp.SentinelClient([("127.0.0.1", closed_port())], "mymaster", sentinel_timeout=timeout)  # type: ignore[arg-type]
+
+
+def test_client_unblock_error_reaches_the_caller(sentinels: SentinelSet) -> None:
+    """``CLIENT UNBLOCK id ERROR`` is someone stopping a blocked pop on purpose:
+    the UNBLOCKED error is raised, and the pop is not sent again (only a
+    failover's UNBLOCKED is)."""
+    name = unique("blocked")
+    client = resp.SentinelClient(sentinels.addresses, "mymaster", client_name=name)
+    key = unique()
+    outcome: List[object] = []
+
+    def pop() -> None:
+        try:
+            outcome.append(client.blpop(key, 0))
+        except resp.ResponseError as exc:
+            outcome.append(exc)
+
+    with resp.Client("127.0.0.1", sentinels.primary.port) as admin:
+
+        def blocked() -> Optional[str]:
+            for line in admin.execute("CLIENT", "LIST").decode().splitlines():
+                fields = dict(field.split("=", 1) for field in line.split() if "=" in field)
+                if fields.get("name") == name and fields.get("cmd") == "blpop":
+                    return fields["id"]
+            return None
+
+        popper = threading.Thread(target=pop, daemon=True)
+        popper.start()
+        wait_for("BLPOP to block", lambda: blocked() is not None)
+        assert admin.execute("CLIENT", "UNBLOCK", blocked(), "ERROR") == 1
+        popper.join(10)
+        if popper.is_alive():  # sent again: let it end
+            admin.rpush(key, "released")
+            popper.join(10)
+    client.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], resp.ResponseError), outcome
+    assert outcome[0].kind == "UNBLOCKED"
 
 
 def _role(port: int) -> str:
