@@ -26,7 +26,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .client import Client, blocking_timeout_arg, parse_url
+from .client import _BLOCKING_FIRST, _BLOCKING_LAST, Client, blocking_timeout_arg, parse_url
 from .errors import (
     AskError,
     ClusterDownError,
@@ -159,6 +159,41 @@ def _split_node(name: str) -> Tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _target(exc: Union[MovedError, AskError], node: Optional[Client]) -> str:
+    # Where a MOVED or ASK points: "host:port", or ":port" (Redis 7 with
+    # cluster-preferred-endpoint-type unknown-endpoint) for the node asked.
+    target = exc.node
+    return node.address.host + target if node and target.startswith(":") else target
+
+
+def _blocking_index(args: Sequence[CommandArg]) -> Optional[int]:
+    # Where a blocking command's timeout (seconds, 0 = forever) is in ``args``.
+    name = _name(args)
+    if name in _BLOCKING_LAST:
+        return len(args) - 1
+    if name in _BLOCKING_FIRST and len(args) > 1:
+        return 1
+    return None
+
+
+def _with_time_left(args: Tuple[CommandArg, ...], index: int, started: float) -> Optional[Tuple[CommandArg, ...]]:
+    # A blocking command with its timeout (at args[index], waited since
+    # started) cut to what is left of it; None once it has passed. Whole
+    # seconds stay whole (servers before 6.0 take nothing else); 0 (forever)
+    # and what is not a number stay as they are.
+    try:
+        total = float(args[index])
+    except (TypeError, ValueError):
+        return args
+    if not total > 0:
+        return args
+    left = total - (time.monotonic() - started)
+    if left <= 0:
+        return None
+    value = max(1, round(left)) if isinstance(args[index], int) else max(round(left, 3), 0.001)
+    return args[:index] + (value,) + args[index + 1 :]
+
+
 def _str(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
@@ -255,7 +290,17 @@ class ClusterClient:
             except (ConnectionError, TimeoutError, ResponseError) as exc:
                 errors.append(f"{name}: {exc}")
                 continue
+            if not any(slots):  # a node that has not joined the cluster (yet)
+                errors.append(f"{name}: serves no slot map")
+                continue
             self._slots, self._stale = slots, False
+            # Let go of nodes the map no longer names (failed over, removed):
+            # their idle sockets would stay open until close().
+            keep = {*filter(None, slots), *self._seeds}
+            with self._lock:
+                gone = [self._nodes.pop(old) for old in list(self._nodes) if old not in keep]
+            for client in gone:
+                client.close()  # a command still running on it finishes first
             return
         raise ConnectionError("no cluster node answered for the slot map: " + "; ".join(errors))
 
@@ -276,7 +321,10 @@ class ClusterClient:
                     if _str(info["role"]) == "master":
                         host = _str(info.get("endpoint") or b"?")
                         host = _str(info["ip"]) if host in ("", "?") else host
-                        owner = f"{host}:{info.get('port') or info.get('tls-port')}"
+                        host = host or node.address.host  # "" means: the node asked
+                        # A node that takes both TLS and plain text lists both ports.
+                        tls = node.address.ssl_context is not None and info.get("tls-port")
+                        owner = f"{host}:{tls or info.get('port') or info.get('tls-port')}"
                         ranges = shard["slots"]
                         for start, end in zip(ranges[::2], ranges[1::2]):
                             slots[int(start) : int(end) + 1] = [owner] * (int(end) - int(start) + 1)
@@ -294,7 +342,10 @@ class ClusterClient:
             return owners[0] if owners else self._seeds[0]
         owner = self._slots[slot]
         if owner is None:
-            raise ClusterError(f"no node serves hash slot {slot}")
+            # What a node answers for it too: wait and retry, and learn the
+            # map again, since the slot may be served by then.
+            self._stale = True
+            raise ClusterDownError(f"CLUSTERDOWN no node serves hash slot {slot}")
         return owner
 
     def node_for(self, key: KeyT) -> Client:
@@ -322,14 +373,23 @@ class ClusterClient:
         asking = False
         last: Optional[ResponseError] = None
         wait = RETRY_FIRST
+        # A blocking command resent after a redirection waits only for what
+        # is left of its timeout.
+        blocking = None if key is not None else _blocking_index(args)
+        started = time.monotonic() if blocking is not None else 0.0
         for _ in range(self.max_redirects):
+            if blocking is not None and last is not None:
+                resend = _with_time_left(args, blocking, started)
+                if resend is None:
+                    return None  # what the server answers once the timeout has passed
+                parts = encode_parts(resend)
             owner = redirect or (None if self._stale or slot is None else self._slots[slot])
             node = self._nodes.get(owner) if owner else None
-            if node is None:
-                node = self._node(owner or self._owner(slot))
-            # The command methods that give ``key`` never block.
-            timeout = node.socket_timeout if key is not None else node._timeout_for(args)
             try:
+                if node is None:
+                    node = self._node(owner or self._owner(slot))
+                # The command methods that give ``key`` never block.
+                timeout = node.socket_timeout if key is not None else node._timeout_for(args)
                 if not asking:
                     return node._call(parts, timeout)
                 # ASKING holds for the next command on the same connection only.
@@ -343,12 +403,12 @@ class ClusterClient:
                 # the whole map again before the next command. (Retrying by
                 # the refreshed map could bounce back to the old owner while
                 # the nodes still disagree.)
-                self._slots[exc.slot] = redirect = exc.node
+                self._slots[exc.slot] = redirect = _target(exc, node)
                 self._stale, asking, last = True, False, exc
             except AskError as exc:
                 # Not run. This key alone is already on the migration's target:
                 # retry there, without changing the map.
-                redirect, asking, last = exc.node, True, exc
+                redirect, asking, last = _target(exc, node), True, exc
             except (TryAgainError, ClusterDownError) as exc:
                 # Not run: a multi-key command met a half-migrated slot, or a
                 # failover is under way. Wait a little; retry by the map.
@@ -447,10 +507,12 @@ class ClusterPipeline:
     """Commands sent in one write to the node serving their one slot.
 
     Like ``Pipeline``, not atomic unless wrapped in ``MULTI``/``EXEC``. When
-    every reply says nothing ran (``MOVED``, or a transaction aborted by one),
-    the whole pipeline is sent again to the new owner; otherwise the replies
-    stand as they are (an ``ASK`` among them included: only some of the
-    commands may have run, so none is resent).
+    every reply says nothing ran (``MOVED``, ``ASK``, ``TRYAGAIN``,
+    ``CLUSTERDOWN``, or a transaction aborted by one), the whole pipeline is
+    sent again: to the new owner, to the ``ASK`` target after ``ASKING`` when
+    every command with a key was sent there, or after a short wait. Otherwise
+    the replies stand as they are: some of the commands may have run, so none
+    is resent.
     """
 
     def __init__(self, cluster: ClusterClient) -> None:
@@ -485,26 +547,55 @@ class ClusterPipeline:
         redirect: Optional[str] = None
         if not commands:
             return []
+        asking = False  # whether to send it all to an ASK's target, after ASKING
+        wait = RETRY_FIRST
         for _ in range(cluster.max_redirects):
-            pipe = cluster._node(redirect or cluster._owner(slot)).pipeline()
+            node = cluster._node(redirect or cluster._owner(slot))
+            pipe = node.pipeline()
+            asked = set()  # where the replies of ASKING are, to drop them
+            in_multi = False
             for args in commands:
+                if asking and not in_multi:  # ASKING holds for one command, or one MULTI block
+                    asked.add(len(pipe))
+                    pipe.command("ASKING")
                 pipe.command(*args)
+                name = _name(args)
+                in_multi = name == "MULTI" or (in_multi and name not in ("EXEC", "DISCARD"))
             try:
                 replies = pipe.execute(raise_on_error=False)
             except (ConnectionError, TimeoutError):
                 cluster._stale = True
                 raise
-            moved = [r for r in replies if isinstance(r, (MovedError, TryAgainError, ClusterDownError))]
+            if asked:
+                replies = [reply for index, reply in enumerate(replies) if index not in asked]
+            moved = [r for r in replies if isinstance(r, (MovedError, AskError, TryAgainError, ClusterDownError))]
             if not moved:
                 break
-            cluster._stale = True
+            asks = [reply for reply in moved if isinstance(reply, AskError)]
+            if len(asks) < len(moved):
+                cluster._stale = True  # an ASK alone leaves the map as it is
             if not all(_not_run(reply, args) for reply, args in zip(replies, commands)):
                 break  # some of it ran: resending could run it twice
+            keyed = [reply for reply, args in zip(replies, commands) if command_keys(args)]
             if isinstance(moved[0], MovedError):
-                redirect = moved[0].node
+                redirect, asking = _target(moved[0], node), False
+            elif all(isinstance(r, AskError) for r in keyed) and len(asks) == len(moved) and (
+                    len({ask.node for ask in asks}) == 1):
+                # Every command with a key was sent on to the migration's
+                # target: all of it goes there, after ASKING.
+                redirect, asking = _target(asks[0], node), True
             else:
-                redirect = None
-                time.sleep(RETRY_FIRST)
+                # A slot half migrated (TRYAGAIN, or ASK for some keys only) or
+                # a failover: nothing ran; wait a little, retry by the map.
+                redirect, asking = None, False
+                time.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX)
+        else:
+            if raise_on_error:  # nothing ran, as from ClusterClient.execute
+                last = moved[-1]
+                if isinstance(last, ClusterDownError):
+                    raise last
+                raise ClusterError(f"gave up after {cluster.max_redirects} redirections; last: {last}")
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, ResponseError):

@@ -1,17 +1,28 @@
 """resp.ClusterClient and HotQueue on a real 3-primary Redis Cluster (one
-replica each), started once for this module by ``cluster_fixtures``."""
+replica each), started once for this module by ``cluster_fixtures``; a few
+tests start a cluster of their own (one node, TLS, a scale-in)."""
 
+import contextlib
 import random
 import threading
 import time
 import uuid
-from typing import Iterator, List
+from typing import Any, Callable, Iterator, List, Sequence, Tuple
 
 import pytest
-from cluster_fixtures import RedisCluster, run_example, scaling_out_examples, wait_for
+from cluster_fixtures import (
+    RedisCluster,
+    _port_with_free_bus,
+    free_port,
+    run_example,
+    scaling_out_examples,
+    wait_for,
+)
+from redis_server import RedisServer
 
 import resp
 from hotqueue import HotQueue
+from hotqueue.reliable import Consumer
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +56,34 @@ def move_empty_slot(cluster: RedisCluster, slot: int, target: int) -> None:
     for port in cluster.primary_ports():
         cluster.client(port).execute("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
     wait_for(f"slot {slot} on {target}", lambda: cluster._agreed(primaries_only=True) and cluster.owner(slot) == target)
+
+
+@contextlib.contextmanager
+def half_migrated(cluster: RedisCluster, slot: int) -> Iterator[Tuple[int, int]]:
+    """``slot`` marked as migrating from its owner (source) to another primary
+    (target) for the block, then given to the target; yields (source, target)."""
+    source = cluster.owner(slot)
+    target = other_primary(cluster, source)
+    ids = cluster.node_ids()
+    cluster.client(target).execute("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+    cluster.client(source).execute("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+    try:
+        yield source, target
+    finally:
+        for port in cluster.primary_ports():
+            cluster.client(port).execute("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+
+
+def lone_node(make_server: Callable[..., RedisServer], args: Sequence[str] = (), **options: Any) -> RedisServer:
+    """A started cluster-enabled server that has met no other node yet."""
+    # Its cluster bus is on port + 10000 (with TLS: tls-port + 10000).
+    return make_server(args=["--cluster-enabled", "yes", *args], port=_port_with_free_bus(), **options)
+
+
+def serve_every_slot(node: resp.Client) -> None:
+    """Give a lone node every slot: a cluster of one, as in development."""
+    node.execute("CLUSTER", "ADDSLOTS", *range(16384))
+    wait_for("cluster_state:ok", lambda: b"cluster_state:ok" in node.execute("CLUSTER", "INFO"))
 
 
 def test_key_slot_matches_the_server(cluster: RedisCluster) -> None:
@@ -135,6 +174,14 @@ def test_moved_refreshes_the_map_and_retries(cluster: RedisCluster, cc: resp.Clu
     assert replies == ["OK", "QUEUED", [1]]
     assert cc.node_for(third).address.port != owner
     assert cc.delete(key) == 1 and cc.delete(other) == 1 and cc.lpop(third) == b"2"
+    # A pipeline that partly ran is not sent again, but the map is learned anew.
+    fourth = unique("{moved-partly}")
+    owner = cc.node_for(fourth).address.port
+    target = other_primary(cluster, owner)
+    move_empty_slot(cluster, resp.key_slot(fourth), target)
+    replies = cc.pipeline().command("PING").command("RPUSH", fourth, "3").execute(raise_on_error=False)
+    assert replies[0] == "PONG" and isinstance(replies[1], resp.MovedError)
+    assert cc.node_for(fourth).address.port == target and cc.llen(fourth) == 0
 
 
 def test_ask_goes_to_the_target_once_without_changing_the_map(
@@ -142,22 +189,69 @@ def test_ask_goes_to_the_target_once_without_changing_the_map(
 ) -> None:
     key = unique("ask")
     slot = resp.key_slot(key)
-    source = cluster.owner(slot)
-    target = other_primary(cluster, source)
-    ids = cluster.node_ids()
-    assert cc.node_for(key).address.port == source
-    cluster.client(target).execute("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
-    cluster.client(source).execute("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
-    try:
+    assert cc.node_for(key).address.port == cluster.owner(slot)
+    with half_migrated(cluster, slot) as (source, target):
         assert cc.rpush(key, "a", "b") == 2  # absent on source: ASK, then ASKING + RPUSH on target
         assert cc.blpop(key, 1) == (key.encode(), b"a")
         assert cluster.client(target).execute("CLUSTER", "COUNTKEYSINSLOT", slot) == 1
         assert cluster.client(source).execute("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
         assert cc.node_for(key).address.port == source  # ASK changes nothing
-    finally:
-        for port in cluster.primary_ports():
-            cluster.client(port).execute("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
     assert cc.lpop(key) == b"b"
+
+
+def test_a_pipeline_answered_ask_everywhere_is_sent_to_the_target(
+    cluster: RedisCluster, cc: resp.ClusterClient
+) -> None:
+    """A pipeline whose every command with a key is answered ``ASK`` (its key
+    is already on the migration's target) ran nowhere: it is sent again to the
+    target after ``ASKING``, a transaction too, and the map is left as it is."""
+    key = unique("{ask-pipe}")
+    slot = resp.key_slot(key)
+    assert cc.node_for(key).address.port == cluster.owner(slot)
+    with half_migrated(cluster, slot) as (source, target):
+        assert cc.pipeline().command("RPUSH", key, "a").command("LLEN", key).execute() == [1, 1]
+        # MULTI, then ASK: the transaction is aborted (EXECABORT) on the source.
+        replies = cc.pipeline().command("MULTI").command("RPUSH", key, "b").command("EXEC").execute()
+        assert replies == ["OK", "QUEUED", [2]]
+        assert cluster.client(target).execute("CLUSTER", "COUNTKEYSINSLOT", slot) == 1
+        assert cluster.client(source).execute("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+        assert cc.node_for(key).address.port == source  # ASK changes nothing
+    assert cc.execute("LRANGE", key, 0, -1) == [b"a", b"b"] and cc.delete(key) == 1
+
+
+def test_a_redirection_naming_only_a_port_is_to_the_node_that_sent_it(
+    cluster: RedisCluster, cc: resp.ClusterClient
+) -> None:
+    """With ``cluster-preferred-endpoint-type unknown-endpoint`` a node names no
+    host in ``MOVED`` and ``ASK`` (``MOVED 866 :7002``): the host is its own."""
+    admins = [cluster.client(node.port) for node in cluster.nodes]
+    before = [admin.execute("CONFIG", "GET", "cluster-preferred-endpoint-type")[1] for admin in admins]
+    for admin in admins:
+        admin.execute("CONFIG", "SET", "cluster-preferred-endpoint-type", "unknown-endpoint")
+    try:
+        moved = unique("port-moved")
+        source = cc.node_for(moved).address.port
+        target = other_primary(cluster, source)
+        move_empty_slot(cluster, resp.key_slot(moved), target)
+        with pytest.raises(resp.MovedError) as info:
+            cluster.client(source).execute("LLEN", moved)
+        assert info.value.node == f":{target}"
+        assert cc.rpush(moved, "v") == 1
+        assert cluster.client(target).execute("LPOP", moved) == b"v"
+        piped = unique("{port-pipe}")
+        owner = cc.node_for(piped).address.port
+        move_empty_slot(cluster, resp.key_slot(piped), other_primary(cluster, owner))
+        assert cc.pipeline().command("RPUSH", piped, "w").command("LPOP", piped).execute() == [1, b"w"]
+        asked = unique("{port-ask}")
+        slot = resp.key_slot(asked)
+        with half_migrated(cluster, slot) as (source, target):
+            assert cc.rpush(asked, "x") == 1  # ASK <slot> :<target>
+            assert cc.pipeline().command("RPUSH", asked, "y").execute() == [2]
+            assert cluster.client(target).execute("CLUSTER", "COUNTKEYSINSLOT", slot) == 1
+    finally:
+        for admin, value in zip(admins, before):
+            admin.execute("CONFIG", "SET", "cluster-preferred-endpoint-type", value)
+    assert cc.execute("LRANGE", asked, 0, -1) == [b"x", b"y"] and cc.delete(asked) == 1
 
 
 def test_tryagain_is_retried_within_a_bound(cluster: RedisCluster, cc: resp.ClusterClient) -> None:
@@ -166,23 +260,19 @@ def test_tryagain_is_retried_within_a_bound(cluster: RedisCluster, cc: resp.Clus
     cc.rpush(first, "1")
     cc.rpush(second, "2")
     slot = resp.key_slot(first)
-    source = cluster.owner(slot)
-    target = other_primary(cluster, source)
-    ids = cluster.node_ids()
-    cluster.client(target).execute("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
-    cluster.client(source).execute("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
-    cluster.client(source).execute("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", first)
-    impatient = resp.ClusterClient([f"127.0.0.1:{source}"], max_redirects=3)
-    started = time.monotonic()
-    with pytest.raises(resp.ClusterError, match="gave up after 3 redirections; last: (TRYAGAIN|ASK)"):
-        # One key here, one there: TRYAGAIN each time (Redis 7), or ASK to
-        # the target and TRYAGAIN there in turn (6.2). Both wait, then retry.
-        impatient.delete(first, second)
-    assert 0.04 < time.monotonic() - started < 5
-    assert cluster.client(source).execute("EXISTS", second) == 1  # not run
-    cluster.client(source).execute("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", second)
-    for port in cluster.primary_ports():
-        cluster.client(port).execute("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+    with half_migrated(cluster, slot) as (source, target):
+        cluster.client(source).execute("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", first)
+        impatient = resp.ClusterClient([f"127.0.0.1:{source}"], max_redirects=3)
+        started = time.monotonic()
+        with pytest.raises(resp.ClusterError, match="gave up after 3 redirections; last: (TRYAGAIN|ASK)"):
+            # One key here, one there: TRYAGAIN each time (Redis 7), or ASK to
+            # the target and TRYAGAIN there in turn (6.2). Both wait, then retry.
+            impatient.delete(first, second)
+        assert 0.04 < time.monotonic() - started < 5
+        with pytest.raises(resp.ClusterError, match="gave up after 3 redirections"):
+            impatient.pipeline().command("DEL", first, second).execute()  # nothing run: not an ASK's error
+        assert cluster.client(source).execute("EXISTS", second) == 1  # not run
+        cluster.client(source).execute("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", second)
     assert impatient.delete(first, second) == 2
     impatient.close()
 
@@ -215,6 +305,34 @@ def test_a_connection_lost_after_sending_raises(cluster: RedisCluster, cc: resp.
     assert len(outcome) == 1 and isinstance(outcome[0], resp.ConnectionError)
     cc.rpush(key, "after")
     assert cc.blpop(key, 1) == (key.encode(), b"after")  # the map was refreshed
+
+
+def test_a_blocking_pop_whose_slot_moves_keeps_its_timeout(
+    cluster: RedisCluster, cc: resp.ClusterClient
+) -> None:
+    """A ``BLPOP`` unblocked by ``MOVED`` (its slot moved while it waited) is
+    sent to the new owner with what is left of its timeout: ``get(timeout=4)``
+    returns after about 4 s in all, not 3 + 4."""
+    queue = HotQueue(unique("deadline"), client=cc)
+    slot = resp.key_slot(queue.key)
+    source = cc.node_for(queue.key).address.port
+    target = other_primary(cluster, source)
+
+    def move() -> None:
+        wait_for("BLPOP to block", lambda: b"cmd=blpop" in cluster.client(source).execute("CLIENT", "LIST"))
+        time.sleep(3)
+        move_empty_slot(cluster, slot, target)
+
+    mover = threading.Thread(target=move)
+    mover.start()
+    started = time.monotonic()
+    try:
+        assert queue.get(block=True, timeout=4) is None
+        elapsed = time.monotonic() - started
+    finally:
+        mover.join(30)
+    assert cluster.owner(slot) == target and cc.node_for(queue.key).address.port == target
+    assert elapsed < 5.5  # 4 s and a margin; a fresh 4 s after the move would be 7
 
 
 def test_clusterdown_is_retried_within_a_bound(cluster: RedisCluster, cc: resp.ClusterClient) -> None:
@@ -257,6 +375,39 @@ def test_clusterdown_is_retried_within_a_bound(cluster: RedisCluster, cc: resp.C
     assert cc.lpop(key) == b"x"
 
 
+def test_a_slot_unserved_when_the_map_was_learned_is_waited_for(cluster: RedisCluster) -> None:
+    """A slot that no node served when the client learned the map is waited
+    out like ``CLUSTERDOWN`` (``ClusterDownError``, which ``consume`` rides
+    out), and the map is learned again: once served, it is found."""
+    primaries = cluster.primary_ports()
+    ids = cluster.node_ids()
+    impatient = resp.ClusterClient([f"127.0.0.1:{primaries[0]}"], max_redirects=3, socket_timeout=10)
+    queue = HotQueue(unique("unserved"), client=impatient, serializer=None)
+    slot = resp.key_slot(queue.key)
+    owner = cluster.owner(slot)
+    states = [cluster.client(port) for port in primaries]
+    cluster.client(owner).execute("RPUSH", queue.key, "m")
+
+    def serve() -> None:
+        for port in primaries:
+            cluster.client(port).execute("CLUSTER", "SETSLOT", slot, "NODE", ids[owner])
+
+    for port in primaries:
+        cluster.client(port).execute("CLUSTER", "DELSLOTS", slot)
+    restore = threading.Timer(1.0, serve)
+    restore.start()
+    try:
+        with pytest.raises(resp.ClusterDownError):
+            impatient.llen(queue.key)  # the map is learned now, without the slot
+        assert list(queue.consume(timeout=1)) == [b"m"]
+    finally:
+        restore.join()
+        serve()
+        impatient.close()
+    wait_for("the cluster to be up again",
+             lambda: all(b"cluster_state:ok" in c.execute("CLUSTER", "INFO") for c in states))
+
+
 def test_the_readme_example_runs(cluster: RedisCluster) -> None:
     example = scaling_out_examples()[0]
     assert "ClusterClient" in example and "redis+cluster://" in example
@@ -273,6 +424,95 @@ def test_bad_seeds_and_urls() -> None:
     port = resp.from_url("redis+cluster://127.0.0.1:1")
     with pytest.raises(resp.ConnectionError, match="no cluster node answered"):
         port.llen("x")
+
+
+def test_a_startup_node_outside_the_cluster_is_passed_over(
+    cluster: RedisCluster, make_server: Callable[..., RedisServer]
+) -> None:
+    """A startup node that is cluster-enabled but has joined no cluster (yet)
+    knows no slot: the map is learned from the next startup node."""
+    stranger = lone_node(make_server)
+    seeds = [f"127.0.0.1:{stranger.port}"] + [f"127.0.0.1:{port}" for port in cluster.primary_ports()]
+    key = unique("stranger")
+    with resp.ClusterClient(seeds, socket_timeout=10) as client:
+        assert client.rpush(key, "x") == 1
+        assert client.node_for(key).address.port == cluster.owner(resp.key_slot(key))
+        assert client.lpop(key) == b"x"
+
+
+def test_a_one_node_cluster_is_reached_where_it_was_asked(make_server: Callable[..., RedisServer]) -> None:
+    """A cluster of one node that has never met another, as in development:
+    ``CLUSTER SHARDS`` gives it no address, so it is the node asked."""
+    node = lone_node(make_server)
+    with resp.Client("127.0.0.1", node.port) as admin:
+        serve_every_slot(admin)
+    queue = HotQueue(unique("lone"), url=f"redis+cluster://127.0.0.1:{node.port}")
+    assert isinstance(queue.client, resp.ClusterClient)
+    with queue.client as client:
+        queue.put("hello")
+        assert queue.get() == "hello"
+        assert client.node_for(queue.key).address.port == node.port
+
+
+def test_a_tls_cluster_is_reached_on_its_tls_port(make_server: Callable[..., RedisServer]) -> None:
+    """A node that takes TLS and plain text (``tls-port`` and ``port``, with
+    ``tls-cluster yes``) lists both ports: a client with ``ssl`` uses the TLS
+    one, a plain client the other."""
+    plain = free_port()
+    node = lone_node(make_server, tls=True, args=[
+        "--port", str(plain), "--tls-cluster", "yes", "--cluster-announce-ip", "127.0.0.1"])
+    ca = f"{node.tls_dir}/ca.crt"
+    with resp.Client("127.0.0.1", plain) as admin:
+        serve_every_slot(admin)
+    key = unique("tls")
+    with resp.ClusterClient([f"127.0.0.1:{node.port}"], ssl=True, ssl_ca_certs=ca, socket_timeout=5) as secure:
+        assert secure.rpush(key, "x") == 1
+        assert secure.node_for(key).address.port == node.port
+    with resp.ClusterClient([f"127.0.0.1:{plain}"], socket_timeout=5) as clear:
+        assert clear.lpop(key) == b"x"
+        assert clear.node_for(key).address.port == plain
+
+
+def test_a_primary_that_leaves_the_slot_map_is_let_go() -> None:
+    """Scale-in: once every slot of a primary has moved away, the client
+    closes its connections to it (they stayed open until ``close()``)."""
+    try:
+        small = RedisCluster(primaries=3, replicas=0).start()
+    except Exception as exc:
+        pytest.fail(f"cannot start a Redis Cluster for the test: {exc}", pytrace=False)
+    try:
+        key = unique("scale-in")
+        leaving = small.owner(resp.key_slot(key))
+        staying = [port for port in small.primary_ports() if port != leaving]
+        client = resp.ClusterClient([f"127.0.0.1:{port}" for port in staying], client_name="scale-in",
+                                    socket_timeout=10)
+
+        def connected() -> bool:  # as the primary that leaves sees it
+            return b"name=scale-in" in small.client(leaving).execute("CLIENT", "LIST")
+
+        with client:
+            assert client.llen(key) == 0  # a connection to `leaving`, kept in its pool
+            assert connected()
+            ids = small.node_ids()
+            slots = [slot for start, end, primary, *_ in small.client(leaving).execute("CLUSTER", "SLOTS")
+                     if primary[1] == leaving for slot in range(start, end + 1)]
+            for port in [staying[0], leaving, staying[1]]:
+                pipe = small.client(port).pipeline()
+                for slot in slots:
+                    pipe.command("CLUSTER", "SETSLOT", slot, "NODE", ids[staying[0]])
+                pipe.execute()
+
+            def moved() -> bool:
+                views = [sorted((s[0], s[1], s[2][1]) for s in small.client(port).execute("CLUSTER", "SLOTS"))
+                         for port in [leaving, *staying]]
+                return all(view == views[0] for view in views) and all(s[2] != leaving for s in views[0])
+
+            wait_for("every node to see the slots moved", moved)
+            assert client.rpush(key, "x") == 1  # MOVED to staying[0]
+            assert client.lpop(key) == b"x"  # the map again: without `leaving`
+            wait_for("the connection to the primary that left to be closed", lambda: not connected(), timeout=5)
+    finally:
+        small.stop()
 
 
 def test_reshard_a_live_queue_delivers_every_message_once(
@@ -313,6 +553,60 @@ def test_reshard_a_live_queue_delivers_every_message_once(
     assert sorted(received) == list(range(total))
     assert cluster.owner(slot) == target and cc.node_for(queue.key).address.port == target
     assert len(queue) == 0
+
+
+def test_a_reliable_consumer_starts_while_its_slot_migrates(
+    cluster: RedisCluster, cc: resp.ClusterClient
+) -> None:
+    """A reliable consumer can start while its queue's slot is migrating: its
+    start-up transaction (every key new, so every command answered ``ASK``) is
+    sent to the target; the message comes once the slot has moved."""
+    queue = HotQueue(unique("reliable-ask"), client=cc, serializer=None)
+    queue.put("m")
+    slot = resp.key_slot(queue.key)
+    target = other_primary(cluster, cluster.owner(slot))
+    migrating = threading.Event()
+    mover = threading.Thread(target=cluster.migrate_slot, args=(slot, target),
+                             kwargs={"pause": 0.5, "on_step": lambda step: migrating.set()})
+    mover.start()
+    try:
+        assert migrating.wait(10)
+        with queue.reserve(timeout=10) as message:
+            assert message == b"m"
+    finally:
+        mover.join(30)
+    assert cluster.owner(slot) == target and len(queue) == 0
+    assert queue.stats().consumers == []
+
+
+def test_a_reliable_consumer_outlasts_a_migration_longer_than_its_redirections(
+    cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While a reliable queue's slot migrates, ``BLMOVE`` from the queue into a
+    processing list meets ``TRYAGAIN`` (one key moved, one not) until the slot
+    has moved. A client that gives up first (``ClusterError``, nothing run)
+    does not stop the consumer: it waits and tries again."""
+    # Three redirections: ClusterError after 0.35 s of TRYAGAIN (the default 16: 12.5 s).
+    impatient = resp.ClusterClient([f"127.0.0.1:{cluster.primary_ports()[0]}"], max_redirects=3,
+                                   socket_timeout=10)
+    queue = HotQueue(unique("reliable-tryagain"), client=impatient, serializer=None)
+    slot = resp.key_slot(queue.key)
+    target = other_primary(cluster, cluster.owner(slot))
+    migrating = threading.Event()
+    mover = threading.Thread(target=cluster.migrate_slot, args=(slot, target),
+                             kwargs={"pause": 0.5, "on_step": lambda step: migrating.set()})
+    with Consumer(queue) as consumer:
+        queue.put("m")
+        mover.start()
+        try:
+            assert migrating.wait(10)
+            data, message = next(consumer.deliveries(timeout=15))  # for 1.5 s: TRYAGAIN
+            assert message == b"m" and consumer.ack(data)
+        finally:
+            mover.join(30)
+    assert cluster.owner(slot) == target and len(queue) == 0
+    assert any("gave up after 3 redirections" in record.getMessage() for record in caplog.records)
+    impatient.close()
 
 
 @pytest.mark.slow
