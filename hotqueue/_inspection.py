@@ -24,7 +24,8 @@ class DeadLetter(NamedTuple):
     attempts: int
     """How many times it failed."""
     consumer: str
-    """The id of the consumer that gave up on it (empty when found by recovery)."""
+    """The id of the consumer that gave up on it (for one found by recovery, the
+    dead consumer that held it)."""
     failed_at: float
     """When it was dead-lettered (Unix time, the consumer's clock)."""
     data: bytes

@@ -114,10 +114,12 @@ class Script:
 
 
 # KEYS: processing, attempts. ARGV: message. Returns 1, or 0 when the message
-# was no longer there (recovered while its handler ran).
+# was no longer there (recovered while its handler ran). Clearing the count
+# comes after the one write that matters, so it may not fail (pcall): a
+# foreign value at attempts leaves the ack done.
 ACK = Script("""
 local removed = redis.call('LREM', KEYS[1], 1, ARGV[1])
-if removed > 0 then redis.call('HDEL', KEYS[2], redis.sha1hex(ARGV[1])) end
+if removed > 0 then redis.pcall('HDEL', KEYS[2], redis.sha1hex(ARGV[1])) end
 return removed
 """)
 
@@ -126,9 +128,11 @@ return removed
 # 0 when the message was no longer in the processing list.
 FAIL = Script("local LISTS = {KEYS[2], KEYS[3]}" + _CHECK_LISTS + """
 local meta = cjson.decode(ARGV[3])
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return {0, 0} end
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then return {0, 0} end
 local digest = redis.sha1hex(ARGV[1])
+-- Counted before the message leaves: HINCRBY can fail (a foreign value).
 local attempts = redis.call('HINCRBY', KEYS[4], digest, 1)
+redis.call('LREM', KEYS[1], 1, ARGV[1])
 if attempts < tonumber(ARGV[2]) then
   redis.call('LPUSH', KEYS[2], ARGV[1])
   return {attempts, 0}
@@ -151,10 +155,12 @@ for i = 3, #ARGV do
   local processing, heartbeat = KEYS[2 * i - 1], KEYS[2 * i]
   if redis.call('EXISTS', heartbeat) == 0 then
     while true do
-      local msg = redis.call('RPOP', processing)
+      local msg = redis.call('LINDEX', processing, -1)
       if not msg then break end
       local digest = redis.sha1hex(msg)
+      -- Counted before the message leaves: HINCRBY can fail (a foreign value).
       local attempts = redis.call('HINCRBY', KEYS[3], digest, 1)
+      redis.call('RPOP', processing)
       if attempts < max_attempts then
         redis.call('LPUSH', KEYS[1], msg)
         requeued = requeued + 1

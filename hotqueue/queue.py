@@ -47,6 +47,12 @@ _PICKLE = _Pickle()
 #: Reconnection backoff of ``consume`` and ``worker``: first wait, cap.
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
+# What consume and worker wait out: a server out of reach or still loading, a
+# cluster that stayed down or kept redirecting (nothing was run). Keys in
+# different slots (CrossSlotError) are no such thing: the reliable consumer,
+# whose scripts have several keys, raises it at once.
+RIDE_OUT = (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError, resp.ClusterDownError,
+            resp.ClusterError)
 
 _CONNECTION_OPTIONS = frozenset(
     {
@@ -285,9 +291,9 @@ class HotQueue:
             # and sentinel clients, which is safe because the server did not
             # run the pop. What reaches here is a broken connection (the pop
             # raised, as the contract wants, and a new one is tried after the
-            # backoff) or a cluster that stayed down past its retries.
-            except (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError,
-                    resp.ClusterDownError) as exc:
+            # backoff) or a cluster that stayed down or kept redirecting past
+            # its retries.
+            except RIDE_OUT as exc:
                 _log().warning("queue %r: %s; retrying in %.1f s", self.name, exc, backoff)
                 try:
                     time.sleep(backoff)

@@ -49,7 +49,10 @@ Rules this module keeps:
    starts and every ``heartbeat_ttl`` seconds) or ``recover()`` then moves its
    in-flight message back to the head of the queue, counting the abandoned
    delivery as a failed attempt (so a message that kills every worker that
-   touches it ends in the dead letters too).
+   touches it ends in the dead letters too). A consumer that starts does the
+   same first for what an earlier consumer of its id left behind. It waits for
+   messages in ``BLMOVE``s of at most ``heartbeat_ttl / 3``, so that one left
+   waiting on the server by a lost machine ends before its heartbeat does.
 5. Needs ``LMOVE``/``BLMOVE`` (Redis 6.2+): a consumer checks for them before
    taking anything and raises ``ReliableUnsupportedError`` at once on an older
    server; it never falls back to ``get``.
@@ -79,7 +82,7 @@ import resp
 
 from ._inspection import ConsumerStats, DeadLetter, DeadLetters, QueueStats, stats
 from ._scripts import ACK, FAIL, RECOVER, Keys, keys_for, meta
-from .queue import BACKOFF_FIRST, BACKOFF_MAX, _check_timeout
+from .queue import BACKOFF_FIRST, BACKOFF_MAX, RIDE_OUT, _check_timeout
 
 if TYPE_CHECKING:
     from .queue import HotQueue
@@ -107,8 +110,6 @@ DEFAULT_MAX_ATTEMPTS = 5
 #: enough for a stalled process or a brief network cut, short enough that a
 #: crashed worker's message waits only seconds.
 DEFAULT_HEARTBEAT_TTL = 10.0
-# What consume and worker wait out, as HotQueue.consume does.
-_RIDE_OUT = (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError, resp.ClusterDownError)
 T = TypeVar("T")
 AnyPipeline = Union[resp.Pipeline, resp.ClusterPipeline]
 
@@ -123,6 +124,8 @@ def _unsupported(exc: resp.ResponseError) -> bool:
 
 
 # -- recovery --------------------------------------------------------------------
+
+_ABANDONED = "abandoned: its consumer stopped sending heartbeats while handling it"
 
 
 def recover(queue: "HotQueue", max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
@@ -144,8 +147,7 @@ def recover(queue: "HotQueue", max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
     script_keys = [keys.main, keys.consumers, keys.attempts, keys.dead]
     for cid in ids:
         script_keys += [keys.processing(cid), keys.heartbeat(cid)]
-    reason = "abandoned: its consumer stopped sending heartbeats while handling it"
-    requeued, dead = RECOVER(client, script_keys, [max_attempts, meta(reason, ""), *ids])
+    requeued, dead = RECOVER(client, script_keys, [max_attempts, meta(_ABANDONED, ""), *ids])
     if requeued or dead:
         log.warning("queue %r: recovered %d message(s) from dead consumers, %d dead-lettered",
                     queue.name, requeued, dead)
@@ -173,7 +175,9 @@ class Consumer:
     :param heartbeat_ttl: seconds without a heartbeat after which this consumer
         counts as dead and its message is recovered by others.
     :param consumer_id: a name unique among the queue's live consumers; by
-        default ``host:pid:random``.
+        default ``host:pid:random``. A consumer that starts takes back, as
+        abandoned, what an earlier one of its id still held; so two live
+        consumers given one id would handle each other's messages twice.
     """
 
     def __init__(
@@ -202,6 +206,8 @@ class Consumer:
         # Set when a move may have happened on the server without its reply
         # reaching us: the processing list may hold a message nobody handles.
         self._unsure = False
+        # monotonic() of the last heartbeat that reached the server.
+        self._last_beat = 0.0
 
     def __repr__(self) -> str:
         return f"<hotqueue.reliable.Consumer {self.id!r} of {self.queue.name!r}>"
@@ -231,6 +237,13 @@ class Consumer:
         if self._thread is not None:
             return
         probe = self.keys.prefix + "probe"  # never written: LMOVE of an empty list
+        # A consumer that had our id before and was killed (a supervisor that
+        # restarts a worker under a fixed consumer_id) may have left its
+        # message in our processing list: recover it now, as abandoned, before
+        # our heartbeat hides it (``probe`` stands for a heartbeat that is gone).
+        keys = self.keys
+        RECOVER(self.queue.client, [keys.main, keys.consumers, keys.attempts, keys.dead, self._processing, probe],
+                [self.max_attempts, meta(_ABANDONED, ""), self.id])
         pipe = self.queue.client.pipeline().command("MULTI")
         # Inside MULTI a BLMOVE does not block; an unknown command aborts the
         # whole transaction, so nothing is registered on an old server.
@@ -247,6 +260,7 @@ class Consumer:
         for reply in replies:
             if isinstance(reply, resp.ResponseError):
                 raise reply
+        self._last_beat = time.monotonic()
         self._stopping.clear()
         try:
             recover(self.queue, self.max_attempts)
@@ -265,6 +279,7 @@ class Consumer:
         while not self._stopping.wait(self.heartbeat_ttl / 3):
             try:
                 self._heartbeat_commands(self.queue.client.pipeline()).execute()
+                self._last_beat = time.monotonic()
                 if time.monotonic() >= next_recovery:
                     next_recovery = time.monotonic() + self.heartbeat_ttl
                     recover(self.queue, self.max_attempts)
@@ -325,7 +340,20 @@ class Consumer:
                 self._return_held()
             try:
                 if block:
-                    wait = 0.0 if deadline is None else max(deadline - time.monotonic(), 0.001)
+                    # Each BLMOVE waits at most ttl/3 and starts within ttl/3
+                    # of a heartbeat, so it ends before the heartbeat expires:
+                    # one left on the server by a lost machine (whose half-open
+                    # connection the server keeps for minutes) cannot move a
+                    # message into the list of a consumer recovery has already
+                    # given up, where nothing would ever find it.
+                    if time.monotonic() - self._last_beat > self.heartbeat_ttl / 3:
+                        # The heartbeat thread is late (it may be waiting for the
+                        # one connection a bounded pool has): beat here.
+                        self._heartbeat_commands(client.pipeline()).execute()
+                        self._last_beat = time.monotonic()
+                    wait = self.heartbeat_ttl / 3
+                    if deadline is not None:
+                        wait = min(wait, max(deadline - time.monotonic(), 0.001))
                     data = client.blmove(self.keys.main, self._processing, wait, "LEFT", "RIGHT")
                 else:
                     data = client.lmove(self.keys.main, self._processing, "LEFT", "RIGHT")
@@ -337,6 +365,8 @@ class Consumer:
                 self._unsure = True
                 raise
             if data is None:
+                if block and (deadline is None or time.monotonic() < deadline):
+                    continue  # a slice of the wait ended: wait on
                 return None
             serializer = self.queue.serializer
             if serializer is None:
@@ -345,7 +375,14 @@ class Consumer:
                 return data, serializer.loads(data)
             except Exception as exc:
                 log.error("queue %r: cannot deserialize a message, dead-lettered: %r", self.queue.name, exc)
-                self._fail(data, f"cannot deserialize: {exc!r}", 1)
+                try:
+                    self._fail(data, f"cannot deserialize: {exc!r}", 1)
+                except BaseException:
+                    self._unsure = True  # maybe still held: the next fetch gives it back
+                    raise
+            except BaseException:
+                self._unsure = True  # Ctrl-C while reading it: the next fetch gives it back
+                raise
 
     def ack(self, data: bytes) -> bool:
         """Acknowledge a fetched message: remove it for good. Returns False
@@ -385,7 +422,9 @@ class Consumer:
     def reserve(self, block: bool = True, timeout: Optional[float] = None) -> Iterator[Any]:
         """A context manager: fetch one message (``None`` when the queue is
         empty or ``timeout`` passed); on a clean exit ack it, on an ``Exception``
-        fail it and re-raise, on any other ``BaseException`` (Ctrl-C) release it."""
+        fail it and re-raise, on any other ``BaseException`` (Ctrl-C) release it.
+        The ack waits for a server out of reach, as ``consume`` does, rather than
+        give back a message that was handled."""
         got = self.fetch(block, timeout)
         if got is None:
             yield None
@@ -399,7 +438,9 @@ class Consumer:
         except BaseException:
             self.release(data)
             raise
-        self.ack(data)
+        # Ridden out like consume and work do: the handler has finished, and
+        # giving the message back because of a brief drop would run it twice.
+        self._ride_out(self.ack, data)
 
     # -- many messages, riding out a server that goes away
 
@@ -409,7 +450,9 @@ class Consumer:
         while True:
             try:
                 return action(*args)
-            except _RIDE_OUT as exc:
+            except RIDE_OUT as exc:
+                if isinstance(exc, resp.CrossSlotError):
+                    raise  # will not change by waiting
                 log.warning("queue %r: %s; retrying in %.1f s", self.queue.name, exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)

@@ -1,9 +1,11 @@
 """Reliable delivery (hotqueue/reliable.py, _scripts.py, _inspection.py) against real redis-server processes.
 
-Worker processes are real ``python`` processes running ``WORKER`` below; they
-are killed with SIGKILL by their pid, mid-message.
+Worker processes are real ``python`` processes running ``WORKER`` or
+``HOLDER`` below; they are killed with SIGKILL by their pid, mid-message.
+Connection drops and lost machines are real sockets through ``FaultProxy``.
 """
 
+import hashlib
 import json
 import os
 import pickle
@@ -13,10 +15,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, Iterator, List, Set
+from typing import Any, Callable, Dict, Iterator, List, Set
 from urllib.parse import urlsplit
 
 import pytest
+from faultproxy import FaultProxy
 
 import resp
 from hotqueue import HotQueue
@@ -42,6 +45,23 @@ def handle(msg):
     client.rpush(side + ":done", pickle.dumps(msg))
 
 handle()
+"""
+
+# A reliable consumer process under a fixed id, as a supervisor restarts one.
+# argv: url, queue name, consumer id, max_attempts. It fetches one message,
+# prints its repr and hangs holding it; its heartbeat (60 s) still lives when
+# the test restarts it.
+HOLDER = r"""
+import sys, time
+from hotqueue import HotQueue
+from hotqueue.reliable import Consumer
+url, name, consumer_id, max_attempts = sys.argv[1:5]
+consumer = Consumer(HotQueue(name, url=url), consumer_id=consumer_id, heartbeat_ttl=60,
+                    max_attempts=int(max_attempts))
+consumer.start()
+got = consumer.fetch(timeout=2)
+print(repr(got and got[1]), flush=True)
+time.sleep(600)
 """
 
 
@@ -76,11 +96,29 @@ def queue(redis_url: str, key: str) -> Iterator[HotQueue]:
     q.client.close()
 
 
+def child_env() -> Dict[str, str]:
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
 def start_worker(url: str, name: str, side: str, hang: str = "-", ttl: float = 1.0,
                  idle: float = 30.0) -> "subprocess.Popen[bytes]":
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, "-c", WORKER, url, name, side, hang, str(ttl), str(idle)],
-                            env=env)  # stderr: captured by pytest, shown on failure
+                            env=child_env())  # stderr: captured by pytest, shown on failure
+
+
+def hold_and_kill(url: str, name: str, consumer_id: str, max_attempts: int = 5) -> str:
+    """Run ``HOLDER`` until it holds a message, SIGKILL it; return the repr of
+    what it held ("None" when it got nothing)."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, url, name, consumer_id, str(max_attempts)],
+                              env=child_env(), stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None
+        return holder.stdout.readline().decode().strip()
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
 
 
 def stop_workers(workers: List["subprocess.Popen[bytes]"]) -> None:
@@ -106,6 +144,21 @@ def consumer_of(queue: HotQueue, pid: int) -> str:
     ids = [c.id for c in queue.stats().consumers if f":{pid}:" in c.id]
     assert len(ids) == 1, ids
     return ids[0]
+
+
+def through(proxy: FaultProxy, redis_url: str, key: str, **options: Any) -> HotQueue:
+    """The queue ``key`` on a client whose every connection goes through ``proxy``."""
+    return HotQueue(key, client=resp.Client.from_url(redis_url, host="127.0.0.1", port=proxy.port), **options)
+
+
+def proxy_for(redis_url: str) -> FaultProxy:
+    url = urlsplit(redis_url)
+    return FaultProxy(url.port or 6379, url.hostname or "127.0.0.1")
+
+
+def blocked_clients(client: resp.Client) -> int:
+    info = client.execute("INFO", "clients").decode()
+    return int(info.split("blocked_clients:")[1].split()[0])
 
 
 # -- keys ------------------------------------------------------------------------
@@ -253,6 +306,66 @@ def test_serializer_none_and_json(redis_url: str, key: str) -> None:
     as_json.client.close()
 
 
+def test_identical_messages_held_by_two_consumers_are_settled_apart(queue: HotQueue) -> None:
+    """The same bytes put twice may be held by two consumers at once: an ack
+    or a failure removes the copy in its own processing list only."""
+    keys = keys_for(queue.key)
+    queue.put("same", "same")
+    with Consumer(queue, consumer_id="a") as a, Consumer(queue, consumer_id="b") as b:
+        data_a, _ = a.fetch(timeout=1)
+        data_b, _ = b.fetch(timeout=1)
+        assert data_a == data_b
+        assert a.ack(data_a) is True
+        assert a.ack(data_a) is False  # acked already: b's copy stays
+        assert a.fail(data_a, ValueError()) is False
+        assert queue.client.execute("LRANGE", keys.processing("b"), 0, -1) == [data_b]
+        assert len(queue) == 0
+        assert b.ack(data_b) is True
+    assert queue.stats() == (0, 0, [])
+
+
+def test_every_script_is_sent_whole_again_after_script_flush(queue: HotQueue) -> None:
+    """A server forgets its scripts on a restart or ``SCRIPT FLUSH``: each one
+    (recover, fail, dead-letter, ack, requeue) then runs from its source."""
+    keys = keys_for(queue.key)
+    queue.put("a", "b")
+
+    def flush() -> None:
+        queue.client.execute("SCRIPT", "FLUSH")
+
+    flush()
+    with Consumer(queue, max_attempts=2, consumer_id="c") as consumer:  # start() recovers
+        data, msg = consumer.fetch(timeout=1)
+        flush()
+        assert (msg, consumer.fail(data, ValueError("x"))) == ("a", False)
+        flush()
+        data, msg = consumer.fetch(timeout=1)
+        assert (msg, consumer.fail(data, ValueError("x"))) == ("a", True)
+        flush()
+        data, msg = consumer.fetch(timeout=1)
+        assert (msg, consumer.ack(data)) == ("b", True)
+    queue.client.execute("SADD", keys.consumers, "ghost")
+    queue.client.rpush(keys.processing("ghost"), pickle.dumps("in flight"))
+    flush()
+    assert queue.recover() == 1
+    flush()
+    assert queue.dead_letters.requeue() == 1
+    assert list(queue.consume(block=False)) == ["in flight", "a"]
+
+
+def test_a_dead_letter_reason_is_cut_to_2000_characters_and_keeps_any_text(queue: HotQueue) -> None:
+    """A huge exception message does not bloat the dead letters, and non-ASCII
+    text, a newline or a lone surrogate in it cannot break the entry."""
+    queue.put("m")
+    with Consumer(queue, max_attempts=1) as consumer:
+        data, _ = consumer.fetch(timeout=1)
+        assert consumer.fail(data, ValueError("é😀\n\udcff" + "x" * 10**6)) is True
+    (letter,) = queue.dead_letters.peek()
+    assert (letter.message, letter.attempts) == ("m", 1)
+    assert letter.reason.startswith("ValueError('é😀\\n\\udcff")
+    assert 1000 < len(letter.reason) <= 2000
+
+
 # -- consume(reliable=True) --------------------------------------------------------
 
 
@@ -313,6 +426,122 @@ def test_a_message_abandoned_too_often_is_dead_lettered(queue: HotQueue) -> None
     assert letter.message == "kills workers" and letter.attempts == 2
     assert letter.reason.startswith("abandoned") and letter.consumer == "ghost"
     assert len(queue) == 0
+
+
+def test_recover_gives_back_several_held_messages_in_their_order(queue: HotQueue) -> None:
+    """A dead consumer's list holding several messages (a consumer holds one,
+    but an older version or a hand may leave more) goes back to the head of
+    the queue whole and in its order."""
+    keys = keys_for(queue.key)
+    queue.client.execute("SADD", keys.consumers, "ghost")
+    queue.client.rpush(keys.processing("ghost"), b"1", b"2", b"3")
+    queue.client.rpush(queue.key, b"4")
+    assert queue.recover() == 3
+    assert queue.client.execute("LRANGE", queue.key, 0, -1) == [b"1", b"2", b"3", b"4"]
+
+
+def test_a_worker_restarted_under_its_id_first_takes_back_what_its_killed_predecessor_held(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """A supervisor restarts a killed worker at once under the same fixed
+    ``consumer_id``, while the dead one's heartbeat still lives: the new
+    consumer recovers the message left in its processing list before it
+    beats, so that message is delivered again, first, as one failed attempt."""
+    queue.put("in flight", "next")
+    assert hold_and_kill(redis_url, key, "worker-1") == "'in flight'"
+    keys = keys_for(queue.key)
+    digest = hashlib.sha1(pickle.dumps("in flight")).hexdigest()
+    with Consumer(queue, consumer_id="worker-1") as consumer:
+        counted = queue.client.execute("HGET", keys.attempts, digest)
+        with consumer.reserve(timeout=1) as first:
+            pass
+        with consumer.reserve(timeout=1) as second:
+            pass
+    assert (first, second, counted) == ("in flight", "next", b"1")
+    assert queue.stats() == (0, 0, [])
+
+
+def test_a_message_that_kills_every_worker_restarted_under_one_id_ends_in_the_dead_letters(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """Each delivery to a fixed-id worker that is killed counts as a failed
+    attempt, as for any dead consumer: after ``max_attempts`` the message is
+    dead-lettered, naming the consumer that died holding it."""
+    queue.put("poison")
+    held = [hold_and_kill(redis_url, key, "worker-1", max_attempts=3) for _ in range(3)]
+    assert held == ["'poison'"] * 3
+    with Consumer(queue, consumer_id="worker-1", max_attempts=3) as consumer:
+        assert consumer.fetch(block=False) is None
+    (letter,) = queue.dead_letters.peek()
+    assert (letter.message, letter.attempts, letter.consumer) == ("poison", 3, "worker-1")
+    assert letter.reason.startswith("abandoned")
+    assert queue.stats() == (0, 1, [])
+
+
+def test_an_idle_consumer_on_a_one_connection_client_stays_alive(redis_url: str, key: str,
+                                                                  queue: HotQueue) -> None:
+    """With ``max_connections=1`` the heartbeat thread cannot get the only
+    connection while the consumer waits for a message; the consumer waits in
+    slices and beats between them when the thread is late, so an idle
+    consumer is never taken for dead, and the message that ends its wait is
+    its own."""
+    one = HotQueue(key, url=redis_url, max_connections=1)
+    got: List[Any] = []
+    seen: List[List[str]] = []
+    with Consumer(one, heartbeat_ttl=1.0, consumer_id="idle") as consumer:
+        waiter = threading.Thread(target=lambda: got.append(consumer.fetch()), daemon=True)
+        waiter.start()
+        end = time.monotonic() + 2.5  # idle for 2.5 TTLs, recovery running
+        while time.monotonic() < end:
+            queue.recover()
+            seen.append([c.id for c in queue.stats().consumers])
+            time.sleep(0.05)
+        queue.put("wake")  # ends the wait whatever happened (the join below cannot hang)
+        waiter.join(10)
+        assert len(got) == 1 and got[0][1] == "wake"
+        assert consumer.ack(got[0][0])
+    one.client.close()
+    assert [ids for ids in seen if ids != ["idle"]] == []
+    assert queue.stats() == (0, 0, [])
+
+
+def test_a_consumer_lost_while_waiting_does_not_swallow_the_next_message(redis_url: str, key: str,
+                                                                        queue: HotQueue) -> None:
+    """A consumer's machine is lost while it waits in ``BLMOVE``: no packet
+    passes and nothing is closed, so the server keeps the wait's connection for
+    minutes. Each wait ends before the heartbeat does, so a message put once
+    the consumer counts as dead reaches a live consumer, not the processing
+    list of one that recovery has already given up."""
+    keys = keys_for(queue.key)
+    errors: List[BaseException] = []
+    with proxy_for(redis_url) as proxy:
+        lost_queue = through(proxy, redis_url, key)
+        lost = Consumer(lost_queue, heartbeat_ttl=1.0, consumer_id="lost")
+        lost.start()
+
+        def wait_for_a_message() -> None:
+            try:
+                lost.fetch()
+            except resp.RespError as exc:  # its reply never comes, or the proxy closes
+                errors.append(exc)
+
+        waiter = threading.Thread(target=wait_for_a_message, daemon=True)
+        waiter.start()
+        wait_until("the consumer to wait in BLMOVE", lambda: blocked_clients(queue.client) == 1, timeout=10)
+        proxy.silent = True
+        wait_until("its heartbeat to expire",
+                   lambda: queue.client.execute("EXISTS", keys.heartbeat("lost")) == 0, timeout=10)
+        assert queue.recover() == 0
+        assert queue.stats().consumers == []
+        queue.put("precious")
+        with Consumer(queue) as live:
+            got = live.fetch(timeout=2)
+            if got is not None:
+                assert live.ack(got[0])
+        swallowed = queue.client.execute("LRANGE", keys.processing("lost"), 0, -1)
+    waiter.join(10)
+    lost.stop()  # the proxy is gone: it only logs that it could not unregister
+    lost_queue.client.close()
+    assert swallowed == [] and got is not None and got[1] == "precious"
+    assert errors and not waiter.is_alive()
 
 
 def test_the_heartbeat_keeps_a_handler_longer_than_its_ttl(queue: HotQueue) -> None:
@@ -492,8 +721,6 @@ def test_reliable_mode_on_a_cluster_touches_one_slot_per_queue() -> None:
 
 
 def test_a_lost_blmove_reply_does_not_strand_the_message(redis_url: str, key: str, queue: HotQueue) -> None:
-    from faultproxy import FaultProxy
-
     url = urlsplit(redis_url)
     queue.put("a", "b")
     with FaultProxy(url.port or 6379, url.hostname or "127.0.0.1") as proxy:
@@ -506,6 +733,112 @@ def test_a_lost_blmove_reply_does_not_strand_the_message(redis_url: str, key: st
         via_proxy.client.close()
     assert got == ["a", "b"]
     assert len(queue) == 0 and queue.stats() == (0, 0, [])
+
+
+def test_a_drop_when_acking_neither_raises_nor_gives_the_handled_message_back(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """``reserve``'s block has finished; the connection carrying the ack drops
+    before it reaches the server. The ack is sent again, as ``consume`` and
+    ``worker`` do, so the block exits cleanly and the message does not go
+    back to the queue to be handled twice."""
+    queue.put("charge card 42")
+    with proxy_for(redis_url) as proxy:
+        via_proxy = through(proxy, redis_url, key)
+        with via_proxy.reserve(timeout=1) as msg:
+            assert msg == "charge card 42"
+            proxy.inject("cut_before", marker=pickle.dumps(msg))  # only the ack carries the bytes
+        assert proxy.injected["cut_before"] == 1
+        via_proxy.client.close()
+    assert queue.stats() == (0, 0, [])
+
+
+def test_an_unreadable_message_whose_dead_lettering_drops_is_not_left_held(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """``fetch`` dead-letters a message the serializer cannot read; when that
+    write meets a dropped connection ``fetch`` raises, and the next ``fetch``
+    gives the message back before taking another: a consumer never holds
+    two, and the unreadable one ends in the dead letters, not hidden."""
+    keys = keys_for(queue.key)
+    queue.client.rpush(queue.key, b"not a pickle", pickle.dumps("good"))
+    with proxy_for(redis_url) as proxy:
+        via_proxy = through(proxy, redis_url, key)
+        with Consumer(via_proxy, consumer_id="c") as consumer:
+            proxy.inject("cut_before", marker=b"not a pickle")  # only the dead-lettering carries it
+            with pytest.raises(resp.ConnectionError):
+                consumer.fetch(timeout=1)
+            data, msg = consumer.fetch(timeout=1)
+            assert msg == "good"
+            assert queue.client.execute("LRANGE", keys.processing("c"), 0, -1) == [data]
+            assert consumer.ack(data)
+        assert proxy.injected["cut_before"] == 1
+        via_proxy.client.close()
+    (letter,) = queue.dead_letters.peek()
+    assert letter.data == b"not a pickle" and letter.reason.startswith("cannot deserialize:")
+    assert queue.stats() == (0, 1, [])
+
+
+@pytest.mark.parametrize("fault", ["cut_before", "cut_after"])
+def test_a_failure_report_sent_again_after_a_drop_counts_once(redis_url: str, key: str, queue: HotQueue,
+                                                              fault: str) -> None:
+    """``work`` reports a handler's failure again after a dropped connection,
+    whether the first report ran (``cut_after``) or not (``cut_before``): the
+    failure counts once, so with ``max_attempts=2`` the message is tried again,
+    not dead-lettered."""
+    queue.put("fails once")
+    calls: List[str] = []
+    with proxy_for(redis_url) as proxy:
+        via_proxy = through(proxy, redis_url, key)
+
+        def handle(msg: str) -> None:
+            calls.append(msg)
+            if len(calls) == 1:
+                proxy.inject(fault, marker=pickle.dumps(msg))  # the failure report carries the bytes
+                raise ValueError("boom")
+
+        with Consumer(via_proxy, max_attempts=2) as consumer:
+            consumer.work(handle, timeout=0.5)
+        assert proxy.injected[fault] == 1
+        via_proxy.client.close()
+    assert calls == ["fails once", "fails once"]
+    assert queue.stats() == (0, 0, [])
+    assert queue.client.execute("HLEN", keys_for(queue.key).attempts) == 0
+
+
+def test_a_failure_that_cannot_be_counted_keeps_the_message(queue: HotQueue) -> None:
+    """A failure is counted before the message leaves the processing list:
+    when the count cannot be written (a foreign value at the attempts key)
+    the script stops with an error and the message is still held, so nothing
+    is lost, and failing it works again once the key is fixed."""
+    keys = keys_for(queue.key)
+    queue.put("m")
+    with Consumer(queue, consumer_id="c") as consumer:
+        data, _ = consumer.fetch(timeout=1)
+        queue.client.execute("SET", keys.attempts, "not a hash")
+        with pytest.raises(resp.ResponseError):
+            consumer.fail(data, ValueError("x"))
+        assert queue.client.execute("LRANGE", keys.processing("c"), 0, -1) == [data]
+        queue.client.delete(keys.attempts)
+        assert consumer.fail(data, ValueError("x")) is False
+    assert queue.client.execute("LRANGE", queue.key, 0, -1) == [data]
+
+
+def test_a_recovery_that_cannot_count_the_attempt_keeps_the_message(queue: HotQueue) -> None:
+    """Recovery too counts the abandoned attempt before the message leaves the
+    dead consumer's list: a count that is not an integer stops it with an
+    error, the message and the consumer stay where they were, and recovery
+    works once the count is fixed."""
+    keys = keys_for(queue.key)
+    digest = hashlib.sha1(b"m").hexdigest()
+    queue.client.execute("SADD", keys.consumers, "ghost")
+    queue.client.rpush(keys.processing("ghost"), b"m")
+    queue.client.execute("HSET", keys.attempts, digest, "not a number")
+    with pytest.raises(resp.ResponseError, match="not an integer"):
+        queue.recover()
+    assert queue.client.execute("LRANGE", keys.processing("ghost"), 0, -1) == [b"m"]
+    assert queue.client.execute("SMEMBERS", keys.consumers) == [b"ghost"]
+    queue.client.execute("HDEL", keys.attempts, digest)
+    assert queue.recover() == 1
+    assert queue.client.execute("LRANGE", queue.key, 0, -1) == [b"m"]
 
 
 def test_a_reliable_worker_rides_out_a_server_restart(make_server: Callable[..., Any]) -> None:
