@@ -55,6 +55,22 @@ _URL_QUERY_OPTIONS = {
     "ssl_ca_certs": str,
 }
 
+
+def _timeout_index(args: "Tuple[CommandArg, ...]") -> "Optional[int]":
+    # Where a blocking command given by its arguments has its own timeout;
+    # None for a command that does not block.
+    name = args[0]
+    if isinstance(name, (bytes, bytearray, memoryview)):
+        name = bytes(name).decode("latin-1")  # b"BLPOP" blocks just the same
+    if isinstance(name, str):
+        name = name.upper()
+        if name in _BLOCKING_LAST:
+            return len(args) - 1
+        if name in _BLOCKING_FIRST and len(args) > 1:
+            return 1
+    return None
+
+
 def _check_timeout(name: str, value: "Optional[float]") -> "Optional[float]":
     if value is None:
         return None
@@ -95,8 +111,10 @@ class Client:
     :param socket_connect_timeout: seconds to connect; defaults to ``socket_timeout``.
     :param ssl: use TLS, verifying the server's certificate and host name
         against the system's CAs, or ``ssl_ca_certs``, or ``ssl_context``.
-    :param max_connections: bound on open connections; a command waits for one
-        to come free (up to ``socket_timeout``).
+    :param max_connections: bound on open connections, not counting those
+        waiting in a blocking command (``blpop``, ``blmove``, ``BRPOP`` …), so
+        that a wait never delays the command that would end it. Past it, a
+        command waits its turn for a connection (up to ``socket_timeout``).
     """
 
     def __init__(
@@ -213,12 +231,14 @@ class Client:
             raise
         return conn
 
-    def _call(self, parts: "List[Any]", timeout: "Optional[float]", count: "Optional[int]" = None) -> "Reply":
+    def _call(self, parts: "List[Any]", timeout: "Optional[float]", count: "Optional[int]" = None,
+              blocking: bool = False) -> "Reply":
         # Send encoded commands and read one reply (count None: raised if an
         # error) or a list of ``count`` replies (errors left in place).
+        # ``blocking``: the server may hold the command (see Pool.acquire).
         pool = self._pool
         conn: Optional[Connection]
-        conn, reused = pool.acquire()
+        conn, reused = pool.acquire(blocking)
         # From here on, whatever is raised (an interrupt included) discards
         # the connection, which gives its place under the bound back.
         try:
@@ -282,21 +302,16 @@ class Client:
             failed; it was closed.
         """
         parts = encode_parts(args)
-        return self._call(parts, self._timeout_for(args))
+        index = _timeout_index(args)
+        if index is None:
+            return self._call(parts, self.socket_timeout)
+        return self._call(parts, self._blocking_timeout(args[index]), blocking=True)
 
     def _timeout_for(self, args: "Tuple[CommandArg, ...]") -> "Optional[float]":
         # How long a command given by its arguments may take: socket_timeout,
         # or for a blocking command its own timeout plus a margin.
-        name = args[0]
-        if isinstance(name, (bytes, bytearray, memoryview)):
-            name = bytes(name).decode("latin-1")  # b"BLPOP" blocks just the same
-        if isinstance(name, str):
-            name = name.upper()
-            if name in _BLOCKING_LAST:
-                return self._blocking_timeout(args[-1])
-            if name in _BLOCKING_FIRST and len(args) > 1:
-                return self._blocking_timeout(args[1])
-        return self.socket_timeout
+        index = _timeout_index(args)
+        return self.socket_timeout if index is None else self._blocking_timeout(args[index])
 
     def pipeline(self) -> "Pipeline":
         """Return a ``Pipeline``: queue commands, then send them in one write."""
@@ -329,14 +344,15 @@ class Client:
         if type(keys) is str and type(timeout) is int and 0 < timeout <= MAX_TIMEOUT:
             # One key and whole seconds, as a queue asks: what the checks of
             # the general case below would let through unchanged.
-            reply = self._call(encode_parts(("BLPOP", keys, timeout)), self._blocking_timeout(timeout))
+            reply = self._call(encode_parts(("BLPOP", keys, timeout)), self._blocking_timeout(timeout), blocking=True)
             return None if reply is None else (reply[0], reply[1])
         if isinstance(keys, (str, bytes)):
             keys = [keys]
         if not keys:
             raise ValueError("blpop needs at least one key")
         server_timeout = blocking_timeout_arg(timeout)
-        reply = self._call(encode_parts(("BLPOP", *keys, server_timeout)), self._blocking_timeout(server_timeout))
+        reply = self._call(encode_parts(("BLPOP", *keys, server_timeout)), self._blocking_timeout(server_timeout),
+                           blocking=True)
         return None if reply is None else (reply[0], reply[1])
 
     def llen(self, key: "KeyT") -> int:
@@ -365,7 +381,7 @@ class Client:
         server_timeout = blocking_timeout_arg(timeout)
         return self._call(  # type: ignore[no-any-return]
             encode_parts(("BLMOVE", source, destination, wherefrom, whereto, server_timeout)),
-            self._blocking_timeout(server_timeout),
+            self._blocking_timeout(server_timeout), blocking=True,
         )
 
 

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .client import _BLOCKING_FIRST, _BLOCKING_LAST, Client, blocking_timeout_arg, parse_url
+from .client import Client, _timeout_index, blocking_timeout_arg, parse_url
 from .errors import (
     AskError,
     ClusterDownError,
@@ -164,16 +164,6 @@ def _target(exc: Union[MovedError, AskError], node: Optional[Client]) -> str:
     # cluster-preferred-endpoint-type unknown-endpoint) for the node asked.
     target = exc.node
     return node.address.host + target if node and target.startswith(":") else target
-
-
-def _blocking_index(args: Sequence[CommandArg]) -> Optional[int]:
-    # Where a blocking command's timeout (seconds, 0 = forever) is in ``args``.
-    name = _name(args)
-    if name in _BLOCKING_LAST:
-        return len(args) - 1
-    if name in _BLOCKING_FIRST and len(args) > 1:
-        return 1
-    return None
 
 
 def _with_time_left(args: Tuple[CommandArg, ...], index: int, started: float) -> Optional[Tuple[CommandArg, ...]]:
@@ -375,7 +365,7 @@ class ClusterClient:
         wait = RETRY_FIRST
         # A blocking command resent after a redirection waits only for what
         # is left of its timeout.
-        blocking = None if key is not None else _blocking_index(args)
+        blocking = None if key is not None else _timeout_index(args)
         started = time.monotonic() if blocking is not None else 0.0
         for _ in range(self.max_redirects):
             if blocking is not None and last is not None:
@@ -391,9 +381,9 @@ class ClusterClient:
                 # The command methods that give ``key`` never block.
                 timeout = node.socket_timeout if key is not None else node._timeout_for(args)
                 if not asking:
-                    return node._call(parts, timeout)
+                    return node._call(parts, timeout, blocking=blocking is not None)
                 # ASKING holds for the next command on the same connection only.
-                asked, reply = node._call(encode_parts(("ASKING",)) + parts, timeout, 2)
+                asked, reply = node._call(encode_parts(("ASKING",)) + parts, timeout, 2, blocking is not None)
                 for answer in (asked, reply):
                     if isinstance(answer, ResponseError):
                         raise answer

@@ -15,6 +15,7 @@ import os
 import select
 import socket
 import time
+from weakref import WeakSet
 
 from .errors import ConnectionError, TimeoutError
 from .protocol import Reader
@@ -42,6 +43,23 @@ _IOV_MAX = 512  # parts per sendmsg(); POSIX guarantees at least 16, Linux takes
 # Probe a silent peer after a minute idle, every 10 s, three times: a dead
 # server is noticed in about 90 s even by a command that has no deadline.
 _KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
+
+# Every open connection, so that a forked child closes its copies of them all
+# at once, the busy ones included (a pool only knows its idle ones, and only
+# when the child uses it): a copy kept open in the child would keep the
+# parent's connection alive after the parent gave it up, and a BLPOP the
+# parent abandoned would go on taking messages that nobody reads.
+_OPEN: "WeakSet[Connection]" = WeakSet()
+
+
+def _close_inherited() -> None:
+    for conn in list(_OPEN):
+        conn.sock.close()  # never shutdown(): the parent's side stays usable
+    _OPEN.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited)
 
 
 class NothingSentError(ConnectionError):
@@ -109,7 +127,7 @@ class Connection:
     """
 
     __slots__ = ("sock", "reader", "pid", "address", "generation", "_selector", "_poll", "_timeout", "_tls",
-                 "_plain", "_bulk_buffer", "_bulk_room", "_bulk_earning")
+                 "_plain", "_bulk_buffer", "_bulk_room", "_bulk_earning", "counted", "__weakref__")
 
     def __init__(self, address: Address) -> None:
         """Connect to ``address``.
@@ -134,7 +152,9 @@ class Connection:
             raise ConnectionError(f"could not connect to {address}: {_describe(exc)}") from exc
         self.reader = Reader()
         self.pid = os.getpid()
+        _OPEN.add(self)
         self.generation = 0  # the pool's, see pool.Pool.close
+        self.counted = True  # the pool's: holds a place under max_connections
         self._timeout: Optional[float] = address.connect_timeout
         # Only TCP connections are wrapped in TLS (see _open_socket).
         self._tls = address.ssl_context is not None and address.unix_socket_path is None

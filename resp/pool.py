@@ -11,6 +11,8 @@ Rules this module keeps:
    would break the parent's side) and connects afresh.
 4. An idle connection that has become readable (the server closed it, or sent
    bytes nobody asked for) is dropped, not reused.
+5. Past ``max_connections``, threads get connections first come, first
+   served; a connection waiting in a blocking command holds no place.
 """
 
 import _thread
@@ -38,9 +40,10 @@ class Pool:
     """A thread-safe LIFO pool of connections made by ``connect``.
 
     :param connect: makes a new, ready connection (handshake included).
-    :param max_connections: how many may be open at once; ``None`` for no bound.
-        Past the bound, ``acquire`` waits up to ``wait_timeout`` for one to be
-        released, then raises ``TimeoutError``.
+    :param max_connections: how many may be open at once, not counting those
+        waiting in a blocking command (``acquire(blocking=True)``); ``None``
+        for no bound. Past the bound, ``acquire`` waits its turn, first come
+        first served, up to ``wait_timeout``, then raises ``TimeoutError``.
     """
 
     def __init__(
@@ -62,17 +65,24 @@ class Pool:
         self._lock = _thread.allocate_lock()
         self._released: "Optional[threading.Condition]" = None
         self._idle: List[Connection] = []
-        self._open_count = 0
-        # Threads in _wait_for_room: notify_all() is a Python-level call, spent
-        # only when someone waits. All are woken, since they wait for two
-        # different things (a free slot, or an idle connection).
-        self._waiting = 0
+        self._open_count = 0  # connections holding a place under the bound
+        # A ticket per thread in _wait_for_room, first come first served: a
+        # thread that has just released a connection does not take it back
+        # ahead of them. notify_all() is a Python-level call, spent only when
+        # someone waits; all are woken, and the first in line goes.
+        self._line: "List[object]" = []
         # Bumped by close(): connections busy at that moment are closed when
         # they come back instead of being kept.
         self._generation = 0
 
-    def acquire(self) -> "Tuple[Connection, bool]":
-        """Return a connection for one command, and whether it was reused."""
+    def acquire(self, blocking: bool = False) -> "Tuple[Connection, bool]":
+        """Return a connection for one command, and whether it was reused.
+
+        ``blocking``: the command may wait on the server (``BLPOP``) until
+        another command ends the wait. Its connection holds no place under the
+        bound until ``release``, so this never waits for room, and the command
+        that would end the wait never waits for this one.
+        """
         if self._pid != _pid[0]:
             self._after_fork()
         while True:
@@ -82,18 +92,24 @@ class Pool:
             # the connection's place under the bound.
             try:
                 with self._lock:
-                    if not self._idle:
-                        self._wait_for_room(idle_will_do=True)
+                    if not blocking and (self._line or not self._idle):
+                        self._wait_for_room()
                     idle = self._idle  # close() may have put a new list in its place
                     if idle:
                         conn = idle.pop()
-                    else:
+                        if blocking:
+                            conn.counted = False
+                            self._open_count -= 1
+                            if self._line:
+                                self._released.notify_all()  # type: ignore[union-attr]  # made by the waiter
+                    elif not blocking:
                         self._open_count += 1
                         counted = True
                 if conn is None:
                     generation = self._generation
                     conn = self._connect()
                     conn.generation = generation
+                    conn.counted = counted
                     return conn, False
                 if not conn.is_readable():
                     return conn, True
@@ -114,43 +130,56 @@ class Pool:
             generation = self._generation
             fresh = self._connect()
         except BaseException:
-            self._forget()
+            if conn.counted:
+                self._forget()
             raise
         fresh.generation = generation
+        fresh.counted = conn.counted
         return fresh
 
-    def _wait_for_room(self, idle_will_do: bool = False) -> None:
-        # Called with the lock held. With ``idle_will_do`` a connection released
-        # to the idle list also ends the wait (``acquire`` takes it); without
-        # it, a full pool would wait for a close that may never come.
+    def _wait_for_room(self) -> None:
+        # Called with the lock held: returns once this thread is first in line
+        # and there is a place free or an idle connection (acquire takes it).
         limit = self._max_connections
-        if limit is None or self._open_count < limit:
+        if limit is None or not self._line and self._open_count < limit:
             return
+        line = self._line
+        ticket = object()
 
         def ready() -> bool:
-            return self._open_count < limit or (idle_will_do and bool(self._idle))
+            return line[0] is ticket and (self._open_count < limit or bool(self._idle))
 
         if self._released is None:
             import threading
 
             self._released = threading.Condition(self._lock)
-        self._waiting += 1
         try:
+            line.append(ticket)  # inside the try: an interrupt after it still takes it out
             if not self._released.wait_for(ready, self._wait_timeout):
                 raise TimeoutError(f"all {limit} connections stayed busy")
         finally:
-            self._waiting -= 1
+            if ticket in line:  # not yet, if an interrupt came just before the append
+                line.remove(ticket)
+            if line:
+                self._released.notify_all()  # the next in line may go now
 
     def release(self, conn: Connection) -> None:
-        """Take back a connection whose command finished cleanly."""
+        """Take back a connection whose command finished cleanly. One back
+        from a blocking command takes a place under the bound again, or is
+        closed if there is none."""
         if conn.pid != _pid[0]:
             return  # opened by the parent of a fork: not ours to close or keep
         with self._lock:
             if conn.generation == self._generation:
-                self._idle.append(conn)
-                if self._waiting:
-                    self._released.notify_all()  # type: ignore[union-attr]  # made by the waiter
-                return
+                limit = self._max_connections
+                if not conn.counted and (limit is None or self._open_count < limit):
+                    self._open_count += 1
+                    conn.counted = True
+                if conn.counted:
+                    self._idle.append(conn)
+                    if self._line:
+                        self._released.notify_all()  # type: ignore[union-attr]  # made by the waiter
+                    return
         self.discard(conn)
 
     def discard(self, conn: Connection) -> None:
@@ -158,12 +187,13 @@ class Pool:
         nothing: its place under the bound is given back once."""
         if conn.pid == os.getpid() and conn.sock.fileno() >= 0:
             conn.close()
-            self._forget()
+            if conn.counted:
+                self._forget()
 
     def _forget(self) -> None:
         with self._lock:
             self._open_count -= 1
-            if self._waiting:
+            if self._line:
                 self._released.notify_all()  # type: ignore[union-attr]  # made by the waiter
 
     def _after_fork(self) -> None:

@@ -207,10 +207,11 @@ class SentinelClient(Client):
             f"the sentinels name {host}:{port} as the primary of {self.service_name!r}, but it is not one"
         )
 
-    def _call(self, parts: List[Any], timeout: Optional[float], count: Optional[int] = None) -> Reply:
+    def _call(self, parts: List[Any], timeout: Optional[float], count: Optional[int] = None,
+              blocking: bool = False) -> Reply:
         for attempt in (1, 2):
             try:
-                reply = super()._call(parts, timeout, count)
+                reply = super()._call(parts, timeout, count, blocking)
             except ResponseError as exc:
                 if attempt == 2 or not (isinstance(exc, ReadOnlyError) or _demoted(exc)):
                     raise  # e.g. UNBLOCKED by CLIENT UNBLOCK … ERROR: someone meant to stop it

@@ -3,7 +3,8 @@ Redis would send on cue, a tiny socket server in the test).
 
 Covers every method, reply types, URLs (redis://, rediss://, unix://), db
 selection, passwords and ACL users, blocking commands under a short
-socket_timeout, interruptions mid-reply, server restarts, fork and threads.
+socket_timeout, interruptions mid-reply, server restarts, fork, threads and
+the bound on connections.
 """
 
 import array
@@ -798,20 +799,127 @@ def test_max_connections_is_a_bound(redis_url: str, key: str) -> None:
     assert client.llen(key) == 0
 
 
-def test_max_connections_wait_times_out(redis_url: str, key: str) -> None:
+def test_max_connections_wait_times_out(redis_url: str) -> None:
+    # The one place is held outside any command: a command's own deadline
+    # would end before a later waiter's, and a blocking command holds none.
     client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=0.5)
-    result: List[Any] = []
-    blocker = threading.Thread(target=lambda: result.append(client.blpop(key, 3)))
-    blocker.start()
-    time.sleep(0.2)
+    held, _ = client._pool.acquire()
     started = time.monotonic()
-    with pytest.raises(resp.TimeoutError):
+    with pytest.raises(resp.TimeoutError, match="all 1 connections stayed busy"):
         client.ping()
     assert 0.3 < time.monotonic() - started < 3
-    resp.Client.from_url(redis_url).rpush(key, "free")
-    blocker.join(5)
-    assert result == [(key.encode(), b"free")]
+    client._pool.release(held)
     assert client.ping()
+    client.close()
+
+
+def test_an_interrupt_while_waiting_for_a_connection_gives_the_turn_on(redis_url: str) -> None:
+    # The interrupted thread leaves the line of threads waiting for a place:
+    # the one behind it gets the connection when it comes free.
+    client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=5)
+    held, _ = client._pool.acquire()
+    behind: List[Any] = []
+
+    def wait_behind() -> None:
+        time.sleep(0.2)  # after the main thread has begun to wait
+        behind.append(client.ping())
+
+    thread = threading.Thread(target=wait_behind, daemon=True)
+    thread.start()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.ping()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    client._pool.release(held)
+    thread.join(10)
+    assert behind == [True]
+    assert client.ping()
+    client.close()
+
+
+def _named(observer: resp.Client, name: str, flag: str = "") -> int:
+    # How many connections named ``name`` the server has open (with ``flag``
+    # among their flags: "b" for one waiting in a blocking command).
+    lines = observer.execute("CLIENT", "LIST").decode().splitlines()
+    return sum(f"name={name} " in line and flag in line.split(" flags=", 1)[1].split(" ", 1)[0]
+               for line in lines)
+
+
+@pytest.mark.parametrize("wait", [
+    lambda client, key: client.blpop(key, 0)[1],
+    lambda client, key: client.blmove(key, key + ":moved", 0),
+    lambda client, key: client.execute("BRPOP", key, 0)[1],
+], ids=["blpop", "blmove", "execute BRPOP"])
+def test_a_command_waiting_on_the_server_never_delays_the_command_that_ends_it(
+        redis_url: str, key: str, wait: Callable[[resp.Client, str], Any]) -> None:
+    """With max_connections=1, a thread waiting forever in a blocking command
+    holds no place under the bound: another thread's RPUSH runs at once and
+    ends the wait, instead of waiting for it (deadlocked, with timeout 0).
+    SPEC 1: a thread blocked in get(block=True) never delays another's put."""
+    name = "waiting-" + uuid.uuid4().hex[:8]
+    client = resp.Client.from_url(redis_url, client_name=name, max_connections=1)
+    observer = resp.Client.from_url(redis_url)
+    # First on a new connection, then on the idle one the first round leaves.
+    for _ in range(2):
+        got: List[Any] = []
+        waiter = threading.Thread(target=lambda out: out.append(wait(client, key)), args=(got,), daemon=True)
+        waiter.start()
+        assert wait_until(lambda: _named(observer, name, "b") == 1), "the wait never reached the server"
+        started = time.monotonic()
+        pusher = threading.Thread(target=client.rpush, args=(key, "hello"), daemon=True)
+        pusher.start()
+        pusher.join(10)
+        took = time.monotonic() - started
+        if pusher.is_alive():  # deadlocked: end the wait from outside so that both threads end
+            observer.rpush(key, "rescue")
+            pusher.join(10)
+        waiter.join(10)
+        assert took < 2, f"the RPUSH waited {took:.1f} s for the command it would end"
+        assert got == [b"hello"]
+        # The bound still holds once the wait is over: the waiter's connection
+        # found the place taken (by the pusher's, now idle) and was closed.
+        assert wait_until(lambda: _named(observer, name) == 1)
+    assert client.ping()
+    client.close()
+    observer.close()
+
+
+def test_a_thread_waiting_for_a_connection_gets_one_in_its_turn(redis_url: str, key: str) -> None:
+    """Past max_connections, threads get connections first come, first served:
+    threads that release one and ask again at once never starve a thread
+    that was already waiting."""
+    client = resp.Client.from_url(redis_url, max_connections=2, socket_timeout=5)
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            client.lpop(key)
+
+    pollers = [threading.Thread(target=poll, daemon=True) for _ in range(4)]
+    for thread in pollers:
+        thread.start()
+    worst = 0.0
+    try:
+        time.sleep(0.2)  # the pollers keep both connections busy
+        for _ in range(20):
+            started = time.monotonic()
+            client.rpush(key, "job")
+            worst = max(worst, time.monotonic() - started)
+    finally:
+        stop.set()
+        for thread in pollers:
+            thread.join(10)
+    assert not [thread for thread in pollers if thread.is_alive()]
+    assert worst < 2, f"an RPUSH waited {worst:.1f} s for a connection"
+    client.close()
 
 
 def _interrupt_once(monkeypatch: Any, owner: Any, name: str) -> List[int]:
@@ -869,6 +977,19 @@ def test_pool_replace_keeps_the_place_under_the_bound(redis_url: str) -> None:
     assert waiter_got and waiter_got[0][0] is fresh
     pool.release(fresh)
     client.close()
+
+
+def test_a_failed_replace_gives_back_only_a_place_held(make_server: MakeServer) -> None:
+    server = make_server()
+    client = resp.Client(port=server.port, max_connections=1, socket_timeout=5)
+    pool = client._pool
+    waiting, _ = pool.acquire(blocking=True)  # as a BLPOP's: holds no place
+    busy, _ = pool.acquire()  # holds the one place
+    server.stop()
+    for conn in (waiting, busy):
+        with pytest.raises(resp.ConnectionError):
+            pool.replace(conn)
+    assert pool._open_count == 0
 
 
 # -- options -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -468,6 +469,78 @@ def test_after_fork_both_sides_work(queue: HotQueue) -> None:
     queue.put("parent-2")
     assert queue.get() == "parent-2"
     assert len(queue) == 0
+
+
+# A process blocked in get() whose other thread forks a child that never uses
+# the queue; the child reports its pid and lives on (the test kills it).
+FORK_WHILE_BLOCKED = r"""
+import os, sys, threading, time
+from hotqueue import HotQueue
+
+def fork_when_told():
+    sys.stdin.readline()  # the main thread is blocked in BLPOP by now
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    print(pid, flush=True)
+
+threading.Thread(target=fork_when_told, daemon=True).start()
+try:
+    HotQueue(sys.argv[1], url=sys.argv[2]).get(block=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_forked_child_does_not_keep_a_wait_its_parent_gave_up(make_server: Any, key: str) -> None:
+    """A child forked while its parent waits in ``get`` closes its copies of
+    the parent's connections: once the parent gives up the wait (Ctrl-C), no
+    client is left blocked on the server, and the next message goes to the
+    next consumer, not to a socket that nobody reads."""
+    server = make_server()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    observer = resp.Client.from_url(server.url)
+    queue = HotQueue(key, url=server.url)
+
+    def blocked_clients() -> int:
+        info = observer.execute("INFO", "clients").decode()
+        return int(info.split("blocked_clients:")[1].split()[0])
+
+    def wait_for(want: int) -> int:
+        deadline = time.monotonic() + 10
+        while blocked_clients() != want and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return blocked_clients()
+
+    parent = subprocess.Popen([sys.executable, "-W", "ignore::DeprecationWarning", "-c", FORK_WHILE_BLOCKED, key,
+                               server.url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": root})
+    child = 0
+    try:
+        assert parent.stdin is not None and parent.stdout is not None
+        assert wait_for(1) == 1  # the parent waits in BLPOP
+        parent.stdin.write("fork\n")
+        parent.stdin.flush()
+        child = int(parent.stdout.readline())
+        parent.send_signal(signal.SIGINT)  # Ctrl-C: the parent gives up its wait
+        assert parent.stdout.readline() == "interrupted\n"
+        assert parent.wait(10) == 0
+        assert wait_for(0) == 0, "the child kept the parent's BLPOP alive on the server"
+        queue.put("important")
+        assert queue.get(block=True, timeout=2) == "important"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if child:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        queue.clear()
+        queue.client.close()
+        observer.close()
 
 
 def _worker_process(url: str, name: str, out: str, ready: str) -> None:

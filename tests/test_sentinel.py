@@ -2,11 +2,13 @@
 replica and three sentinels (``cluster_fixtures.SentinelSet``), plus a tiny
 socket server playing a sentinel where a test needs it to lie."""
 
+import contextlib
 import os
 import signal
 import socket
 import threading
 import time
+import traceback
 import uuid
 from typing import Callable, Iterator, List, Optional, Tuple
 
@@ -79,6 +81,10 @@ class FakeSentinel:
                 conn.sendall(self.raw if self.raw is not None else reply)
 
     def close(self) -> None:
+        # shutdown() first: close() alone leaves the serving thread's accept()
+        # taking connections meant for a later test's fake on the same port.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
 
@@ -265,7 +271,8 @@ def stuck(sentinels: SentinelSet, make_server: Callable[..., RedisServer]) -> It
     assert frozen.process is not None
     fake = FakeSentinel([frozen.port, sentinels.primary.port])
     # db=1: the handshake (SELECT) is what waits on the frozen server.
-    client = resp.SentinelClient([("127.0.0.1", fake.port)], "mymaster", db=1, socket_connect_timeout=60)
+    client = resp.SentinelClient([("127.0.0.1", fake.port)], "mymaster", db=1, socket_connect_timeout=60,
+                                 sentinel_timeout=10)  # a loaded machine may be slow to answer
     first = threading.Thread(target=client.ping, daemon=True)
     frozen.process.send_signal(signal.SIGSTOP)
     try:
@@ -299,6 +306,7 @@ def test_a_child_forked_while_a_connection_is_stuck_can_connect(stuck: resp.Sent
         try:
             status = 0 if stuck.ping() else 1
         except BaseException:
+            traceback.print_exc()  # into the test's captured output
             status = 2
         finally:
             os._exit(status)
