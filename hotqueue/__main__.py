@@ -33,12 +33,15 @@ import signal
 import sys
 from types import FrameType
 from typing import Any, Callable, Dict, NamedTuple, NoReturn, Optional, Sequence
+from urllib.parse import parse_qsl
 
 import resp
 
 from .queue import HotQueue
 
 DEFAULT_URL = "redis://localhost:6379/0"
+#: Seconds to connect (TLS handshake and AUTH included) unless the URL says.
+CONNECT_TIMEOUT = 10.0
 
 SERIALIZERS: Dict[str, Any] = {"pickle": pickle, "json": json, "raw": None}
 
@@ -83,10 +86,39 @@ def open_queue(args: argparse.Namespace, stored_bytes: bool = False) -> HotQueue
     """The queue ``args.queue`` at ``args.url``, with ``args.serializer``, or
     with ``serializer=None`` when the caller decodes (``stored_bytes``)."""
     serializer = None if stored_bytes else SERIALIZERS[args.serializer]
+    options = {}
+    given = {name for name, _ in parse_qsl(args.url.partition("?")[2])}
+    if not given & {"socket_timeout", "socket_connect_timeout"}:
+        # Connecting (TLS handshake and AUTH included) never waits forever: a
+        # rediss:// URL to a plain server would otherwise hang in the handshake.
+        options["socket_connect_timeout"] = CONNECT_TIMEOUT
     try:
-        return HotQueue(args.queue, serializer=serializer, url=args.url)
+        return HotQueue(args.queue, serializer=serializer, url=args.url, **options)
     except (TypeError, ValueError) as exc:
         raise CLIError(str(exc)) from None
+
+
+def _need_stdout() -> None:
+    # Run with standard output closed (``>&-``), Python has no sys.stdout: a
+    # message popped then could not be printed, and would be lost.
+    if sys.stdout is None:
+        raise CLIError("standard output is closed: no message was taken", EXIT_BROKEN_PIPE)
+
+
+#: While ``consume`` waits, how often it checks that its output is still read.
+OUTPUT_CHECK = 1.0
+
+
+def _output_closed() -> bool:
+    """Whether stdout is a pipe or socket whose reader has gone (``| head``)."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # POLLERR and POLLHUP are always reported
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, ValueError, OSError):
+        return False  # no poll(), or no file descriptor: nothing to check
 
 
 def to_message(text: str, serializer: str) -> Any:
@@ -94,6 +126,8 @@ def to_message(text: str, serializer: str) -> Any:
     if serializer == "json":
         try:
             return json.loads(text)
+        except RecursionError:
+            raise CLIError(f"JSON text nested too deep: {text[:40]!r}…") from None
         except ValueError:
             raise CLIError(f"not JSON text: {text!r} (a JSON string needs quotes: '\"{text}\"')") from None
     if serializer == "raw":
@@ -178,7 +212,10 @@ def add_get(parser: argparse.ArgumentParser) -> None:
 
 def cmd_get(args: argparse.Namespace) -> int:
     """Remove the first message and print it; status 1 when there is none."""
+    _need_stdout()
     queue = open_queue(args, stored_bytes=True)
+    if _output_closed():  # nobody would see the message: leave it in the queue
+        raise BrokenPipeError
     data = queue.get(block=args.block or args.timeout is not None, timeout=args.timeout)
     if data is None:
         return EXIT_EMPTY
@@ -216,11 +253,31 @@ def add_consume(parser: argparse.ArgumentParser) -> None:
 
 def cmd_consume(args: argparse.Namespace) -> int:
     """Print messages, one a line, as they arrive."""
+    _need_stdout()
     queue = open_queue(args, stored_bytes=True)
     queue.client.ping()  # an unreachable server is an error now; later outages are ridden out
-    for data in queue.consume(block=not args.no_block, timeout=args.timeout):
-        write_message(decode(data, args.serializer), args.serializer, one_line=True)
-    return EXIT_OK
+    # A message is taken only while someone reads the output: the wait is cut
+    # into slices of OUTPUT_CHECK seconds, with a check in between, so that a
+    # reader that went away (``| head -1``) is noticed before the next message
+    # is taken, not by losing it. ``idle`` adds up the slices that ended
+    # without a message (waits on a live connection, as in the library).
+    timeout = args.timeout or None  # 0: forever
+    idle = 0.0
+    while True:
+        if _output_closed():
+            raise BrokenPipeError
+        wait = OUTPUT_CHECK if timeout is None else max(min(OUTPUT_CHECK, timeout - idle), 0.001)
+        got = False
+        for data in queue.consume(block=not args.no_block, timeout=wait):
+            got = True
+            write_message(decode(data, args.serializer), args.serializer, one_line=True)
+            if _output_closed():
+                raise BrokenPipeError
+        if _interrupted or args.no_block:
+            return EXIT_OK
+        idle = wait if got else idle + wait
+        if timeout is not None and idle >= timeout:
+            return EXIT_OK
 
 
 def add_demo(parser: argparse.ArgumentParser) -> None:

@@ -37,6 +37,8 @@ WAIT_LIMIT = 30.0
 #: that both workers get a share).
 NUMBERS = list(range(2, 12))
 WORK_SECONDS = 0.05
+#: A worker's exit status when its output was closed (the command line's).
+BROKEN_PIPE = 141
 
 
 class DemoError(Exception):
@@ -124,6 +126,10 @@ class PrivateServer:
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--daemonize", "no", "--logfile", log],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # Its own process group: a terminal's Ctrl-C (sent to the whole
+            # foreground group) interrupts the demo, which then still needs the
+            # server to delete its queues, and stops it after.
+            start_new_session=True,
         )
         deadline = time.monotonic() + WAIT_LIMIT
         while time.monotonic() < deadline:
@@ -168,6 +174,12 @@ def worker_main(url: str, name: str, results: str, number: int) -> None:
         square()
     except KeyboardInterrupt:
         pass  # the demo was interrupted: its own process reports that
+    except BrokenPipeError:
+        # Nothing reads the transcript any more (``| head``): stop quietly
+        # and tell the demo, which exits as the command line does then.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(BROKEN_PIPE)
 
 
 def run(url: str, write: Callable[[str], None]) -> None:
@@ -261,6 +273,8 @@ def _workers(queue: HotQueue, results: HotQueue, url: str, write: Callable[[str]
         queue.put(*NUMBERS)
         for process in processes:
             process.join(WAIT_LIMIT)
+            if process.exitcode == BROKEN_PIPE:
+                raise BrokenPipeError("a worker's output was closed")
             if process.exitcode != 0:
                 raise DemoError(f"a worker process ended with status {process.exitcode}")
     finally:

@@ -347,8 +347,8 @@ class Consumer:
                     # message into the list of a consumer recovery has already
                     # given up, where nothing would ever find it.
                     if time.monotonic() - self._last_beat > self.heartbeat_ttl / 3:
-                        # The heartbeat thread is late (it may be waiting for the
-                        # one connection a bounded pool has): beat here.
+                        # The heartbeat thread is late (stalled, or waiting for
+                        # a place in a bounded pool): beat here.
                         self._heartbeat_commands(client.pipeline()).execute()
                         self._last_beat = time.monotonic()
                     wait = self.heartbeat_ttl / 3

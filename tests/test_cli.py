@@ -199,6 +199,14 @@ def test_json(redis_url: str, key: str) -> None:
         q.clear()
 
 
+def test_json_nested_too_deep_is_bad_input(redis_url: str, queue: HotQueue) -> None:
+    """An argument nested deeper than the JSON parser goes is bad input
+    (status 2, one line), like any other text that is not JSON; nothing is put."""
+    err = one_line_error(hq("--serializer", "json", "put", queue.name, "[" * 100000, url=redis_url), 2)
+    assert "JSON" in err and "unexpected" not in err
+    assert len(queue) == 0
+
+
 def test_raw(redis_url: str, key: str) -> None:
     q = HotQueue(key, serializer=None, url=redis_url)
     try:
@@ -220,6 +228,38 @@ def test_raw(redis_url: str, key: str) -> None:
 def test_unreachable_server(args: List[str]) -> None:
     err = one_line_error(hq(*args, url=dead_url()), 3)
     assert "Connection refused" in err
+
+
+def test_rediss_url_to_a_plain_server_fails_instead_of_hanging(make_server: Any) -> None:
+    """A ``rediss://`` URL pointed at a server that does not speak TLS: the
+    handshake never ends, so connecting gives up after the default connect
+    timeout (10 s) with one line and status 3, or sooner when the URL says."""
+    plain = f"rediss://127.0.0.1:{make_server().port}/0"
+    runs = {}
+    for args in (["len", "q"], ["put", "q", "x"], ["consume", "q", "--no-block"]):
+        runs[" ".join(args)] = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", plain, *args],
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                env=env(), cwd=ROOT)
+    start = time.monotonic()
+    quick = hq("len", "q", url=plain + "?socket_connect_timeout=0.5")
+    quick_seconds = time.monotonic() - start
+    try:
+        results = {}
+        for what, proc in runs.items():
+            try:
+                out, err = proc.communicate(timeout=max(40 - (time.monotonic() - start), 1))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"python -m hotqueue {what} with a rediss:// URL to a plain server hung")
+            results[what] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    finally:
+        for proc in runs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for what, result in results.items():
+        assert "timed out" in one_line_error(result, 3), what
+    assert "timed out" in one_line_error(quick, 3)
+    assert quick_seconds < 8  # the URL's own timeout, not the 10 s default
 
 
 def test_password_is_not_shown() -> None:
@@ -309,6 +349,58 @@ def test_broken_pipe(redis_url: str, queue: HotQueue) -> None:
     assert (result.returncode, result.stderr) == (141, "")
 
 
+def test_get_takes_no_message_when_its_reader_is_gone(redis_url: str, queue: HotQueue) -> None:
+    """``get`` whose output nobody reads any more (the reader of its pipe has
+    exited) leaves the message in the queue and exits 141 quietly."""
+    queue.put("precious")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before get starts
+    try:
+        result = subprocess.run([sys.executable, "-m", "hotqueue", "--url", redis_url, "get", queue.name],
+                                stdout=write, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT, timeout=30)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, "")
+    assert len(queue) == 1, "get took a message nobody could read"
+
+
+def test_get_with_stdout_closed_takes_no_message(redis_url: str, queue: HotQueue) -> None:
+    """``get Q >&-`` (no standard output at all) leaves the message in the
+    queue and says so in one line, with the status of a closed output (141)."""
+    queue.put("precious")
+    words = [sys.executable, "-m", "hotqueue", "--url", redis_url, "get", queue.name]
+    result = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *words], capture_output=True, text=True, env=env(),
+                            cwd=ROOT, timeout=30)
+    assert "standard output is closed" in one_line_error(result, 141)
+    assert len(queue) == 1, "get took a message it could not print"
+
+
+def test_consume_takes_no_message_after_its_reader_is_gone(redis_url: str, queue: HotQueue) -> None:
+    """``consume Q | head -1``: once the reader has gone, consume notices it
+    while it waits (within about a second) and exits 141 quietly; a message
+    put after that stays in the queue instead of being taken and lost."""
+    queue.put("first")
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", redis_url, "consume", queue.name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == "first\n"
+        proc.stdout.close()  # like head -1: one line read, then gone
+        try:
+            proc.wait(10)  # it notices with no message to print
+        except subprocess.TimeoutExpired:
+            pass
+        queue.put("second")  # a producer, later
+        proc.wait(10)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(queue) == 1, "consume took a message after its reader had gone"
+    assert (proc.returncode, err) == (141, "")
+
+
 # -- the demo ----------------------------------------------------------------------
 
 
@@ -366,5 +458,65 @@ def test_demo_interrupted_stops_its_server(sig: int, status: int) -> None:
             proc.terminate()
             proc.wait(30)
     assert (proc.returncode, err) == (status, "")
+    with pytest.raises(OSError):  # its server is gone
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_demo_output_closed_while_the_workers_print(redis_url: str, client: resp.Client) -> None:
+    """``demo | head`` cut while the worker processes print: the demo exits
+    141 quietly, as the other subcommands do, and still deletes its queues."""
+    before = set(client.execute("KEYS", "*"))
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", redis_url, "demo"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        for line in proc.stdout:
+            if line.startswith("    worker"):
+                break  # the first line a worker printed: the reader goes
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:  # SIGTERM, not SIGKILL: let it delete its queues
+            proc.terminate()
+            proc.wait(30)
+    assert (proc.returncode, err) == (141, "")
+    assert set(client.execute("KEYS", "*")) == before  # its queues are gone
+
+
+def test_demo_ctrl_c_in_a_terminal_stops_its_server() -> None:
+    """Ctrl-C in a terminal goes to the demo's whole process group, but not to
+    the redis-server it started: the demo still deletes its queues there,
+    then stops that server itself and exits 130 quietly."""
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", dead_url(), "demo"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        match = re.search(r"redis-server on 127\.0\.0\.1:(\d+)", first)
+        assert match, first
+        port = int(match.group(1))
+        for line in proc.stdout:
+            if line.startswith("    worker"):
+                break  # both workers are running
+        # The demo is held still while the Ctrl-C reaches everything else in
+        # its group, so that its clean-up cannot win a race with the server.
+        os.kill(proc.pid, signal.SIGSTOP)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+        time.sleep(0.5)
+        with resp.Client(host="127.0.0.1", port=port, socket_timeout=5) as admin:
+            try:
+                alive = admin.ping()
+            except resp.ConnectionError:
+                alive = False
+        assert alive, "the Ctrl-C stopped the demo's server, which the demo still needs to clean up"
+        os.kill(proc.pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # SIGTERM, not SIGKILL: let it stop its server
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.terminate()
+            proc.wait(30)
+    assert (proc.returncode, err) == (130, "")
     with pytest.raises(OSError):  # its server is gone
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
