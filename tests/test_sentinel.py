@@ -297,6 +297,7 @@ def test_a_connection_stuck_on_a_frozen_primary_holds_up_no_other_thread(stuck: 
     assert done == [True], "another thread waited for the one stuck on the frozen primary"
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the point of the test
 def test_a_child_forked_while_a_connection_is_stuck_can_connect(stuck: resp.SentinelClient) -> None:
     """A child forked while a thread is stuck connecting inherits no lock held
     by that thread: its first connection reaches the primary."""
