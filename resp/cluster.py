@@ -367,19 +367,19 @@ class ClusterClient:
         # is left of its timeout.
         blocking = None if key is not None else _timeout_index(args)
         started = time.monotonic() if blocking is not None else 0.0
+        waited = args[blocking] if blocking is not None else 0  # the timeout the server is sent
         for _ in range(self.max_redirects):
             if blocking is not None and last is not None:
                 resend = _with_time_left(args, blocking, started)
                 if resend is None:
                     return None  # what the server answers once the timeout has passed
-                parts = encode_parts(resend)
+                parts, waited = encode_parts(resend), resend[blocking]
             owner = redirect or (None if self._stale or slot is None else self._slots[slot])
             node = self._nodes.get(owner) if owner else None
             try:
                 if node is None:
                     node = self._node(owner or self._owner(slot))
-                # The command methods that give ``key`` never block.
-                timeout = node.socket_timeout if key is not None else node._timeout_for(args)
+                timeout = node.socket_timeout if blocking is None else node._blocking_timeout(waited)
                 if not asking:
                     return node._call(parts, timeout, blocking=blocking is not None)
                 # ASKING holds for the next command on the same connection only.
