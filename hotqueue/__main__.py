@@ -105,7 +105,8 @@ def _need_stdout() -> None:
         raise CLIError("standard output is closed: no message was taken", EXIT_BROKEN_PIPE)
 
 
-#: While ``consume`` waits, how often it checks that its output is still read.
+#: While ``get --block`` and ``consume`` wait, how often they check that their
+#: output is still read.
 OUTPUT_CHECK = 1.0
 
 
@@ -119,6 +120,14 @@ def _output_closed() -> bool:
         return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
     except (AttributeError, ValueError, OSError):
         return False  # no poll(), or no file descriptor: nothing to check
+
+
+def _next_slice(timeout: Optional[float], waited: float) -> float:
+    """The next slice of a wait of ``timeout`` seconds (None: forever) of
+    which ``waited`` have passed; BrokenPipeError if the output's reader left."""
+    if _output_closed():
+        raise BrokenPipeError
+    return OUTPUT_CHECK if timeout is None else max(min(OUTPUT_CHECK, timeout - waited), 0.001)
 
 
 def to_message(text: str, serializer: str) -> Any:
@@ -182,6 +191,22 @@ def decode(data: bytes, serializer: str) -> Any:
         ) from None
 
 
+def _hand_out(queue: HotQueue, data: bytes, serializer: str, one_line: bool = False) -> None:
+    """Print a message just taken from ``queue``. If the output fails (its
+    reader left after the last check), put the message back at the head of
+    the queue, where it was, before the error goes on."""
+    message = decode(data, serializer)
+    try:
+        write_message(message, serializer, one_line)
+    except OSError:
+        try:
+            queue.client.execute("LPUSH", queue.key, data)
+        except resp.RespError as exc:
+            raise CLIError(f"the output closed, and the message taken could not be put back: it is lost ({exc})",
+                           EXIT_BROKEN_PIPE) from None
+        raise
+
+
 # -- the subcommands ---------------------------------------------------------------
 
 
@@ -214,12 +239,22 @@ def cmd_get(args: argparse.Namespace) -> int:
     """Remove the first message and print it; status 1 when there is none."""
     _need_stdout()
     queue = open_queue(args, stored_bytes=True)
-    if _output_closed():  # nobody would see the message: leave it in the queue
-        raise BrokenPipeError
-    data = queue.get(block=args.block or args.timeout is not None, timeout=args.timeout)
+    if not (args.block or args.timeout is not None):
+        if _output_closed():  # nobody would see the message: leave it in the queue
+            raise BrokenPipeError
+        data = queue.get()
+    else:  # waits in slices, as consume does, to notice a reader that went away
+        timeout = args.timeout or None  # 0: forever
+        waited = 0.0
+        while True:
+            wait = _next_slice(timeout, waited)
+            data = queue.get(block=True, timeout=wait)
+            waited += wait
+            if data is not None or (timeout is not None and waited >= timeout):
+                break
     if data is None:
         return EXIT_EMPTY
-    write_message(decode(data, args.serializer), args.serializer)
+    _hand_out(queue, data, args.serializer)
     return EXIT_OK
 
 
@@ -264,13 +299,11 @@ def cmd_consume(args: argparse.Namespace) -> int:
     timeout = args.timeout or None  # 0: forever
     idle = 0.0
     while True:
-        if _output_closed():
-            raise BrokenPipeError
-        wait = OUTPUT_CHECK if timeout is None else max(min(OUTPUT_CHECK, timeout - idle), 0.001)
+        wait = _next_slice(timeout, idle)
         got = False
         for data in queue.consume(block=not args.no_block, timeout=wait):
             got = True
-            write_message(decode(data, args.serializer), args.serializer, one_line=True)
+            _hand_out(queue, data, args.serializer, one_line=True)
             if _output_closed():
                 raise BrokenPipeError
         if _interrupted or args.no_block:

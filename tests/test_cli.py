@@ -401,6 +401,52 @@ def test_consume_takes_no_message_after_its_reader_is_gone(redis_url: str, queue
     assert (proc.returncode, err) == (141, "")
 
 
+def reader_leaves(redis_url: str, args: List[str], waiting: float, then: Any) -> "tuple[int, str]":
+    """Run ``python -m hotqueue ARGS`` writing into a pipe; after ``waiting``
+    seconds close the pipe's read end (the reader leaves), call ``then()``,
+    and return the exit status and stderr."""
+    read, write = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", redis_url, *args], stdout=write,
+                            stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    os.close(write)
+    try:
+        time.sleep(waiting)
+        assert proc.poll() is None, "it should still be waiting"
+        os.close(read)
+        then()
+        proc.wait(10)
+        assert proc.stderr is not None
+        return proc.returncode, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_get_block_takes_no_message_after_its_reader_is_gone(redis_url: str, queue: HotQueue) -> None:
+    """``get Q --block`` whose reader leaves while it waits notices it within
+    about a second and exits 141, instead of taking the next message put."""
+
+    def put_later() -> None:
+        time.sleep(3)  # it has noticed by now
+        queue.put("later")
+
+    assert reader_leaves(redis_url, ["get", queue.name, "--block"], 1.0, put_later) == (141, "")
+    assert len(queue) == 1, "get took a message after its reader had gone"
+
+
+@pytest.mark.parametrize("command", [["get", "--block"], ["consume"]])
+def test_a_message_that_cannot_be_printed_goes_back_to_the_head(redis_url: str, queue: HotQueue,
+                                                                 command: List[str]) -> None:
+    """A message that arrives while the command waits, just after its reader
+    left, is taken before the next check; printing it fails, and it goes back
+    to the head of the queue, in front of those put after it."""
+    args = [command[0], queue.name, *command[1:]]
+    # 1.3 s: waiting, the last output check behind it
+    assert reader_leaves(redis_url, args, 1.3, lambda: queue.put("first", "second")) == (141, "")
+    assert [queue.get(), queue.get(), queue.get()] == ["first", "second", None]
+
+
 # -- the demo ----------------------------------------------------------------------
 
 
