@@ -409,8 +409,9 @@ class Consumer:
             log.error("queue %r: message dead-lettered after %d attempt(s): %s",
                       self.queue.name, attempts, reason[:200])
         elif not attempts:
-            log.warning("queue %r: consumer %s failed a message that had been recovered by "
-                        "another consumer; it may be handled twice", self.queue.name, self.id)
+            log.warning("queue %r: consumer %s failed a message it no longer held (recovered by "
+                        "another consumer after its heartbeat expired, or failed already)",
+                        self.queue.name, self.id)
         return bool(dead)
 
     def release(self, data: bytes) -> None:
