@@ -42,14 +42,15 @@ TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp
 if TYPE_CHECKING:
     from typing import Any
 
-    from .cluster import ClusterClient, ClusterPipeline, key_slot
+    from .cluster import ClusterClient, key_slot
+    from .cluster_pipeline import ClusterPipeline
     from .sentinel import SentinelClient
     from .urls import from_url
 
 # Loaded on first use, so that ``import resp`` costs only what one server needs.
 _LAZY = {
     "ClusterClient": "cluster",
-    "ClusterPipeline": "cluster",
+    "ClusterPipeline": "cluster_pipeline",
     "key_slot": "cluster",
     "SentinelClient": "sentinel",
     "from_url": "urls",

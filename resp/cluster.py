@@ -18,6 +18,9 @@ Rules this module keeps:
    command was sent raises, as on one server; the map is refreshed before the
    next command because the node may have failed over.
 4. No network I/O in the constructor: the slot map is learned on first use.
+
+``ClusterPipeline`` lives in ``cluster_pipeline``, which imports this module;
+``from resp.cluster import ClusterPipeline`` still finds it there.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .protocol import _encode_arg, encode_parts
 
 if TYPE_CHECKING:  # type aliases, defined for type checkers only
     from .client import KeyT
+    from .cluster_pipeline import ClusterPipeline
     from .protocol import CommandArg, Reply
 
 __all__ = ["ClusterClient", "ClusterPipeline", "key_slot"]
@@ -157,13 +161,6 @@ def _cross_slot(slots: Iterable[int]) -> CrossSlotError:
 def _split_node(name: str) -> Tuple[str, int]:
     host, _, port = name.rpartition(":")
     return host.strip("[]"), int(port)
-
-
-def _target(exc: Union[MovedError, AskError], node: Optional[Client]) -> str:
-    # Where a MOVED or ASK points: "host:port", or ":port" (Redis 7 with
-    # cluster-preferred-endpoint-type unknown-endpoint) for the node asked.
-    target = exc.node
-    return node.address.host + target if node and target.startswith(":") else target
 
 
 def _with_time_left(args: Tuple[CommandArg, ...], index: int, started: float) -> Optional[Tuple[CommandArg, ...]]:
@@ -290,7 +287,10 @@ class ClusterClient:
             with self._lock:
                 gone = [self._nodes.pop(old) for old in list(self._nodes) if old not in keep]
             for client in gone:
-                client.close()  # a command still running on it finishes first
+                # For good: a command still running on it finishes first, and
+                # a thread that took it from the map just before may still
+                # start one; either way the connection is closed afterwards.
+                client._pool.retire()
             return
         raise ConnectionError("no cluster node answered for the slot map: " + "; ".join(errors))
 
@@ -347,6 +347,29 @@ class ClusterClient:
         self._owner(None)
         return [self._node(name) for name in dict.fromkeys(filter(None, self._slots))]
 
+    def _redirected_to(self, exc: Union[MovedError, AskError], node: Optional[Client]) -> Optional[str]:
+        # The node a MOVED or ASK names, as "host:port"; None: learn the map
+        # again and go by it. Redis 7 may leave the host out. ":port"
+        # (cluster-preferred-endpoint-type unknown-endpoint) means the node
+        # that answered. "?:port" (type hostname, but the target announces
+        # none) names no host, so we guess: the one node we know on that port
+        # besides the one that answered; failing that, a MOVED goes by the
+        # map learned again (it takes the ip for "?"), and an ASK, which the
+        # map cannot answer, to that port on the answering node's host.
+        host, _, port = exc.node.rpartition(":")
+        if host not in ("", "?") or node is None:
+            return exc.node
+        here = node.address
+        if host == "?":
+            known = {*self._nodes, *filter(None, self._slots)}
+            elsewhere = [name for name in known
+                         if name.rpartition(":")[2] == port and _split_node(name) != (here.host, here.port)]
+            if len(elsewhere) == 1:
+                return elsewhere[0]
+            if isinstance(exc, MovedError):
+                return None
+        return f"{here.host}:{port}"
+
     # Running commands.
 
     def _run(self, args: Tuple[CommandArg, ...], key: Optional[KeyT] = None) -> Reply:
@@ -393,12 +416,14 @@ class ClusterClient:
                 # the whole map again before the next command. (Retrying by
                 # the refreshed map could bounce back to the old owner while
                 # the nodes still disagree.)
-                self._slots[exc.slot] = redirect = _target(exc, node)
+                redirect = self._redirected_to(exc, node)
+                if redirect is not None:
+                    self._slots[exc.slot] = redirect
                 self._stale, asking, last = True, False, exc
             except AskError as exc:
                 # Not run. This key alone is already on the migration's target:
                 # retry there, without changing the map.
-                redirect, asking, last = _target(exc, node), True, exc
+                redirect, asking, last = self._redirected_to(exc, node), True, exc
             except (TryAgainError, ClusterDownError) as exc:
                 # Not run: a multi-key command met a half-migrated slot, or a
                 # failover is under way. Wait a little; retry by the map.
@@ -425,9 +450,11 @@ class ClusterClient:
         """
         return self._run(args)
 
-    def pipeline(self) -> "ClusterPipeline":
+    def pipeline(self) -> ClusterPipeline:
         """Return a ``ClusterPipeline``: commands whose keys share one slot,
         sent in one write to the node that serves it."""
+        from .cluster_pipeline import ClusterPipeline  # here: that module imports this one
+
         return ClusterPipeline(self)
 
     def ping(self) -> bool:
@@ -483,111 +510,11 @@ class ClusterClient:
         )
 
 
-def _not_run(reply: Reply, args: Tuple[CommandArg, ...]) -> bool:
-    # Whether a pipelined command's reply shows it did not run, or ran without
-    # effect (MULTI; a command queued in a transaction that was then aborted).
-    if isinstance(reply, (MovedError, AskError, TryAgainError, ClusterDownError)):
-        return True
-    if isinstance(reply, ResponseError):
-        return reply.kind == "EXECABORT"
-    return reply == "QUEUED" or (reply == "OK" and _name(args) == "MULTI")
+def __getattr__(name: str) -> Any:
+    # ``from resp.cluster import ClusterPipeline``, as before it had a module
+    # of its own: imported on first use, since that module imports this one.
+    if name == "ClusterPipeline":
+        from .cluster_pipeline import ClusterPipeline
 
-
-class ClusterPipeline:
-    """Commands sent in one write to the node serving their one slot.
-
-    Like ``Pipeline``, not atomic unless wrapped in ``MULTI``/``EXEC``. When
-    every reply says nothing ran (``MOVED``, ``ASK``, ``TRYAGAIN``,
-    ``CLUSTERDOWN``, or a transaction aborted by one), the whole pipeline is
-    sent again: to the new owner, to the ``ASK`` target after ``ASKING`` when
-    every command with a key was sent there, or after a short wait. Otherwise
-    the replies stand as they are: some of the commands may have run, so none
-    is resent.
-    """
-
-    def __init__(self, cluster: ClusterClient) -> None:
-        self._cluster = cluster
-        self._commands: List[Tuple[CommandArg, ...]] = []
-        self._slot: Optional[int] = None
-
-    def __len__(self) -> int:
-        return len(self._commands)
-
-    def command(self, *args: CommandArg) -> "ClusterPipeline":
-        """Queue one command; its keys must share the slot of those before it.
-
-        :raises CrossSlotError: they do not; the pipeline is left as it was.
-        """
-        slot = _slot_of(command_keys(args))
-        if slot is not None and self._slot is not None and slot != self._slot:
-            raise _cross_slot({slot, self._slot})
-        encode_parts(args)  # bad arguments raise here
-        self._commands.append(args)
-        if slot is not None:
-            self._slot = slot
-        return self
-
-    def execute(self, raise_on_error: bool = True) -> List[Reply]:
-        """Send the queued commands and return their replies in order, as
-        ``Pipeline.execute`` does. The queue is emptied either way."""
-        commands, self._commands = self._commands, []
-        slot, self._slot = self._slot, None
-        cluster = self._cluster
-        replies: List[Reply] = []
-        redirect: Optional[str] = None
-        if not commands:
-            return []
-        asking = False  # whether to send it all to an ASK's target, after ASKING
-        wait = RETRY_FIRST
-        for _ in range(cluster.max_redirects):
-            node = cluster._node(redirect or cluster._owner(slot))
-            pipe = node.pipeline()
-            asked = set()  # where the replies of ASKING are, to drop them
-            in_multi = False
-            for args in commands:
-                if asking and not in_multi:  # ASKING holds for one command, or one MULTI block
-                    asked.add(len(pipe))
-                    pipe.command("ASKING")
-                pipe.command(*args)
-                name = _name(args)
-                in_multi = name == "MULTI" or (in_multi and name not in ("EXEC", "DISCARD"))
-            try:
-                replies = pipe.execute(raise_on_error=False)
-            except (ConnectionError, TimeoutError):
-                cluster._stale = True
-                raise
-            if asked:
-                replies = [reply for index, reply in enumerate(replies) if index not in asked]
-            moved = [r for r in replies if isinstance(r, (MovedError, AskError, TryAgainError, ClusterDownError))]
-            if not moved:
-                break
-            asks = [reply for reply in moved if isinstance(reply, AskError)]
-            if len(asks) < len(moved):
-                cluster._stale = True  # an ASK alone leaves the map as it is
-            if not all(_not_run(reply, args) for reply, args in zip(replies, commands)):
-                break  # some of it ran: resending could run it twice
-            keyed = [reply for reply, args in zip(replies, commands) if command_keys(args)]
-            if isinstance(moved[0], MovedError):
-                redirect, asking = _target(moved[0], node), False
-            elif all(isinstance(r, AskError) for r in keyed) and len(asks) == len(moved) and (
-                    len({ask.node for ask in asks}) == 1):
-                # Every command with a key was sent on to the migration's
-                # target: all of it goes there, after ASKING.
-                redirect, asking = _target(asks[0], node), True
-            else:
-                # A slot half migrated (TRYAGAIN, or ASK for some keys only) or
-                # a failover: nothing ran; wait a little, retry by the map.
-                redirect, asking = None, False
-                time.sleep(wait)
-                wait = min(wait * 2, RETRY_MAX)
-        else:
-            if raise_on_error:  # nothing ran, as from ClusterClient.execute
-                last = moved[-1]
-                if isinstance(last, ClusterDownError):
-                    raise last
-                raise ClusterError(f"gave up after {cluster.max_redirects} redirections; last: {last}")
-        if raise_on_error:
-            for reply in replies:
-                if isinstance(reply, ResponseError):
-                    raise reply
-        return replies
+        return ClusterPipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -55,6 +55,7 @@ class Pool:
         self._connect = connect
         self._max_connections = max_connections
         self._wait_timeout = wait_timeout
+        self._retired = False  # see retire()
         self._reset()
 
     def _reset(self) -> None:
@@ -170,7 +171,7 @@ class Pool:
         if conn.pid != _pid[0]:
             return  # opened by the parent of a fork: not ours to close or keep
         with self._lock:
-            if conn.generation == self._generation:
+            if conn.generation == self._generation and not self._retired:
                 limit = self._max_connections
                 if not conn.counted and (limit is None or self._open_count < limit):
                     self._open_count += 1
@@ -212,3 +213,11 @@ class Pool:
             idle, self._idle = self._idle, []
         for conn in idle:
             self.discard(conn)
+
+    def retire(self) -> None:
+        """Close the pool for good: the idle connections now, and every other
+        one when it is released, even one opened after this call by a thread
+        that still held the pool. Commands still run, each on a connection of
+        its own."""
+        self._retired = True
+        self.close()

@@ -695,6 +695,25 @@ def test_close_while_busy_closes_that_connection_when_it_returns(redis_url: str,
     assert wait_until(lambda: named() == 0)  # ... and closed when it came back
 
 
+def test_a_retired_pool_closes_every_connection_that_comes_back(redis_url: str) -> None:
+    """``Pool.retire()`` (for a cluster node that left the slot map): the idle
+    connection closes at once, a busy one when it is released, and one opened
+    afterwards, by a thread that still holds the client, after its command;
+    each gives its place under the bound back."""
+    client = resp.Client.from_url(redis_url, max_connections=2, socket_timeout=5)
+    pool = client._pool
+    idle, _ = pool.acquire()
+    busy, _ = pool.acquire()
+    pool.release(idle)
+    pool.retire()
+    assert idle.sock.fileno() == -1
+    pool.release(busy)
+    assert busy.sock.fileno() == -1
+    for _ in range(3):  # never "all 2 connections stayed busy"
+        assert client.ping() is True
+    assert pool._idle == [] and pool._open_count == 0
+
+
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_client_survives_a_server_restart(make_server: MakeServer, key: str, how: str) -> None:
     server = make_server()

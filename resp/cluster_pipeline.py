@@ -1,0 +1,147 @@
+"""``ClusterPipeline``: commands whose keys share one hash slot, sent in one
+write to the primary that serves it (made by ``ClusterClient.pipeline()``).
+
+Rules this module keeps:
+
+1. Every command with a key is in one slot, checked as it is queued
+   (``CrossSlotError``, nothing sent); key-less commands go along.
+2. The pipeline is sent again only when every reply says nothing ran
+   (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``, or a transaction they
+   aborted), at most ``max_redirects`` times. Once any command may have run,
+   the replies stand as they are: resending could run it twice.
+3. A failed connection, or any reply of those but ``ASK``, marks the
+   cluster's slot map stale, to be learned again; ``ASK`` alone leaves it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, List, Optional, Tuple
+
+from .cluster import RETRY_FIRST, RETRY_MAX, ClusterClient, _cross_slot, _name, _slot_of, command_keys
+from .errors import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    ConnectionError,
+    MovedError,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
+from .protocol import encode_parts
+
+if TYPE_CHECKING:  # type aliases, defined for type checkers only
+    from .protocol import CommandArg, Reply
+
+__all__ = ["ClusterPipeline"]
+
+
+def _not_run(reply: Reply, args: Tuple[CommandArg, ...]) -> bool:
+    # Whether a pipelined command's reply shows it did not run, or ran without
+    # effect (MULTI; a command queued in a transaction that was then aborted).
+    if isinstance(reply, (MovedError, AskError, TryAgainError, ClusterDownError)):
+        return True
+    if isinstance(reply, ResponseError):
+        return reply.kind == "EXECABORT"
+    return reply == "QUEUED" or (reply == "OK" and _name(args) == "MULTI")
+
+
+class ClusterPipeline:
+    """Commands sent in one write to the node serving their one slot.
+
+    Like ``Pipeline``, not atomic unless wrapped in ``MULTI``/``EXEC``. When
+    every reply says nothing ran (``MOVED``, ``ASK``, ``TRYAGAIN``,
+    ``CLUSTERDOWN``, or a transaction aborted by one), the whole pipeline is
+    sent again: to the new owner, to the ``ASK`` target after ``ASKING`` when
+    every command with a key was sent there, or after a short wait. Otherwise
+    the replies stand as they are: some of the commands may have run, so none
+    is resent.
+    """
+
+    def __init__(self, cluster: ClusterClient) -> None:
+        self._cluster = cluster
+        self._commands: List[Tuple[CommandArg, ...]] = []
+        self._slot: Optional[int] = None
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def command(self, *args: CommandArg) -> "ClusterPipeline":
+        """Queue one command; its keys must share the slot of those before it.
+
+        :raises CrossSlotError: they do not; the pipeline is left as it was.
+        """
+        slot = _slot_of(command_keys(args))
+        if slot is not None and self._slot is not None and slot != self._slot:
+            raise _cross_slot({slot, self._slot})
+        encode_parts(args)  # bad arguments raise here
+        self._commands.append(args)
+        if slot is not None:
+            self._slot = slot
+        return self
+
+    def execute(self, raise_on_error: bool = True) -> List[Reply]:
+        """Send the queued commands and return their replies in order, as
+        ``Pipeline.execute`` does. The queue is emptied either way."""
+        commands, self._commands = self._commands, []
+        slot, self._slot = self._slot, None
+        cluster = self._cluster
+        replies: List[Reply] = []
+        redirect: Optional[str] = None
+        if not commands:
+            return []
+        asking = False  # whether to send it all to an ASK's target, after ASKING
+        wait = RETRY_FIRST
+        for _ in range(cluster.max_redirects):
+            node = cluster._node(redirect or cluster._owner(slot))
+            pipe = node.pipeline()
+            asked = set()  # where the replies of ASKING are, to drop them
+            in_multi = False
+            for args in commands:
+                if asking and not in_multi:  # ASKING holds for one command, or one MULTI block
+                    asked.add(len(pipe))
+                    pipe.command("ASKING")
+                pipe.command(*args)
+                name = _name(args)
+                in_multi = name == "MULTI" or (in_multi and name not in ("EXEC", "DISCARD"))
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except (ConnectionError, TimeoutError):
+                cluster._stale = True
+                raise
+            if asked:
+                replies = [reply for index, reply in enumerate(replies) if index not in asked]
+            moved = [r for r in replies if isinstance(r, (MovedError, AskError, TryAgainError, ClusterDownError))]
+            if not moved:
+                break
+            asks = [reply for reply in moved if isinstance(reply, AskError)]
+            if len(asks) < len(moved):
+                cluster._stale = True  # an ASK alone leaves the map as it is
+            if not all(_not_run(reply, args) for reply, args in zip(replies, commands)):
+                break  # some of it ran: resending could run it twice
+            keyed = [reply for reply, args in zip(replies, commands) if command_keys(args)]
+            if isinstance(moved[0], MovedError):
+                redirect, asking = cluster._redirected_to(moved[0], node), False
+            elif all(isinstance(r, AskError) for r in keyed) and len(asks) == len(moved) and (
+                    len({ask.node for ask in asks}) == 1):
+                # Every command with a key was sent on to the migration's
+                # target: all of it goes there, after ASKING.
+                redirect, asking = cluster._redirected_to(asks[0], node), True
+            else:
+                # A slot half migrated (TRYAGAIN, or ASK for some keys only) or
+                # a failover: nothing ran; wait a little, retry by the map.
+                redirect, asking = None, False
+                time.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX)
+        else:
+            if raise_on_error:  # nothing ran, as from ClusterClient.execute
+                last = moved[-1]
+                if isinstance(last, ClusterDownError):
+                    raise last
+                raise ClusterError(f"gave up after {cluster.max_redirects} redirections; last: {last}")
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply
+        return replies
