@@ -239,6 +239,7 @@ class Client:
         pool = self._pool
         conn: Optional[Connection]
         conn, reused = pool.acquire(blocking)
+        lease = conn.lease  # changed by release once the connection is back in the pool
         # From here on, whatever is raised (an interrupt included) discards
         # the connection, which gives its place under the bound back.
         try:
@@ -258,13 +259,16 @@ class Client:
                     # (given back by replace if that fails; discarding the
                     # closed one below is then a no-op).
                     conn = pool.replace(conn)
+                    lease = conn.lease
                     reused = False
             if count is not None:
                 reply = [conn.read_reply(deadline) for _ in range(count)]
             pool.release(conn)
             conn = None
         except BaseException:
-            if conn is not None:
+            # An interrupt as release returns finds the connection back in
+            # the pool already, maybe in another thread's hands: leave it.
+            if conn is not None and conn.lease == lease:
                 pool.discard(conn)
             raise
         if count is None and isinstance(reply, ResponseError):
@@ -406,7 +410,9 @@ class Pipeline:
 
     def command(self, *args: "CommandArg") -> "Pipeline":
         """Queue one command (encoded now, so bad arguments raise here)."""
-        self._parts.extend(encode_parts(args))
+        # A long bytearray or memoryview comes back as a view of the caller's
+        # buffer: copied, so that what execute() sends is what was queued.
+        self._parts.extend(part if type(part) is bytes else bytes(part) for part in encode_parts(args))
         self._count += 1
         return self
 
@@ -470,6 +476,9 @@ def parse_url(url: str) -> "Dict[str, Any]":
     if scheme == "unix":
         if not parts.path:
             raise ValueError("a unix:// URL needs a socket path, e.g. unix:///run/redis.sock")
+        if parts.hostname:  # unix://tmp/redis.sock: 'tmp' would silently drop out of the path
+            raise ValueError("a unix:// URL has no host: give the socket path after three slashes, "
+                             "e.g. unix:///run/redis.sock")
         options["unix_socket_path"] = unquote(parts.path)
     elif scheme in ("redis", "rediss"):
         if parts.hostname:

@@ -76,7 +76,11 @@ class ClusterPipeline:
         if slot is not None and self._slot is not None and slot != self._slot:
             raise _cross_slot({slot, self._slot})
         encode_parts(args)  # bad arguments raise here
-        self._commands.append(args)
+        # A buffer (bytearray, memoryview, …) is copied: what is sent, maybe
+        # more than once, is what was queued, whatever its owner does after.
+        self._commands.append(tuple(
+            arg if isinstance(arg, (str, bytes, int, float)) else memoryview(arg).tobytes() for arg in args
+        ))
         if slot is not None:
             self._slot = slot
         return self

@@ -127,7 +127,7 @@ class Connection:
     """
 
     __slots__ = ("sock", "reader", "pid", "address", "generation", "_selector", "_poll", "_timeout", "_tls",
-                 "_plain", "_bulk_buffer", "_bulk_room", "_bulk_earning", "counted", "__weakref__")
+                 "_plain", "_bulk_buffer", "_bulk_room", "_bulk_earning", "counted", "lease", "__weakref__")
 
     def __init__(self, address: Address) -> None:
         """Connect to ``address``.
@@ -155,6 +155,7 @@ class Connection:
         _OPEN.add(self)
         self.generation = 0  # the pool's, see pool.Pool.close
         self.counted = True  # the pool's: holds a place under max_connections
+        self.lease = 0  # the pool's: bumped each time the connection goes back to it
         self._timeout: Optional[float] = address.connect_timeout
         # Only TCP connections are wrapped in TLS (see _open_socket).
         self._tls = address.ssl_context is not None and address.unix_socket_path is None

@@ -97,7 +97,10 @@ class Pool:
                         self._wait_for_room()
                     idle = self._idle  # close() may have put a new list in its place
                     if idle:
-                        conn = idle.pop()
+                        # Held before it leaves the list: an interrupt as pop()
+                        # returns would otherwise lose it and its place.
+                        conn = idle[-1]
+                        idle.pop()
                         if blocking:
                             conn.counted = False
                             self._open_count -= 1
@@ -177,6 +180,10 @@ class Pool:
                     self._open_count += 1
                     conn.counted = True
                 if conn.counted:
+                    # Before the append: once the connection is idle, whoever
+                    # is interrupted after this must not discard it (another
+                    # thread may have taken it).
+                    conn.lease += 1
                     self._idle.append(conn)
                     if self._line:
                         self._released.notify_all()  # type: ignore[union-attr]  # made by the waiter

@@ -37,6 +37,7 @@ MAX_DEPTH = 32
 MAX_LINE_LENGTH = 64 * 1024
 
 _CRLF = b"\r\n"
+_TYPE_BYTES = b"+-:$*"  # status, error, integer, bulk string, array
 
 
 def _parse_int(line: "Union[bytes, bytearray]", what: str) -> int:
@@ -257,6 +258,8 @@ class Reader:
         # No CRLF after pos: wait for one, or for the line to outgrow the bound.
         self._pos = pos
         waiting = len(self._buffer) - pos
+        if waiting and self._buffer[pos] not in _TYPE_BYTES:  # no CRLF can make it RESP2
+            raise ProtocolError(f"unknown reply type byte {self._buffer[pos : pos + 1]!r}")
         if waiting > MAX_LINE_LENGTH:
             raise ProtocolError("line too long")
         if waiting:

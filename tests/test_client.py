@@ -22,6 +22,7 @@ import pytest
 from redis_server import RedisServer, free_port
 
 import resp
+from resp.protocol import LARGE_VALUE
 
 MakeServer = Callable[..., RedisServer]
 
@@ -1055,3 +1056,81 @@ def test_constructor_does_no_io() -> None:
     client = resp.Client(port=free_port(), socket_timeout=1)
     with pytest.raises(resp.ConnectionError):
         client.ping()
+
+
+class _PopThenInterrupt(list):  # type: ignore[type-arg]
+    # An idle list whose pop() is interrupted as it returns, as a Ctrl-C
+    # handled right after that call would be.
+    def pop(self, *args: Any) -> Any:
+        super().pop(*args)
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_as_an_idle_connection_is_taken_gives_its_place_back(redis_url: str) -> None:
+    # With one connection allowed, a place lost with the popped connection
+    # would leave every later command waiting for it.
+    client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=1)
+    assert client.ping()  # one idle connection in the pool
+    pool = client._pool
+    pool._idle = _PopThenInterrupt(pool._idle)
+    with pytest.raises(KeyboardInterrupt):
+        client.ping()
+    pool._idle = []
+    assert client.ping()  # not "all 1 connections stayed busy"
+    assert pool._open_count == 1
+    client.close()
+
+
+class _AppendThenInterrupt(list):  # type: ignore[type-arg]
+    # An idle list whose append() is interrupted as it returns: a Ctrl-C
+    # landing at the end of Pool.release, the connection already idle.
+    def append(self, conn: Any) -> None:
+        super().append(conn)
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_as_release_returns_leaves_the_idle_connection_alone(redis_url: str) -> None:
+    # Once back in the pool the connection may be in another thread's hands:
+    # the interrupted command must not close it.
+    client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=1)
+    first_id = client.execute("CLIENT", "ID")
+    pool = client._pool
+    pool._idle = _AppendThenInterrupt(pool._idle)
+    with pytest.raises(KeyboardInterrupt):
+        client.ping()
+    idle = list(pool._idle)
+    pool._idle = idle
+    assert [conn.sock.fileno() >= 0 for conn in idle] == [True]
+    assert client.execute("CLIENT", "ID") == first_id  # the same connection, reused
+    assert pool._open_count == 1
+    client.close()
+
+
+def test_a_pipeline_sends_the_value_queued_not_the_buffer_later(client: resp.Client, key: str) -> None:
+    buffer = bytearray(b"a" * LARGE_VALUE)
+    pipe = client.pipeline().command("SET", key, buffer)
+    buffer[:] = b"b" * LARGE_VALUE  # the caller reuses its buffer
+    buffer.extend(b"more")  # and may resize it: no view of it is kept
+    assert pipe.execute() == ["OK"]
+    assert client.execute("GET", key) == b"a" * LARGE_VALUE
+    client.delete(key)
+
+
+@pytest.mark.parametrize("url", ["unix://tmp/redis.sock", "unix://:secret@tmp/redis.sock?db=2"])
+def test_a_unix_url_with_a_host_is_refused(url: str) -> None:
+    # Two slashes: 'tmp' is the host part, and the path would be /redis.sock.
+    with pytest.raises(ValueError, match="three slashes") as caught:
+        resp.Client.from_url(url)
+    assert "secret" not in str(caught.value)
+
+
+def test_one_bad_byte_then_silence_is_a_protocol_error_not_a_wait(tiny_server: Any) -> None:
+    def script(command: List[bytes]) -> List[Any]:
+        return [b"x", 30.0]
+
+    server = tiny_server(script)
+    client = resp.Client(port=server.port, socket_timeout=10)
+    started = time.monotonic()
+    with pytest.raises(resp.ProtocolError):
+        client.ping()
+    assert time.monotonic() - started < 5  # not the socket timeout

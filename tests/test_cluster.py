@@ -688,3 +688,13 @@ def test_a_worker_rides_through_a_primary_failover(cluster: RedisCluster, cc: re
         worker.join(30)
     assert sorted(received) == list(range(200))
     assert cluster.owner(slot) != owner
+
+
+def test_a_cluster_pipeline_sends_the_value_queued_not_the_buffer_later(cc: resp.ClusterClient) -> None:
+    key = unique("buffer")
+    buffer = bytearray(b"a" * 100_000)
+    pipe = cc.pipeline().command("SET", key, buffer).command("GET", key)
+    buffer[:] = b"b" * 100_000  # the caller reuses its buffer
+    buffer.extend(b"more")  # and may resize it: no view of it is kept
+    assert pipe.execute() == ["OK", b"a" * 100_000]
+    assert cc.delete(key) == 1

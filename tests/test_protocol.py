@@ -750,3 +750,12 @@ def test_protocol_module_limits() -> None:
     # The documented bounds of SPEC section 2.
     assert protocol.MAX_BULK_LENGTH == 512 * 1024 * 1024
     assert protocol.MAX_ARRAY_LENGTH == 2**32
+
+
+@pytest.mark.parametrize("first", [b"x", b"_", b"#", b"%", b"\r", b"\x00"])
+def test_a_reply_with_no_type_byte_is_refused_at_once(first: bytes) -> None:
+    # No line end needed: nothing that follows can make it RESP2.
+    reader = resp.Reader()
+    reader.feed(first)
+    with pytest.raises(resp.ProtocolError, match="type byte"):
+        reader.gets()
