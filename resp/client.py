@@ -47,6 +47,26 @@ MAX_TIMEOUT = 1e9
 # ``socket_timeout`` as their deadline.
 _BLOCKING_LAST = frozenset({"BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN", "BZPOPMAX"})
 _BLOCKING_FIRST = frozenset({"BLMPOP", "BZMPOP"})
+# Commands that would leave a pooled connection changed for the commands that
+# come after it on that connection, whoever sends them: refused before
+# anything is sent (see _refuse_state_change). A pipeline takes MULTI and
+# WATCH when it closes them itself.
+_WHY_REFUSED = {
+    "MULTI": "a transaction needs one connection: send MULTI … EXEC in one pipeline()",
+    "WATCH": "WATCH needs one connection: send WATCH … EXEC in one pipeline()",
+    "SELECT": "it would move a pooled connection to another database: give db= (or /N in the URL)",
+    "AUTH": "it would change a pooled connection's user: give username= and password=",
+    "HELLO": "resp speaks RESP2 only, and authenticates with username= and password=",
+    "RESET": "it would reset a pooled connection's database, user and name",
+    "SUBSCRIBE": "publish/subscribe is not supported: messages would come unasked",
+    "PSUBSCRIBE": "publish/subscribe is not supported: messages would come unasked",
+    "SSUBSCRIBE": "publish/subscribe is not supported: messages would come unasked",
+    "MONITOR": "it would turn a pooled connection into a stream of every command",
+    "CLIENT": "CLIENT REPLY would leave a pooled connection without the replies expected",
+}
+#: Why a pipeline that leaves a MULTI or WATCH open is refused.
+UNCLOSED_TRANSACTION = ("a MULTI or WATCH in a pipeline must be closed by EXEC or DISCARD in it: "
+                        "connections are pooled; nothing was sent")
 _URL_QUERY_OPTIONS = {
     "db": int,
     "socket_timeout": float,
@@ -56,19 +76,31 @@ _URL_QUERY_OPTIONS = {
 }
 
 
-def _timeout_index(args: "Tuple[CommandArg, ...]") -> "Optional[int]":
-    # Where a blocking command given by its arguments has its own timeout;
-    # None for a command that does not block.
-    name = args[0]
+def _command_name(args: "Tuple[CommandArg, ...]", index: int = 0) -> str:
+    # The upper-case name of a command (index 1: its subcommand); "" if none.
+    name = args[index] if len(args) > index else ""
     if isinstance(name, (bytes, bytearray, memoryview)):
         name = bytes(name).decode("latin-1")  # b"BLPOP" blocks just the same
-    if isinstance(name, str):
-        name = name.upper()
-        if name in _BLOCKING_LAST:
-            return len(args) - 1
-        if name in _BLOCKING_FIRST and len(args) > 1:
-            return 1
+    return name.upper() if isinstance(name, str) else ""
+
+
+def _timeout_index(args: "Tuple[CommandArg, ...]", name: "Optional[str]" = None) -> "Optional[int]":
+    # Where a blocking command given by its arguments (and its name, if
+    # known) has its own timeout; None for a command that does not block.
+    if name is None:
+        name = _command_name(args)
+    if name in _BLOCKING_LAST:
+        return len(args) - 1
+    if name in _BLOCKING_FIRST and len(args) > 1:
+        return 1
     return None
+
+
+def _refuse_state_change(name: str, args: "Tuple[CommandArg, ...]") -> None:
+    # ValueError for a command of _WHY_REFUSED (called with its name).
+    if name == "CLIENT" and _command_name(args, 1) != "REPLY":
+        return
+    raise ValueError(f"{name} is refused, nothing was sent: {_WHY_REFUSED[name]}")
 
 
 def _check_timeout(name: str, value: "Optional[float]") -> "Optional[float]":
@@ -301,12 +333,19 @@ class Client:
 
         :raises TypeError: an argument is not bytes-like, ``str``, ``int`` or
             ``float``; nothing was sent.
+        :raises ValueError: a command that would change the connection for
+            the commands after it (``MULTI``, ``WATCH``, ``SELECT``, ``AUTH``,
+            ``HELLO``, ``RESET``, ``SUBSCRIBE``…, ``MONITOR``, ``CLIENT REPLY``):
+            connections are pooled; nothing was sent.
         :raises ResponseError: the server answered with an error.
         :raises ConnectionError, TimeoutError, ProtocolError: the connection
             failed; it was closed.
         """
         parts = encode_parts(args)
-        index = _timeout_index(args)
+        name = _command_name(args)
+        if name in _WHY_REFUSED:
+            _refuse_state_change(name, args)
+        index = _timeout_index(args, name)
         if index is None:
             return self._call(parts, self.socket_timeout)
         return self._call(parts, self._blocking_timeout(args[index]), blocking=True)
@@ -397,22 +436,27 @@ class Pipeline:
     [1, 1]
 
     Not atomic (use ``MULTI``/``EXEC`` inside it for that), and not for
-    blocking commands.
+    blocking commands. A ``MULTI`` or ``WATCH`` must be closed by ``EXEC``
+    or ``DISCARD`` in the same pipeline; the commands ``execute`` refuses
+    (``SELECT``…) are refused here too.
     """
 
     def __init__(self, client: Client) -> None:
         self._client = client
         self._parts: List[Any] = []
         self._count = 0
+        self._open = False  # a MULTI or WATCH queued and not closed yet
 
     def __len__(self) -> int:
         return self._count
 
     def command(self, *args: "CommandArg") -> "Pipeline":
         """Queue one command (encoded now, so bad arguments raise here)."""
+        parts = encode_parts(args)
+        self._open = _still_open(args, self._open)
         # A long bytearray or memoryview comes back as a view of the caller's
         # buffer: copied, so that what execute() sends is what was queued.
-        self._parts.extend(part if type(part) is bytes else bytes(part) for part in encode_parts(args))
+        self._parts.extend(part if type(part) is bytes else bytes(part) for part in parts)
         self._count += 1
         return self
 
@@ -423,8 +467,10 @@ class Pipeline:
         ``raise_on_error``, the first error is raised, else errors stay in the
         list as ``ResponseError`` instances. The queue is emptied either way.
         """
-        parts, count = self._parts, self._count
-        self._parts, self._count = [], 0
+        parts, count, still_open = self._parts, self._count, self._open
+        self._parts, self._count, self._open = [], 0, False
+        if still_open:
+            raise ValueError(UNCLOSED_TRANSACTION)
         if not count:
             return []
         client = self._client
@@ -434,6 +480,22 @@ class Pipeline:
                 if isinstance(reply, ResponseError):
                     raise reply
         return replies
+
+
+def _still_open(args: "Tuple[CommandArg, ...]", open_before: bool) -> bool:
+    """Whether a pipeline leaves a MULTI or WATCH open once ``args`` is
+    queued after the commands before it (which left one open: ``open_before``).
+
+    :raises ValueError: a command a pipeline refuses (see ``Client.execute``).
+    """
+    name = _command_name(args)
+    if name in ("MULTI", "WATCH"):
+        return True
+    if name in ("EXEC", "DISCARD"):
+        return False
+    if name in _WHY_REFUSED:
+        _refuse_state_change(name, args)
+    return open_before
 
 
 def _check_no_at_after_host(url: str) -> None:

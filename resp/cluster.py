@@ -29,7 +29,15 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .client import Client, _timeout_index, blocking_timeout_arg, parse_url
+from .client import (
+    _WHY_REFUSED,
+    Client,
+    _command_name,
+    _refuse_state_change,
+    _timeout_index,
+    blocking_timeout_arg,
+    parse_url,
+)
 from .errors import (
     AskError,
     ClusterDownError,
@@ -447,7 +455,12 @@ class ClusterClient:
         another connection, so ``MULTI``/``EXEC`` belong in a ``pipeline()``.
 
         :raises CrossSlotError: its keys are in different slots; nothing sent.
+        :raises ValueError: a command ``Client.execute`` refuses (``MULTI``,
+            ``SELECT`` …); nothing sent.
         """
+        name = _command_name(args)
+        if name in _WHY_REFUSED:
+            _refuse_state_change(name, args)
         return self._run(args)
 
     def pipeline(self) -> ClusterPipeline:

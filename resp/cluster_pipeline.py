@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
+from .client import UNCLOSED_TRANSACTION, _still_open
 from .cluster import RETRY_FIRST, RETRY_MAX, ClusterClient, _cross_slot, _name, _slot_of, command_keys
 from .errors import (
     AskError,
@@ -63,6 +64,7 @@ class ClusterPipeline:
         self._cluster = cluster
         self._commands: List[Tuple[CommandArg, ...]] = []
         self._slot: Optional[int] = None
+        self._open = False  # a MULTI or WATCH queued and not closed yet
 
     def __len__(self) -> int:
         return len(self._commands)
@@ -71,11 +73,13 @@ class ClusterPipeline:
         """Queue one command; its keys must share the slot of those before it.
 
         :raises CrossSlotError: they do not; the pipeline is left as it was.
+        :raises ValueError: a command ``Pipeline.command`` refuses.
         """
         slot = _slot_of(command_keys(args))
         if slot is not None and self._slot is not None and slot != self._slot:
             raise _cross_slot({slot, self._slot})
         encode_parts(args)  # bad arguments raise here
+        self._open = _still_open(args, self._open)
         # A buffer (bytearray, memoryview, …) is copied: what is sent, maybe
         # more than once, is what was queued, whatever its owner does after.
         self._commands.append(tuple(
@@ -90,6 +94,9 @@ class ClusterPipeline:
         ``Pipeline.execute`` does. The queue is emptied either way."""
         commands, self._commands = self._commands, []
         slot, self._slot = self._slot, None
+        still_open, self._open = self._open, False
+        if still_open:
+            raise ValueError(UNCLOSED_TRANSACTION)
         cluster = self._cluster
         replies: List[Reply] = []
         redirect: Optional[str] = None

@@ -1134,3 +1134,45 @@ def test_one_bad_byte_then_silence_is_a_protocol_error_not_a_wait(tiny_server: A
     with pytest.raises(resp.ProtocolError):
         client.ping()
     assert time.monotonic() - started < 5  # not the socket timeout
+
+
+REFUSED = [("MULTI",), ("watch", "k"), (b"SELECT", 3), ("AUTH", "x"), ("HELLO", "3"), ("RESET",),
+           ("SUBSCRIBE", "c"), ("PSUBSCRIBE", "c*"), ("SSUBSCRIBE", "c"), ("MONITOR",), ("CLIENT", "REPLY", "OFF"),
+           ("client", b"reply", "SKIP")]
+
+
+@pytest.mark.parametrize("args", REFUSED)
+def test_a_command_that_would_change_a_pooled_connection_is_refused(redis_url: str, key: str, args: Any) -> None:
+    """Connections are pooled: ``execute("MULTI")`` would make a later
+    ``RPUSH`` on that connection answer ``QUEUED`` and never run, ``SELECT``
+    would send later commands to another database. Refused, nothing sent."""
+    client = resp.Client.from_url(redis_url, max_connections=1)
+    try:
+        with pytest.raises(ValueError, match="nothing was sent"):
+            client.execute(*args)
+        pipe = client.pipeline()
+        if args[0].upper() not in ("MULTI", "WATCH"):  # a pipeline takes those, closed in it
+            with pytest.raises(ValueError, match="nothing was sent"):
+                pipe.command(*args)
+            assert len(pipe) == 0
+        assert client.rpush(key, "x") == 1  # run now, in this client's database
+        with resp.Client.from_url(redis_url) as other:
+            assert other.llen(key) == 1
+        assert isinstance(client.execute("CLIENT", "ID"), int)  # other CLIENT subcommands go
+    finally:
+        client.delete(key)
+        client.close()
+
+
+def test_a_pipeline_must_close_its_multi_or_watch(client: resp.Client, key: str) -> None:
+    for opened in (["MULTI"], ["WATCH", key]):
+        pipe = client.pipeline().command(*opened).command("RPUSH", key, "never")
+        with pytest.raises(ValueError, match="closed by EXEC or DISCARD"):
+            pipe.execute()
+        assert len(pipe) == 0 and client.llen(key) == 0  # nothing was sent
+    replies = client.pipeline().command("WATCH", key).command("MULTI").command("RPUSH", key, "a").command(
+        "EXEC").execute()
+    assert replies == ["OK", "OK", "QUEUED", [1]]
+    assert client.pipeline().command("MULTI").command("RPUSH", key, "b").command("DISCARD").execute() == [
+        "OK", "QUEUED", "OK"]
+    assert client.lpop(key, 5) == [b"a"]

@@ -698,3 +698,17 @@ def test_a_cluster_pipeline_sends_the_value_queued_not_the_buffer_later(cc: resp
     buffer.extend(b"more")  # and may resize it: no view of it is kept
     assert pipe.execute() == ["OK", b"a" * 100_000]
     assert cc.delete(key) == 1
+
+
+def test_commands_that_would_change_a_pooled_connection_are_refused(cc: resp.ClusterClient) -> None:
+    key = unique("refused")
+    for args in (("MULTI",), ("SELECT", 0), ("CLIENT", "REPLY", "OFF")):
+        with pytest.raises(ValueError, match="nothing was sent"):
+            cc.execute(*args)
+    with pytest.raises(ValueError, match="nothing was sent"):
+        cc.pipeline().command("SELECT", 0)
+    with pytest.raises(ValueError, match="closed by EXEC or DISCARD"):
+        cc.pipeline().command("MULTI").command("RPUSH", key, "never").execute()
+    assert cc.llen(key) == 0
+    assert cc.pipeline().command("MULTI").command("RPUSH", key, "v").command("EXEC").execute() == ["OK", "QUEUED", [1]]
+    assert cc.delete(key) == 1
