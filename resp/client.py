@@ -26,7 +26,7 @@ from .protocol import encode_parts
 TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
 if TYPE_CHECKING:
     import ssl as _ssl
-    from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
+    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
     from .protocol import CommandArg, Reply
 
@@ -67,8 +67,16 @@ _WHY_REFUSED = {
 #: Why a pipeline that leaves a MULTI or WATCH open is refused.
 UNCLOSED_TRANSACTION = ("a MULTI or WATCH in a pipeline must be closed by EXEC or DISCARD in it: "
                         "connections are pooled; nothing was sent")
-_URL_QUERY_OPTIONS = {
-    "db": int,
+def _database_number(text: str) -> int:
+    # A database number in a URL: ASCII digits only (int() also takes "1_0",
+    # " 1" and other scripts' digits).
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"the database in a Redis URL must be a number, not {text!r}")
+    return int(text)
+
+
+_URL_QUERY_OPTIONS: "Dict[str, Callable[[str], Any]]" = {
+    "db": _database_number,
     "socket_timeout": float,
     "socket_connect_timeout": float,
     "client_name": str,
@@ -549,9 +557,7 @@ def parse_url(url: str) -> "Dict[str, Any]":
             options["port"] = port
         path = parts.path.strip("/")
         if path:
-            if not path.isdigit():
-                raise ValueError(f"the database in a Redis URL must be a number, not {path!r}")
-            options["db"] = int(path)
+            options["db"] = _database_number(path)
         if scheme == "rediss":
             options["ssl"] = True
     else:

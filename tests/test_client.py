@@ -391,6 +391,10 @@ def test_url_options(redis_url: str) -> None:
         "redis://localhost/-1",
         "redis://localhost/0?bogus=1",
         "redis://localhost/0?db=x",
+        "redis://localhost/\u0661",  # ARABIC-INDIC DIGIT ONE: int() takes it
+        "redis://localhost/\u00b2",  # SUPERSCRIPT TWO: isdigit(), but not int()
+        "redis://localhost/0?db=1_0",
+        "redis://localhost/0?db=%201",
         "redis://localhost/0?socket_timeout=soon",
         "redis://localhost/0?socket_timeout=-1",
         "unix://",
