@@ -165,12 +165,18 @@ def test_status_and_bulk_stay_distinct_in_resp(ours: resp.Client, theirs: redis.
 
 def test_errors_inside_an_array_agree(ours: resp.Client, theirs: redis.Redis) -> None:
     """``MULTI`` … ``EXEC`` with a command that fails at run time: the error is a
-    value inside EXEC's array in both clients (not raised), in its place."""
+    value inside EXEC's array in both clients (not raised), in its place.
+    resp takes a transaction in one pipeline (``execute("MULTI")`` is refused:
+    connections are pooled); redis-py's single connection takes it a command
+    at a time."""
     transaction = [("MULTI",), ("SET", "tx", "abc"), ("LPUSH", "tx", "x"), ("INCR", "tx"), ("GET", "tx"),
                    ("EXEC",)]
     ours.execute("FLUSHDB")
     theirs.execute_command("FLUSHDB")
-    mine = [ours_reply(ours, command) for command in transaction]
+    pipe = ours.pipeline()
+    for command in transaction:
+        pipe.command(*command)
+    mine = [_plain(reply) for reply in pipe.execute(raise_on_error=False)]
     assert mine == [theirs_reply(theirs, command) for command in transaction]
     assert mine[-1][0] == b"OK" and mine[-1][3] == b"abc"
     assert mine[-1][1][:2] == ("error", "WRONGTYPE") and mine[-1][2][:2] == ("error", "ERR")
