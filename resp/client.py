@@ -462,9 +462,11 @@ class Pipeline:
         """Queue one command (encoded now, so bad arguments raise here)."""
         parts = encode_parts(args)
         self._open = _still_open(args, self._open)
-        # A long bytearray or memoryview comes back as a view of the caller's
-        # buffer: copied, so that what execute() sends is what was queued.
-        self._parts.extend(part if type(part) is bytes else bytes(part) for part in parts)
+        if len(parts) > 1 or type(parts[0]) is not bytes:
+            # A long bytearray or memoryview comes back as a view of the
+            # caller's buffer: copied, so that execute() sends what was queued.
+            parts = [part if type(part) is bytes else bytes(part) for part in parts]
+        self._parts.extend(parts)
         self._count += 1
         return self
 
@@ -496,14 +498,18 @@ def _still_open(args: "Tuple[CommandArg, ...]", open_before: bool) -> bool:
 
     :raises ValueError: a command a pipeline refuses (see ``Client.execute``).
     """
-    name = _command_name(args)
-    if name in ("MULTI", "WATCH"):
-        return True
-    if name in ("EXEC", "DISCARD"):
-        return False
+    name = args[0]
+    name = name.upper() if type(name) is str else _command_name(args)
+    opens = _OPENS.get(name)
+    if opens is not None:
+        return opens
     if name in _WHY_REFUSED:
         _refuse_state_change(name, args)
     return open_before
+
+
+#: Whether a command opens (True) or closes (False) a transaction in a pipeline.
+_OPENS = {"MULTI": True, "WATCH": True, "EXEC": False, "DISCARD": False}
 
 
 def _check_no_at_after_host(url: str) -> None:
