@@ -84,7 +84,7 @@ _URL_QUERY_OPTIONS: "Dict[str, Callable[[str], Any]]" = {
 }
 
 
-def _command_name(args: "Tuple[CommandArg, ...]", index: int = 0) -> str:
+def _command_name(args: "Sequence[CommandArg]", index: int = 0) -> str:
     # The upper-case name of a command (index 1: its subcommand); "" if none.
     name = args[index] if len(args) > index else ""
     if isinstance(name, (bytes, bytearray, memoryview)):

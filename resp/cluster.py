@@ -138,18 +138,13 @@ def command_keys(args: Sequence[CommandArg]) -> List[CommandArg]:
     """The keys of one command, by its name. ``EVAL``/``EVALSHA``/``FCALL`` take
     theirs from ``numkeys``; a command not known here has one key, its first
     argument (as most Redis commands do); known key-less ones have none."""
-    name = _name(args)
+    name = _command_name(args)
     if name in _KEYLESS:
         return []
     if name in ("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO") and len(args) > 2:
         return list(args[3 : 3 + int(args[2])])
     first, stop, step = _KEY_SPECS.get(name, (1, 2, 1))
     return list(args[first:stop:step])
-
-
-def _name(args: Sequence[CommandArg]) -> str:
-    name = args[0]
-    return (name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)).upper()
 
 
 def _slot_of(keys: Iterable[CommandArg]) -> Optional[int]:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
-from .client import UNCLOSED_TRANSACTION, _still_open
-from .cluster import RETRY_FIRST, RETRY_MAX, ClusterClient, _cross_slot, _name, _slot_of, command_keys
+from .client import UNCLOSED_TRANSACTION, _command_name, _still_open
+from .cluster import RETRY_FIRST, RETRY_MAX, ClusterClient, _cross_slot, _slot_of, command_keys
 from .errors import (
     AskError,
     ClusterDownError,
@@ -45,7 +45,7 @@ def _not_run(reply: Reply, args: Tuple[CommandArg, ...]) -> bool:
         return True
     if isinstance(reply, ResponseError):
         return reply.kind == "EXECABORT"
-    return reply == "QUEUED" or (reply == "OK" and _name(args) == "MULTI")
+    return reply == "QUEUED" or (reply == "OK" and _command_name(args) == "MULTI")
 
 
 class ClusterPipeline:
@@ -114,7 +114,7 @@ class ClusterPipeline:
                     asked.add(len(pipe))
                     pipe.command("ASKING")
                 pipe.command(*args)
-                name = _name(args)
+                name = _command_name(args)
                 in_multi = name == "MULTI" or (in_multi and name not in ("EXEC", "DISCARD"))
             try:
                 replies = pipe.execute(raise_on_error=False)
