@@ -111,6 +111,14 @@ def _refuse_state_change(name: str, args: "Tuple[CommandArg, ...]") -> None:
     raise ValueError(f"{name} is refused, nothing was sent: {_WHY_REFUSED[name]}")
 
 
+def _allowed_command_name(args: "Tuple[CommandArg, ...]") -> str:
+    # The command's upper-case name, once execute() may send it.
+    name = _command_name(args)
+    if name in _WHY_REFUSED:
+        _refuse_state_change(name, args)
+    return name
+
+
 def _check_timeout(name: str, value: "Optional[float]") -> "Optional[float]":
     if value is None:
         return None
@@ -350,10 +358,7 @@ class Client:
             failed; it was closed.
         """
         parts = encode_parts(args)
-        name = _command_name(args)
-        if name in _WHY_REFUSED:
-            _refuse_state_change(name, args)
-        index = _timeout_index(args, name)
+        index = _timeout_index(args, _allowed_command_name(args))
         if index is None:
             return self._call(parts, self.socket_timeout)
         return self._call(parts, self._blocking_timeout(args[index]), blocking=True)
@@ -492,6 +497,10 @@ class Pipeline:
         return replies
 
 
+#: Whether a command opens (True) or closes (False) a transaction in a pipeline.
+_OPENS = {"MULTI": True, "WATCH": True, "EXEC": False, "DISCARD": False}
+
+
 def _still_open(args: "Tuple[CommandArg, ...]", open_before: bool) -> bool:
     """Whether a pipeline leaves a MULTI or WATCH open once ``args`` is
     queued after the commands before it (which left one open: ``open_before``).
@@ -506,10 +515,6 @@ def _still_open(args: "Tuple[CommandArg, ...]", open_before: bool) -> bool:
     if name in _WHY_REFUSED:
         _refuse_state_change(name, args)
     return open_before
-
-
-#: Whether a command opens (True) or closes (False) a transaction in a pipeline.
-_OPENS = {"MULTI": True, "WATCH": True, "EXEC": False, "DISCARD": False}
 
 
 def _check_no_at_after_host(url: str) -> None:

@@ -30,10 +30,9 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .client import (
-    _WHY_REFUSED,
     Client,
+    _allowed_command_name,
     _command_name,
-    _refuse_state_change,
     _timeout_index,
     blocking_timeout_arg,
     parse_url,
@@ -453,9 +452,7 @@ class ClusterClient:
         :raises ValueError: a command ``Client.execute`` refuses (``MULTI``,
             ``SELECT`` …); nothing sent.
         """
-        name = _command_name(args)
-        if name in _WHY_REFUSED:
-            _refuse_state_change(name, args)
+        _allowed_command_name(args)
         return self._run(args)
 
     def pipeline(self) -> ClusterPipeline:
