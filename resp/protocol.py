@@ -92,7 +92,7 @@ class Reader:
         if tail is not None and len(data) < _SMALL_PIECE:
             # A trickle of bytes while a reply is unfinished: into one
             # bytearray, not an object each.
-            if self._line_wait and b"\n" in data:
+            if self._line_wait and 10 in data:  # not b"\n" in: that tries int(b"\n") first
                 self._note_line_end(data, tail)
             tail += data
             self._pieces_size += len(data)
@@ -107,7 +107,7 @@ class Reader:
             return
         if not data:
             return
-        if self._line_wait and b"\n" in data:
+        if self._line_wait and 10 in data:
             self._note_line_end(data, pieces[-1] if pieces else self._buffer)
         if len(data) >= _SMALL_PIECE:
             pieces.append(data)
@@ -140,7 +140,7 @@ class Reader:
     def _note_line_end(self, data: bytes, before: "Union[bytes, bytearray]") -> None:
         # While waiting for the end of a line: does it end in data, or does
         # data's first byte end it (before ends with the CR)?
-        if b"\r\n" in data or (data[:1] == b"\n" and before[-1:] == b"\r"):
+        if data.find(_CRLF) >= 0 or (data[:1] == b"\n" and before[-1:] == b"\r"):
             self._need = 0
 
     def gets(self) -> "Reply":
@@ -239,7 +239,7 @@ class Reader:
                 else:
                     if end - pos >= MAX_LINE_LENGTH:  # refused whole as in pieces (_wait_for_line)
                         raise ProtocolError("line too long")
-                    if b"\r" in line or b"\n" in line:
+                    if 13 in line or 10 in line:  # CR, LF
                         raise ProtocolError("CR or LF inside a status or error line")
                     text = line.decode("utf-8", "replace")
                     value = text if kind == 43 else error_from_reply(text)
