@@ -89,6 +89,28 @@ def run_reader(make, chunks, replies):
     return seconds
 
 
+class CallFloor:
+    """A reader that does nothing: what the two calls per chunk cost alone."""
+
+    def feed(self, data):
+        pass
+
+    def gets(self):
+        return False
+
+
+def run_call_floor(chunks):
+    reader = CallFloor()
+    feed, gets = reader.feed, reader.gets
+    count = 0
+    start = _clock()
+    for chunk in chunks:
+        feed(chunk)
+        while gets() is not False:
+            count += 1
+    return _clock() - start
+
+
 def run_pure(chunks, replies, read_size):
     parser = PurePythonParser(socket_read_size=read_size)
     parser.on_connect(FakeConnection(FakeSocket(chunks)))
@@ -126,12 +148,16 @@ def measure(quick):
             modes["byte by byte"] = (split(byte_data, 1), 1)
         replies = {mode: (small_units if mode == "byte by byte" else units) * per_unit for mode in modes}
         times = {mode: {"resp": [], "redis-py": [], "hiredis": []} for mode in modes}
+        if "byte by byte" in modes:
+            times["byte by byte"]["call floor"] = []
         for _ in range(repeat):
             for mode, (chunks, read_size) in modes.items():
                 count = replies[mode]
                 times[mode]["resp"].append(run_reader(resp.Reader, chunks, count) / count)
                 times[mode]["redis-py"].append(run_pure(chunks, count, read_size) / count)
                 times[mode]["hiredis"].append(run_reader(hiredis.Reader, chunks, count) / count)
+                if "call floor" in times[mode]:
+                    times[mode]["call floor"].append(run_call_floor(chunks) / count)
         for mode in modes:
             rows.append((name, mode, replies[mode], times[mode]))
         print(f"  {name} done", file=sys.stderr, flush=True)
@@ -165,6 +191,16 @@ def markdown(rows):
         )
         if mode == "32 KiB chunks":
             chunked[name] = times["resp"]
+    lines += ["", "Fed byte by byte, every reader interfaced like hiredis's pays a `feed()` and a `gets()` call"
+              " per byte. What those two calls cost alone, to empty methods (the call floor), bounds how many"
+              " times faster than redis-py any such reader written in Python can be:", "",
+              "| case | redis-py pure | call floor | at most × redis-py | resp.Reader × redis-py |", "|---|---|---|---|---|"]
+    for name, mode, _, times in rows:
+        if "call floor" in times:
+            lines.append(
+                f"| {name} | {fmt(statistics.median(times['redis-py']))} | {fmt(statistics.median(times['call floor']))}"
+                f" | {paired(times['redis-py'], times['call floor']):.2f}× | {paired(times['redis-py'], times['resp']):.2f}× |"
+            )
     lines += ["", "resp.Reader, one whole chunk vs 32 KiB chunks (time per reply, median of per-round ratios;"
               " below 1 = faster whole):", ""]
     lines += ["| case | one chunk / 32 KiB chunks |", "|---|---|"]
