@@ -23,7 +23,7 @@ class Keys(NamedTuple):
     """The Redis keys of one queue in reliable mode (the table in ``hotqueue.reliable``)."""
 
     main: str
-    prefix: str  # "{tag}:" — every other key starts with it
+    prefix: str  # "{main key}:" or "{tag}:length:main key:" — every other key starts with it
 
     @property
     def consumers(self) -> str:
@@ -66,7 +66,12 @@ def keys_for(main_key: str) -> Keys:
     >>> keys_for("hotqueue:jobs").dead
     '{hotqueue:jobs}:dead'
     >>> keys_for("hotqueue:{tenant}jobs").dead
-    '{tenant}:dead'
+    '{tenant}:21:hotqueue:{tenant}jobs:dead'
+
+    A tag taken from the name may be in other queues' names too (that is
+    what it is for: a tenant's queues on one node), so the main key follows
+    it, after its length (which keeps ``{t}a:processing`` from reading as
+    ``{t}a`` and a suffix): two queues never share a key.
 
     :raises ValueError: ``main_key`` has a ``}`` outside a hash tag, so no other
         key can be made to share its slot.
@@ -78,8 +83,8 @@ def keys_for(main_key: str) -> Keys:
                 f"reliable mode cannot keep the keys of {main_key!r} in one cluster slot: "
                 "the name has a '}' outside a {hash tag}"
             )
-        tag = main_key
-    return Keys(main_key, "{" + tag + "}:")
+        return Keys(main_key, "{" + main_key + "}:")
+    return Keys(main_key, f"{{{tag}}}:{len(main_key)}:{main_key}:")
 
 
 # -- scripts ---------------------------------------------------------------------

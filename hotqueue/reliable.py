@@ -30,7 +30,9 @@ slot and every script below touches one slot only:
 =====================================  ============================================
 
 (A name whose main key already has a hash tag, like ``{tenant}jobs``, reuses that
-tag; a name with a ``}`` outside any tag cannot share a slot and is refused.)
+tag, followed by the main key's length and the main key, so that queues sharing
+a tag share no key: ``{tenant}:21:hotqueue:{tenant}jobs:dead``. A name with a
+``}`` outside any tag cannot share a slot and is refused.)
 
 Rules this module keeps:
 
@@ -123,6 +125,11 @@ def _unsupported(exc: resp.ResponseError) -> bool:
     return "unknown command" in str(exc).lower()
 
 
+def _check_max_attempts(max_attempts: int) -> None:
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ValueError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
+
+
 # -- recovery --------------------------------------------------------------------
 
 _ABANDONED = "abandoned: its consumer stopped sending heartbeats while handling it"
@@ -138,7 +145,11 @@ def recover(queue: "HotQueue", max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
     Each recovered message counts one failed attempt; one that reaches
     ``max_attempts`` goes to the dead letters instead (reason ``abandoned``).
     Safe to run at any time, from any number of processes.
+
+    :raises ValueError: ``max_attempts`` is not an int >= 1 (checked before
+        anything is sent: the script would fail after taking the message).
     """
+    _check_max_attempts(max_attempts)
     keys = keys_for(queue.key)
     client = queue.client
     ids = sorted(m.decode() for m in client.execute("SMEMBERS", keys.consumers))
@@ -178,6 +189,9 @@ class Consumer:
         default ``host:pid:random``. A consumer that starts takes back, as
         abandoned, what an earlier one of its id still held; so two live
         consumers given one id would handle each other's messages twice.
+    :raises ValueError: ``max_attempts`` is not an int >= 1, ``heartbeat_ttl``
+        not a number of seconds >= 0.01, or ``consumer_id`` is empty.
+    :raises TypeError: ``consumer_id`` is not a ``str``.
     """
 
     def __init__(
@@ -187,13 +201,16 @@ class Consumer:
         heartbeat_ttl: float = DEFAULT_HEARTBEAT_TTL,
         consumer_id: Optional[str] = None,
     ) -> None:
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
+        _check_max_attempts(max_attempts)
         if isinstance(heartbeat_ttl, bool) or not isinstance(heartbeat_ttl, (int, float)) \
                 or not 0.01 <= heartbeat_ttl < 1e9:
             raise ValueError(f"heartbeat_ttl must be a number of seconds >= 0.01, not {heartbeat_ttl!r}")
         if consumer_id is None:
             consumer_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        elif not isinstance(consumer_id, str):
+            raise TypeError(f"consumer_id must be a str, not {type(consumer_id).__name__}")
+        elif not consumer_id:
+            raise ValueError("consumer_id must not be empty")
         self.queue = queue
         self.keys = keys_for(queue.key)
         self.id = consumer_id

@@ -905,3 +905,52 @@ def test_cli_stats_and_recover(redis_url: str, key: str, queue: HotQueue) -> Non
     assert run_cli(redis_url, "recover", key).stdout == "0\n"
     refused = run_cli(redis_url, "stats", "a}b")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "hash tag" in refused.stderr
+
+
+def test_queues_whose_names_share_a_hash_tag_share_no_key(redis_url: str, key: str) -> None:
+    """A tag in the name (a tenant's queues kept on one cluster node) must not
+    merge the queues' consumers, attempts or dead letters."""
+    jobs, mail = HotQueue("{%s}jobs" % key, url=redis_url), HotQueue("{%s}mail" % key, url=redis_url)
+    # A name that reads as another's main key and a suffix: told apart too.
+    lookalike = HotQueue("{%s}jobs:processing" % key, url=redis_url)
+    try:
+        a, b, c = keys_for(jobs.key), keys_for(mail.key), keys_for(lookalike.key)
+        assert a.dead == "{%s}:%d:%s:dead" % (key, len(jobs.key), jobs.key)
+        assert not {a.consumers, a.attempts, a.dead, a.processing("c"), a.heartbeat("c")} & {
+            b.consumers, b.attempts, b.dead, b.processing("c"), b.heartbeat("c")}
+        assert a.processing("dead") != c.dead
+        mail.put("invoice")
+        with pytest.raises(RuntimeError):
+            with mail.reserve(timeout=1, max_attempts=1):
+                raise RuntimeError("smtp down")
+        assert (len(mail.dead_letters), len(jobs.dead_letters)) == (1, 0)
+        assert jobs.dead_letters.requeue() == 0 and len(jobs) == 0
+        # A mail consumer that died holding a message: not jobs' to recover.
+        mail.client.execute("SADD", b.consumers, "mailer")
+        mail.client.rpush(b.processing("mailer"), pickle.dumps("reset password"))
+        assert jobs.recover() == 0 and len(jobs) == 0
+        assert mail.recover() == 1 and mail.get() == "reset password"
+    finally:
+        found = jobs.client.execute("KEYS", "*" + key + "*")
+        if found:
+            jobs.client.delete(*found)
+        for queue in (jobs, mail, lookalike):
+            queue.client.close()
+
+
+@pytest.mark.parametrize("bad", ["five", 0, -1, 2.5, True, None])
+def test_recover_checks_max_attempts_before_taking_anything(queue: HotQueue, bad: Any) -> None:
+    keys = keys_for(queue.key)
+    queue.client.execute("SADD", keys.consumers, "ghost")
+    queue.client.rpush(keys.processing("ghost"), b"precious")
+    with pytest.raises(ValueError, match="max_attempts"):
+        queue.recover(max_attempts=bad)
+    assert queue.client.execute("LRANGE", keys.processing("ghost"), 0, -1) == [b"precious"]
+    assert len(queue) == 0 and len(queue.dead_letters) == 0
+
+
+@pytest.mark.parametrize("bad, error", [(b"w1", TypeError), (7, TypeError), ("", ValueError)])
+def test_consumer_id_must_be_a_non_empty_str(queue: HotQueue, bad: Any, error: type) -> None:
+    with pytest.raises(error, match="consumer_id"):
+        with queue.reserve(timeout=0.1, consumer_id=bad):
+            pass
