@@ -46,6 +46,7 @@ CONNECT_TIMEOUT = 10.0
 SERIALIZERS: Dict[str, Any] = {"pickle": pickle, "json": json, "raw": None}
 
 EXIT_OK, EXIT_EMPTY, EXIT_USAGE, EXIT_REDIS, EXIT_DECODE = 0, 1, 2, 3, 4
+EXIT_SOFTWARE = 70  # a bug (sysexits' EX_SOFTWARE)
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 130, 141, 143
 
 
@@ -162,8 +163,13 @@ def write_message(value: Any, serializer: str, one_line: bool = False) -> None:
         except UnicodeEncodeError:
             data = text.encode(encoding, "backslashreplace")
     sys.stdout.flush()
-    sys.stdout.buffer.write(data + b"\n")
-    sys.stdout.buffer.flush()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text stream of its own: io.StringIO, redirect_stdout, a notebook
+        sys.stdout.write(data.decode(sys.stdout.encoding or "utf-8", "surrogateescape") + "\n")
+        sys.stdout.flush()
+        return
+    buffer.write(data + b"\n")
+    buffer.flush()
 
 
 def _spans_lines(text: "Any") -> bool:
@@ -193,17 +199,18 @@ def decode(data: bytes, serializer: str) -> Any:
 
 def _hand_out(queue: HotQueue, data: bytes, serializer: str, one_line: bool = False) -> None:
     """Print a message just taken from ``queue``. If the output fails (its
-    reader left after the last check), put the message back at the head of
-    the queue, where it was, before the error goes on."""
+    reader left after the last check, or it is no stream we can write), put
+    the message back at the head of the queue, where it was, before the error
+    goes on."""
     message = decode(data, serializer)
     try:
         write_message(message, serializer, one_line)
-    except OSError:
+    except Exception as failure:
         try:
             queue.client.execute("LPUSH", queue.key, data)
         except resp.RespError as exc:
-            raise CLIError(f"the output closed, and the message taken could not be put back: it is lost ({exc})",
-                           EXIT_BROKEN_PIPE) from None
+            raise CLIError(f"the output failed, and the message taken could not be put back: it is lost ({exc})",
+                           EXIT_BROKEN_PIPE if isinstance(failure, OSError) else EXIT_SOFTWARE) from None
         raise
 
 
@@ -487,7 +494,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except resp.RespError as exc:  # SentinelError (UnknownServiceError), ClusterError
         return _fail(f"Redis error: {exc}", EXIT_REDIS)
     except Exception as exc:  # a bug: still one line, never a traceback
-        return _fail(f"unexpected error: {type(exc).__name__}: {exc}", 70)
+        return _fail(f"unexpected error: {type(exc).__name__}: {exc}", EXIT_SOFTWARE)
 
 
 def _fail(message: str, status: int) -> int:

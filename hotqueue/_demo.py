@@ -69,7 +69,8 @@ def answers(url: str) -> bool:
     :raises ValueError: a malformed URL.
     :raises resp.ResponseError: a server answers but refuses us (e.g. a password is needed).
     """
-    with resp.Client.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0) as client:
+    # resp.from_url, as HotQueue(url=...) uses: cluster and sentinel URLs too.
+    with resp.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0) as client:
         try:
             return client.ping()
         except (resp.ConnectionError, resp.TimeoutError):

@@ -5,6 +5,8 @@ traceback. The default URL (localhost:6379) is never used: every run passes
 ``--url`` or ``REDIS_URL`` pointing at a private server or at a free port.
 """
 
+import contextlib
+import io
 import json
 import os
 import pickle
@@ -20,6 +22,7 @@ import pytest
 
 import resp
 from hotqueue import HotQueue
+from hotqueue.__main__ import main
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_fixtures import SentinelServer  # noqa: E402
@@ -566,3 +569,26 @@ def test_demo_ctrl_c_in_a_terminal_stops_its_server() -> None:
     assert (proc.returncode, err) == (130, "")
     with pytest.raises(OSError):  # its server is gone
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_get_and_consume_print_to_a_text_stream_without_a_buffer(redis_url: str, queue: HotQueue) -> None:
+    """main() run from Python with stdout redirected to an io.StringIO (no
+    .buffer): the messages are printed, not taken and lost."""
+    queue.put("hello", "caf\u00e9", "two\nlines")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--url", redis_url, "get", queue.name]) == 0
+        assert main(["--url", redis_url, "consume", queue.name, "--no-block"]) == 0
+    assert out.getvalue() == "hello\ncaf\u00e9\n'two\\nlines'\n"
+    assert len(queue) == 0
+
+
+def test_a_message_whose_printing_fails_for_any_reason_goes_back(redis_url: str, queue: HotQueue) -> None:
+    class Unwritable(io.StringIO):
+        def write(self, text: str) -> int:
+            raise ValueError("not this stream")
+
+    queue.put("kept")
+    with contextlib.redirect_stdout(Unwritable()):
+        assert main(["--url", redis_url, "get", queue.name]) == 70
+    assert queue.get() == "kept"

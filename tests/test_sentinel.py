@@ -6,6 +6,8 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -505,3 +507,16 @@ def test_a_worker_rides_through_a_forced_failover(sentinels: SentinelSet) -> Non
     assert producer.primary_address() == ("127.0.0.1", new)
     with resp.Client("127.0.0.1", new) as primary:
         assert primary.execute("EXISTS", queue.key) == 0
+
+
+def test_cli_demo_runs_through_sentinel(sentinels: SentinelSet) -> None:
+    """Every subcommand takes a redis+sentinel:// URL, demo too: it runs on the
+    primary the sentinels name, starting no private server."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["PYTHONPATH"] = root
+    result = subprocess.run([sys.executable, "-m", "hotqueue", "--url", sentinels.url, "demo"],
+                            capture_output=True, text=True, timeout=120, cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "private redis-server" not in result.stdout
+    assert "squared exactly once" in result.stdout
