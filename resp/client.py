@@ -61,12 +61,17 @@ _WHY_REFUSED = {
     "SUBSCRIBE": "publish/subscribe is not supported: messages would come unasked",
     "PSUBSCRIBE": "publish/subscribe is not supported: messages would come unasked",
     "SSUBSCRIBE": "publish/subscribe is not supported: messages would come unasked",
+    # One reply per channel named, even on a connection subscribed to none:
+    # the replies after the first would answer the commands after it.
+    "UNSUBSCRIBE": "publish/subscribe is not supported: it answers once per channel",
+    "PUNSUBSCRIBE": "publish/subscribe is not supported: it answers once per pattern",
+    "SUNSUBSCRIBE": "publish/subscribe is not supported: it answers once per channel",
     "MONITOR": "it would turn a pooled connection into a stream of every command",
     "CLIENT": "CLIENT REPLY would leave a pooled connection without the replies expected",
 }
 #: Why a pipeline that leaves a MULTI or WATCH open is refused.
-UNCLOSED_TRANSACTION = ("a MULTI or WATCH in a pipeline must be closed by EXEC or DISCARD in it: "
-                        "connections are pooled; nothing was sent")
+UNCLOSED_TRANSACTION = ("a MULTI or WATCH in a pipeline must be closed by EXEC or DISCARD in it "
+                        "(a WATCH with no MULTI after it: by UNWATCH): connections are pooled; nothing was sent")
 def _database_number(text: str) -> int:
     # A database number in a URL: ASCII digits only (int() also takes "1_0",
     # " 1" and other scripts' digits).
@@ -351,7 +356,7 @@ class Client:
             ``float``; nothing was sent.
         :raises ValueError: a command that would change the connection for
             the commands after it (``MULTI``, ``WATCH``, ``SELECT``, ``AUTH``,
-            ``HELLO``, ``RESET``, ``SUBSCRIBE``…, ``MONITOR``, ``CLIENT REPLY``):
+            ``HELLO``, ``RESET``, ``SUBSCRIBE``…, ``UNSUBSCRIBE``…, ``MONITOR``, ``CLIENT REPLY``):
             connections are pooled; nothing was sent.
         :raises ResponseError: the server answered with an error.
         :raises ConnectionError, TimeoutError, ProtocolError: the connection
@@ -450,15 +455,16 @@ class Pipeline:
 
     Not atomic (use ``MULTI``/``EXEC`` inside it for that), and not for
     blocking commands. A ``MULTI`` or ``WATCH`` must be closed by ``EXEC``
-    or ``DISCARD`` in the same pipeline; the commands ``execute`` refuses
-    (``SELECT``…) are refused here too.
+    or ``DISCARD`` in the same pipeline (a ``WATCH`` with no ``MULTI`` after
+    it, by ``UNWATCH``); the commands ``execute`` refuses (``SELECT``…) are
+    refused here too.
     """
 
     def __init__(self, client: Client) -> None:
         self._client = client
         self._parts: List[Any] = []
         self._count = 0
-        self._open = False  # a MULTI or WATCH queued and not closed yet
+        self._open = 0  # a MULTI or WATCH queued and not closed yet (see _still_open)
 
     def __len__(self) -> int:
         return self._count
@@ -483,7 +489,7 @@ class Pipeline:
         list as ``ResponseError`` instances. The queue is emptied either way.
         """
         parts, count, still_open = self._parts, self._count, self._open
-        self._parts, self._count, self._open = [], 0, False
+        self._parts, self._count, self._open = [], 0, 0
         if still_open:
             raise ValueError(UNCLOSED_TRANSACTION)
         if not count:
@@ -497,21 +503,31 @@ class Pipeline:
         return replies
 
 
-#: Whether a command opens (True) or closes (False) a transaction in a pipeline.
-_OPENS = {"MULTI": True, "WATCH": True, "EXEC": False, "DISCARD": False}
+# What a pipeline leaves open on its connection: 0 nothing, 1 a MULTI (with
+# or without keys watched: its EXEC or DISCARD ends both), 2 keys watched and
+# no MULTI. For each command that changes it, the state after it from each
+# state before it. The server refuses EXEC and DISCARD without a MULTI and
+# changes nothing then: they do not end a WATCH on their own; UNWATCH does.
+_TRANSITIONS = {
+    "MULTI": (1, 1, 1),
+    "WATCH": (2, 1, 2),  # refused inside a MULTI
+    "EXEC": (0, 0, 2),
+    "DISCARD": (0, 0, 2),
+    "UNWATCH": (0, 1, 0),  # inside a MULTI only queued
+}
 
 
-def _still_open(args: "Tuple[CommandArg, ...]", open_before: bool) -> bool:
-    """Whether a pipeline leaves a MULTI or WATCH open once ``args`` is
-    queued after the commands before it (which left one open: ``open_before``).
+def _still_open(args: "Tuple[CommandArg, ...]", open_before: int) -> int:
+    """What a pipeline leaves open once ``args`` is queued after the commands
+    before it (which left ``open_before``): 0 nothing, else a MULTI or WATCH.
 
     :raises ValueError: a command a pipeline refuses (see ``Client.execute``).
     """
     name = args[0]
     name = name.upper() if type(name) is str else _command_name(args)
-    opens = _OPENS.get(name)
-    if opens is not None:
-        return opens
+    transitions = _TRANSITIONS.get(name)
+    if transitions is not None:
+        return transitions[open_before]
     if name in _WHY_REFUSED:
         _refuse_state_change(name, args)
     return open_before

@@ -64,7 +64,7 @@ class ClusterPipeline:
         self._cluster = cluster
         self._commands: List[Tuple[CommandArg, ...]] = []
         self._slot: Optional[int] = None
-        self._open = False  # a MULTI or WATCH queued and not closed yet
+        self._open = 0  # a MULTI or WATCH queued and not closed yet (see client._still_open)
 
     def __len__(self) -> int:
         return len(self._commands)
@@ -94,7 +94,7 @@ class ClusterPipeline:
         ``Pipeline.execute`` does. The queue is emptied either way."""
         commands, self._commands = self._commands, []
         slot, self._slot = self._slot, None
-        still_open, self._open = self._open, False
+        still_open, self._open = self._open, 0
         if still_open:
             raise ValueError(UNCLOSED_TRANSACTION)
         cluster = self._cluster

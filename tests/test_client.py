@@ -1141,7 +1141,8 @@ def test_one_bad_byte_then_silence_is_a_protocol_error_not_a_wait(tiny_server: A
 
 
 REFUSED = [("MULTI",), ("watch", "k"), (b"SELECT", 3), ("AUTH", "x"), ("HELLO", "3"), ("RESET",),
-           ("SUBSCRIBE", "c"), ("PSUBSCRIBE", "c*"), ("SSUBSCRIBE", "c"), ("MONITOR",), ("CLIENT", "REPLY", "OFF"),
+           ("SUBSCRIBE", "c"), ("PSUBSCRIBE", "c*"), ("SSUBSCRIBE", "c"), ("unsubscribe", "a", "b"),
+           ("PUNSUBSCRIBE", "a*", "b*"), (b"SUNSUBSCRIBE", "a", "b"), ("MONITOR",), ("CLIENT", "REPLY", "OFF"),
            ("client", b"reply", "SKIP")]
 
 
@@ -1180,3 +1181,31 @@ def test_a_pipeline_must_close_its_multi_or_watch(client: resp.Client, key: str)
     assert client.pipeline().command("MULTI").command("RPUSH", key, "b").command("DISCARD").execute() == [
         "OK", "QUEUED", "OK"]
     assert client.lpop(key, 5) == [b"a"]
+
+
+@pytest.mark.parametrize("closer", ["DISCARD", "EXEC"])
+def test_a_watch_is_not_closed_by_exec_or_discard_without_a_multi(redis_url: str, key: str, closer: str) -> None:
+    """The server refuses EXEC and DISCARD without a MULTI and keeps the
+    WATCH: sent, it would stay on the pooled connection and silently abort a
+    later transaction there (EXEC -> None) once the key changed. Refused,
+    nothing sent; UNWATCH closes a WATCH."""
+    client = resp.Client.from_url(redis_url, max_connections=1)  # one connection: every command reuses it
+    try:
+        pipe = client.pipeline().command("WATCH", key).command("GET", key).command(closer)
+        with pytest.raises(ValueError, match="closed by EXEC or DISCARD"):
+            pipe.execute()
+        assert len(pipe) == 0
+        assert client.pipeline().command("WATCH", key).command("GET", key).command("UNWATCH").execute() == [
+            "OK", None, "OK"]
+        with resp.Client.from_url(redis_url) as other:
+            other.execute("SET", key, "changed")
+        counter = key + "-counter"
+        assert client.pipeline().command("MULTI").command("INCR", counter).command("EXEC").execute() == [
+            "OK", "QUEUED", [1]]
+        client.delete(counter)
+        # Inside a MULTI, EXEC and DISCARD end the WATCH too.
+        assert client.pipeline().command("WATCH", key).command("MULTI").command("DISCARD").execute() == [
+            "OK", "OK", "OK"]
+    finally:
+        client.delete(key)
+        client.close()
