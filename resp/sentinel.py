@@ -20,7 +20,6 @@ Rules this module keeps (from the Sentinel clients guidelines):
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Type, Union
 
@@ -32,7 +31,6 @@ from .errors import (
     NoSentinelReachableError,
     ProtocolError,
     ReadOnlyError,
-    RespError,
     ResponseError,
     TimeoutError,
     UnknownServiceError,
@@ -178,7 +176,10 @@ class SentinelClient(Client):
         # No lock held across the connection: one thread stuck on a frozen
         # old primary must not keep the others from the new one.
         wait = ROLE_WAIT
-        for _ in range(ROLE_ATTEMPTS):
+        for attempt in range(ROLE_ATTEMPTS):
+            if attempt:  # a failover is under way: the sentinels will catch up
+                time.sleep(wait)
+                wait *= 2
             host, port = self.primary_address()
             old = self.address
             conn = self._connect_to(Address(host, port, None, old.ssl_context, old.connect_timeout))
@@ -200,9 +201,7 @@ class SentinelClient(Client):
                 raise role
             if isinstance(role, list) and role and role[0] == b"master":
                 return conn
-            conn.close()  # a failover is under way: the sentinels will catch up
-            time.sleep(wait)
-            wait *= 2
+            conn.close()  # not a primary: start over, after a wait (none after the last try)
         raise ConnectionError(
             f"the sentinels name {host}:{port} as the primary of {self.service_name!r}, but it is not one"
         )
@@ -225,11 +224,11 @@ class SentinelClient(Client):
                 raise
             except TimeoutError:
                 # A frozen or cut-off old primary keeps its idle sockets open,
-                # each good for another timeout: drop them if the sentinels
-                # now name another primary.
-                with contextlib.suppress(RespError):
-                    if self.primary_address() != (self.address.host, self.address.port):
-                        self._pool.close()
+                # each good for another timeout: drop them, so that the next
+                # command asks the sentinels. Not asked here: the deadline
+                # has passed, and each silent sentinel would add its
+                # sentinel_timeout to it.
+                self._pool.close()
                 raise
             if count is not None and any(isinstance(r, ReadOnlyError) for r in reply):
                 self._pool.close()  # a pipeline is never resent: some of it may have run

@@ -34,6 +34,12 @@ def _split(url: str) -> Tuple[str, List[str], str, str]:
     return base, [h for h in hosts.split(",") if h], path, "?" + query if query else ""
 
 
+def _with_port(host: str, default: int) -> str:
+    # "host:port" as it is; a host without a port gets the default one. The
+    # colons of an IPv6 address are inside its brackets: "[::1]" has no port.
+    return host if ":" in host.rpartition("]")[2] else f"{host}:{default}"
+
+
 def from_url(url: str, **overrides: Any) -> Union[Client, "ClusterClient"]:
     """Make the client a URL describes; keyword arguments override what it says.
 
@@ -59,7 +65,7 @@ def from_url(url: str, **overrides: Any) -> Union[Client, "ClusterClient"]:
         options = parse_url(base + hosts[0] + query)
         for name in ("host", "port", "db"):
             options.pop(name, None)
-        return ClusterClient([host if ":" in host else host + ":6379" for host in hosts],
+        return ClusterClient([_with_port(host, 6379) for host in hosts],
                              **{**options, **overrides})
     service, _, db = path.strip("/").partition("/")
     if not service:
@@ -67,7 +73,7 @@ def from_url(url: str, **overrides: Any) -> Union[Client, "ClusterClient"]:
     options = parse_url(base + hosts[0] + "/" + db + query)
     for name in ("host", "port"):
         options.pop(name, None)
-    sentinels = [host if ":" in host else host + ":26379" for host in hosts]
+    sentinels = [_with_port(host, 26379) for host in hosts]
     from .sentinel import SentinelClient
 
     return SentinelClient(sentinels, service, **{**options, **overrides})

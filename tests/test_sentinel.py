@@ -520,3 +520,61 @@ def test_cli_demo_runs_through_sentinel(sentinels: SentinelSet) -> None:
     assert result.returncode == 0, result.stderr
     assert "private redis-server" not in result.stdout
     assert "squared exactly once" in result.stdout
+
+
+def test_a_timeout_is_raised_at_its_deadline_while_the_sentinels_are_silent(make_server) -> None:
+    """A command that times out raises at its ``socket_timeout``: the
+    sentinels are not asked then (each silent one would add its
+    ``sentinel_timeout``); the pool is emptied, so the next command asks."""
+    from faultproxy import FaultProxy
+
+    frozen = make_server()
+    assert frozen.process is not None
+    fake = FakeSentinel([frozen.port])
+    proxies = [FaultProxy(fake.port) for _ in range(3)]
+    client = resp.SentinelClient([("127.0.0.1", proxy.port) for proxy in proxies], "mymaster",
+                                 socket_timeout=0.5, sentinel_timeout=1)
+    try:
+        assert client.ping()
+        for proxy in proxies:
+            proxy.silent = True  # the network goes quiet: sentinels accept and never answer
+        frozen.process.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(resp.TimeoutError):
+            client.ping()
+        assert time.monotonic() - started < 1.5, "the sentinels were asked past the deadline"
+        for proxy in proxies:
+            proxy.silent = False
+        frozen.process.send_signal(signal.SIGCONT)
+        assert client.ping()
+        assert fake.asked == 2  # the next command asked again
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+        client.close()
+        for proxy in proxies:
+            proxy.close()
+        fake.close()
+
+
+def test_no_wait_after_the_last_try_at_a_server_that_is_not_a_primary(make_server, monkeypatch) -> None:
+    """The waits between tries give a failover time to finish; after the
+    last try there is nothing left to wait for: the error is raised at once."""
+    monkeypatch.setattr(resp.sentinel, "ROLE_ATTEMPTS", 2)
+    monkeypatch.setattr(resp.sentinel, "ROLE_WAIT", 1.0)
+    replica = make_server(args=["--replicaof", "127.0.0.1", str(closed_port())])  # ROLE: slave
+    liar = FakeSentinel([replica.port])
+    try:
+        client = resp.SentinelClient([("127.0.0.1", liar.port)], "mymaster")
+        started = time.monotonic()
+        with pytest.raises(resp.ConnectionError, match="not one"):
+            client.ping()
+        assert liar.asked == 2
+        assert time.monotonic() - started < 2.5  # one wait of 1 s, not 1 s and then 2 s more
+    finally:
+        liar.close()
+
+
+def test_an_ipv6_sentinel_without_a_port_gets_the_default_one() -> None:
+    """``[::1]`` has no port: its colons are inside the brackets."""
+    client = resp.from_url("redis+sentinel://[::1],[::1]:26380,localhost/mymaster")
+    assert client.sentinels == [("::1", 26379), ("::1", 26380), ("localhost", 26379)]
