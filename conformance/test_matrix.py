@@ -3,6 +3,7 @@ needs nothing a tested server lacks, and newer commands fail clearly where a
 server does not have them.
 """
 
+import time
 from typing import Any, Set
 
 import pytest
@@ -62,6 +63,23 @@ def test_hotqueue_uses_only_commands_every_server_has(build: ServerBuild, make_s
     assert used == set(HOTQUEUE_COMMANDS)
     oldest = min(b.version_tuple for b in BUILDS)
     assert all(since <= oldest for since in HOTQUEUE_COMMANDS.values())
+
+
+def test_a_tiny_blocking_timeout_ends_on_every_server(build: ServerBuild, server: Any) -> None:
+    """A blocking get with a timeout of a millisecond or less returns None
+    soon on every build (Redis 6.2 cut it to 0 ms, wait forever, before resp
+    sent such timeouts as 0.01 s); the value put after it is still there."""
+    queue = HotQueue("tiny-timeout", port=server.port, socket_timeout=3)
+    try:
+        for timeout in (0.0001, 0.001):
+            started = time.monotonic()
+            assert queue.get(block=True, timeout=timeout) is None
+            assert time.monotonic() - started < 2
+        queue.put("after")
+        assert queue.get() == "after"
+    finally:
+        queue.clear()
+        queue.client.close()
 
 
 @pytest.mark.parametrize("command", ["LMOVE", "BLMOVE"])

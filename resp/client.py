@@ -138,7 +138,8 @@ def _check_timeout(name: str, value: "Optional[float]") -> "Optional[float]":
 
 def blocking_timeout_arg(timeout: float) -> "CommandArg":
     """Check a blocking command's timeout and return it as the server wants it:
-    an integer when whole (servers before 6.0 accept nothing else).
+    an integer when whole (servers before 6.0 accept nothing else), and at
+    least ``MIN_FRACTION`` when positive.
 
     :raises TypeError: not a number. :raises ValueError: negative, NaN, infinite or over ``MAX_TIMEOUT``.
     """
@@ -146,7 +147,13 @@ def blocking_timeout_arg(timeout: float) -> "CommandArg":
         raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
     if not 0 <= timeout <= MAX_TIMEOUT:  # False for NaN too
         raise ValueError(f"timeout must be a number of seconds from 0 to {MAX_TIMEOUT:.0e}, not {timeout!r}")
-    return int(timeout) if timeout == int(timeout) else float(timeout)
+    return int(timeout) if timeout == int(timeout) else max(float(timeout), MIN_FRACTION)
+
+
+#: The shortest fraction of a second sent as a blocking command's timeout.
+#: Redis 6.0-6.2 cut a timeout down to whole milliseconds, and 0.001 and less
+#: to 0, which means wait forever; they end waits about every 0.1 s anyway.
+MIN_FRACTION = 0.01
 
 
 class Client:

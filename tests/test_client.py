@@ -525,6 +525,28 @@ def test_blocking_command_outlives_socket_timeout(redis_url: str, key: str) -> N
         assert client.ping()
 
 
+@pytest.mark.parametrize("timeout", [0.0001, 0.001, 0.0099])
+def test_a_tiny_blocking_timeout_is_sent_as_10_ms(redis_url: str, key: str, timeout: float) -> None:
+    """Redis 6.0-6.2 cut a timeout down to whole milliseconds: 0.001 and less
+    became 0, wait forever (the client then timed out and closed the
+    connection, and a value popped meanwhile was lost). Sent as 0.01."""
+    address = urlsplit(redis_url)
+    with socket.create_connection((address.hostname, address.port), timeout=5) as monitor, \
+            resp.Client.from_url(redis_url) as client:
+        if address.password:  # a REDIS_URL with a password
+            monitor.sendall(resp.encode_command("AUTH", *filter(None, [address.username, address.password])))
+            assert monitor.recv(5) == b"+OK\r\n"
+        monitor.sendall(b"MONITOR\r\n")
+        assert monitor.recv(5) == b"+OK\r\n"
+        assert client.blpop(key, timeout) is None
+        assert client.blpop([key], timeout) is None
+        assert client.blmove(key, key + "-to", timeout) is None
+        seen = b""
+        while seen.count(b"\n") < 3:
+            seen += monitor.recv(4096)
+    assert seen.count(b'"0.01"') == 3, seen
+
+
 def test_timeout_mid_reply_closes_the_connection(tiny_server: Any) -> None:
     def script(command: List[bytes]) -> List[Step]:
         if command[1] == b"late":
