@@ -238,12 +238,26 @@ class Consumer:
 
     # -- life cycle
 
-    def _heartbeat_commands(self, pipe: AnyPipeline) -> AnyPipeline:
+    def _heartbeat_args(self) -> Tuple[Tuple[Any, ...], Tuple[Any, ...]]:
         value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                             "ttl_ms": int(self.heartbeat_ttl * 1000)})
         # The heartbeat first: a consumer in the set without one is dead.
-        return (pipe.command("SET", self._heartbeat, value, "PX", int(self.heartbeat_ttl * 1000))
-                .command("SADD", self.keys.consumers, self.id))
+        return (("SET", self._heartbeat, value, "PX", int(self.heartbeat_ttl * 1000)),
+                ("SADD", self.keys.consumers, self.id))
+
+    def _heartbeat_commands(self, pipe: AnyPipeline) -> AnyPipeline:
+        for args in self._heartbeat_args():
+            pipe.command(*args)
+        return pipe
+
+    def _send_heartbeat(self) -> None:
+        # One command at a time, not a pipeline: while a cluster slot
+        # migrates, one of the two keys may have moved and the other not, and
+        # a pipeline answered ASK for one command only raises that AskError
+        # (the other command ran). Alone, each follows its redirection.
+        client = self.queue.client
+        for args in self._heartbeat_args():
+            client.execute(*args)
 
     def start(self) -> None:
         """Check the server, register, recover dead consumers' messages and
@@ -295,7 +309,7 @@ class Consumer:
         failing = False
         while not self._stopping.wait(self.heartbeat_ttl / 3):
             try:
-                self._heartbeat_commands(self.queue.client.pipeline()).execute()
+                self._send_heartbeat()
                 self._last_beat = time.monotonic()
                 if time.monotonic() >= next_recovery:
                     next_recovery = time.monotonic() + self.heartbeat_ttl
@@ -366,7 +380,7 @@ class Consumer:
                     if time.monotonic() - self._last_beat > self.heartbeat_ttl / 3:
                         # The heartbeat thread is late (stalled, or waiting for
                         # a place in a bounded pool): beat here.
-                        self._heartbeat_commands(client.pipeline()).execute()
+                        self._send_heartbeat()
                         self._last_beat = time.monotonic()
                     wait = self.heartbeat_ttl / 3
                     if deadline is not None:
