@@ -13,7 +13,9 @@ Rules this module keeps:
    (retry on the new owner, and refresh the whole slot map before the next
    command), ``ASK`` (``ASKING`` and the command on the named node, on one
    connection, without touching the map), ``TRYAGAIN`` and ``CLUSTERDOWN``
-   (wait a little, retry). Each command
+   (wait a little, retry), and for a blocking command the ``UNBLOCKED`` of a
+   primary demoted while it waited (learn the map again, wait on the new
+   primary for what is left of the timeout). Each command
    gets at most ``max_redirects`` of those. A connection that fails after the
    command was sent raises, as on one server; the map is refreshed before the
    next command because the node may have failed over.
@@ -47,6 +49,7 @@ from .errors import (
     ResponseError,
     TimeoutError,
     TryAgainError,
+    _demoted,
 )
 from .protocol import _encode_arg, encode_parts
 
@@ -124,6 +127,17 @@ _KEY_SPECS: Dict[str, Tuple[int, Optional[int], int]] = {
     **{name: (1, -1, 1) for name in ("BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX")},
     **{name: (1, 3, 1) for name in ("LMOVE", "BLMOVE", "RPOPLPUSH", "BRPOPLPUSH", "SMOVE",
                                     "RENAME", "RENAMENX", "COPY")},
+    **{name: (1, None, 1) for name in ("SUNION", "SINTER", "SDIFF", "SUNIONSTORE", "SINTERSTORE",
+                                       "SDIFFSTORE", "PFCOUNT", "PFMERGE")},
+    "BITOP": (2, None, 1),
+}
+# Commands whose keys follow a count: where the count is, and whether the
+# argument before it is a key too (a destination).
+_NUMKEYS: Dict[str, Tuple[int, bool]] = {
+    **{name: (1, False) for name in ("LMPOP", "ZMPOP", "SINTERCARD", "ZINTERCARD", "ZUNION",
+                                     "ZINTER", "ZDIFF")},
+    **{name: (2, False) for name in ("BLMPOP", "BZMPOP")},
+    **{name: (2, True) for name in ("ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE")},
 }
 # Commands without keys: they may run on any node.
 _KEYLESS = frozenset({
@@ -142,6 +156,20 @@ def command_keys(args: Sequence[CommandArg]) -> List[CommandArg]:
         return []
     if name in ("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO") and len(args) > 2:
         return list(args[3 : 3 + int(args[2])])
+    if name in _NUMKEYS and len(args) > _NUMKEYS[name][0]:
+        at, destination = _NUMKEYS[name]
+        try:
+            count = int(args[at])
+        except (TypeError, ValueError):
+            return list(args[at + 1 : at + 2])  # the server refuses it
+        return list(args[1:2] if destination else ()) + list(args[at + 1 : at + 1 + max(count, 0)])
+    if name in ("XREAD", "XREADGROUP"):
+        # ... STREAMS key [key ...] id [id ...] (XREADGROUP: after GROUP group consumer)
+        for index in range(4 if name == "XREADGROUP" else 1, len(args)):
+            if _command_name(args, index) == "STREAMS":
+                streams = args[index + 1 :]
+                return list(streams[: len(streams) // 2])
+        return []
     first, stop, step = _KEY_SPECS.get(name, (1, 2, 1))
     return list(args[first:stop:step])
 
@@ -199,7 +227,7 @@ class ClusterClient:
         ``"host:port"`` strings or ``(host, port)`` pairs. One live node is enough.
     :param max_redirects: how many ``MOVED``/``ASK``/``TRYAGAIN``/``CLUSTERDOWN``
         replies one command may meet before ``ClusterError`` (or the last
-        ``ClusterDownError``) is raised.
+        ``ClusterDownError``) is raised; an int >= 1 (else ``ValueError``).
     :param options: ``Client`` options for every node: ``password``,
         ``username``, ``socket_timeout``, ``ssl`` … (a cluster has only db 0).
     """
@@ -226,6 +254,8 @@ class ClusterClient:
             seeds.append(f"{host}:{port}")
         if not seeds:
             raise ValueError("a cluster client needs at least one startup node")
+        if isinstance(max_redirects, bool) or not isinstance(max_redirects, int) or max_redirects < 1:
+            raise ValueError(f"max_redirects must be an int >= 1, not {max_redirects!r}")
         unknown = sorted(set(options) - _NODE_OPTIONS)
         if unknown:
             raise TypeError(f"ClusterClient() got unknown option(s): {', '.join(unknown)}")
@@ -436,6 +466,12 @@ class ClusterClient:
             except (ConnectionError, TimeoutError):
                 self._stale = True  # the node may be gone or no longer a primary
                 raise
+            except ResponseError as exc:
+                if blocking is None or not _demoted(exc):
+                    raise
+                # Not run: the node was demoted while the command waited
+                # there. Learn the map again and wait on the new primary.
+                redirect, asking, last, self._stale = None, False, exc, True
         if isinstance(last, ClusterDownError):
             raise last
         raise ClusterError(f"gave up after {self.max_redirects} redirections; last: {last}")

@@ -163,6 +163,12 @@ _ERROR_CLASSES: "Dict[str, Type[ResponseError]]" = {
 }
 
 
+def _demoted(exc: ResponseError) -> bool:
+    # The UNBLOCKED a server sends its blocked clients when it becomes a
+    # replica (a failover): the command was not run.
+    return exc.kind == "UNBLOCKED" and "instance state changed" in str(exc)
+
+
 def error_from_reply(message: str) -> ResponseError:
     """Return the ``ResponseError`` (or subclass) for one error reply's text."""
     kind = message.split(" ", 1)[0]

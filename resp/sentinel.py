@@ -34,6 +34,7 @@ from .errors import (
     ResponseError,
     TimeoutError,
     UnknownServiceError,
+    _demoted,
 )
 from .protocol import encode_parts
 
@@ -46,11 +47,6 @@ __all__ = ["SentinelClient"]
 #: How often a new connection starts over when the address the sentinels give
 #: is not (yet) a primary, and the first wait between tries (doubling).
 ROLE_ATTEMPTS, ROLE_WAIT = 6, 0.1
-
-
-def _demoted(exc: ResponseError) -> bool:
-    # The UNBLOCKED a server sends its blocked clients when it becomes a replica.
-    return exc.kind == "UNBLOCKED" and "instance state changed" in str(exc)
 
 
 class SentinelClient(Client):

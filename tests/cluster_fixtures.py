@@ -134,9 +134,9 @@ class RedisCluster:
         return all(view == views[0] for view in views) and len(views[0]) >= self.primaries
 
     def node_ids(self) -> Dict[int, str]:
-        """Port -> node id, for every node."""
+        """Port -> node id, for every node still running."""
         return {node.port: self.client(node.port).execute("CLUSTER", "MYID").decode()
-                for node in self.nodes}
+                for node in self.nodes if node.process is not None and node.process.poll() is None}
 
     def _slots(self) -> List[list]:  # type: ignore[type-arg]
         # CLUSTER SLOTS from the first live node.

@@ -712,3 +712,98 @@ def test_commands_that_would_change_a_pooled_connection_are_refused(cc: resp.Clu
     assert cc.llen(key) == 0
     assert cc.pipeline().command("MULTI").command("RPUSH", key, "v").command("EXEC").execute() == ["OK", "QUEUED", [1]]
     assert cc.delete(key) == 1
+
+
+def test_a_reliable_heartbeat_rides_a_slot_whose_keys_are_half_moved(cluster: RedisCluster,
+                                                                       cc: resp.ClusterClient) -> None:
+    """Resharding moves a slot's keys a batch at a time: the heartbeat key may
+    be on the target (ASK) while the consumers set is still on the source. The
+    heartbeat follows the ASK instead of raising AskError out of the worker."""
+    queue = HotQueue(unique("half-moved"), client=cc, serializer=None)
+    slot = resp.key_slot(queue.key)
+    source = cluster.owner(slot)
+    target = other_primary(cluster, source)
+    ids = cluster.node_ids()
+    with Consumer(queue, heartbeat_ttl=1.5) as consumer:
+        cluster.client(target).execute("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        cluster.client(source).execute("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        cluster.client(source).execute("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", consumer._heartbeat)
+        try:
+            time.sleep(0.6)  # past heartbeat_ttl / 3: fetch beats first
+            assert next(consumer.deliveries(timeout=1), None) is None  # the wait ends, nothing raised
+            pttl = cluster.client(target).pipeline().command("ASKING").command("PTTL", consumer._heartbeat).execute()
+            assert pttl[1] > 1000  # beaten there, after ASKING
+        finally:
+            cluster.migrate_slot(slot, target)
+    assert queue.stats().consumers == []
+
+
+def test_keys_not_in_first_position_are_routed_and_checked(cluster: RedisCluster, cc: resp.ClusterClient) -> None:
+    a, b = "cross-a", "cross-b"
+    assert resp.key_slot(a) != resp.key_slot(b)
+    for args in (("SUNION", a, b), ("PFCOUNT", a, b), ("LMPOP", 2, a, b, "LEFT"), ("SINTERCARD", 2, a, b),
+                 ("ZUNIONSTORE", a, 1, b), ("XREAD", "STREAMS", a, b, 0, 0), ("BLMPOP", 1, 2, a, b, "LEFT")):
+        with pytest.raises(resp.CrossSlotError):
+            cc.execute(*args)
+    key = unique("{xread}")
+    replies = cc.pipeline().command("XADD", key, "*", "f", "v").command("XREAD", "STREAMS", key, 0).execute()
+    assert replies[1][0][0] == key.encode()
+    assert cc.pipeline().command("RPUSH", key + "l", "x").command("LMPOP", 1, key + "l", "LEFT").execute() == [
+        1, [(key + "l").encode(), [b"x"]]]
+    # Sent where the key is: no MOVED, so the map is not learned again.
+    stream = next(f"stream-{n}" for n in range(100)
+                  if cc.node_for(f"stream-{n}").address.port != cc.node_for("COUNT").address.port)
+    cc.execute("XADD", stream, "*", "f", "v")
+    for _ in range(3):
+        assert len(cc.execute("XREAD", "COUNT", 1, "STREAMS", stream, 0)) == 1
+        assert not cc._stale
+    assert cc.delete(key) == 1 and cc.delete(stream) == 1
+
+
+@pytest.mark.parametrize("value", [0, -1, "16", 2.5, True])
+def test_max_redirects_is_checked(value: Any) -> None:
+    with pytest.raises(ValueError, match="max_redirects"):
+        resp.ClusterClient(["127.0.0.1:7000"], max_redirects=value)
+
+
+@pytest.mark.slow
+def test_a_blocking_pop_released_by_a_manual_failover_waits_on_the_new_primary() -> None:
+    """``CLUSTER FAILOVER`` demotes the primary, which releases its blocked
+    clients with ``UNBLOCKED … (master -> replica?)``: nothing was popped. The
+    pop goes on, on the new primary, instead of raising out of ``consume``."""
+    cluster = RedisCluster(primaries=3, replicas=1).start()
+    try:
+        cc = resp.from_url(cluster.url, socket_timeout=10)
+        queue = HotQueue(unique("demoted"), client=cc, serializer=None)
+        slot = resp.key_slot(queue.key)
+        owner = cluster.owner(slot)
+        replica = next(node.port for node in cluster.nodes if node.port != owner and (
+            b"master_port:%d\r" % owner in cluster.client(node.port).execute("INFO", "replication")))
+        outcome: List[object] = []
+
+        def consume() -> None:
+            try:
+                for message in queue.consume(timeout=30):
+                    outcome.append(message)
+                    break
+            except Exception as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=consume, daemon=True)
+        worker.start()
+        wait_for("the pop to block", lambda: b"blocked_clients:1" in cluster.client(owner).execute("INFO", "clients"))
+        for _ in range(6):  # a young cluster may not give its votes at once
+            cluster.client(replica).execute("CLUSTER", "FAILOVER")
+            try:
+                wait_for("the replica to take over", lambda: cluster.owner(slot) == replica, timeout=7)
+                break
+            except RuntimeError:
+                pass
+        assert cluster.owner(slot) == replica
+        time.sleep(0.5)
+        queue.put("after")
+        wait_for("the message", lambda: outcome != [])
+        assert outcome == [b"after"]
+        cc.close()
+    finally:
+        cluster.stop()
