@@ -52,7 +52,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import resp
-from resp.protocol import MAX_ARRAY_LENGTH, MAX_BULK_LENGTH, MAX_DEPTH, MAX_LINE_LENGTH
+from resp.protocol import MAX_ARRAY_LENGTH, MAX_BULK_LENGTH, MAX_DEPTH, MAX_LINE_LENGTH, MAX_STATUS_LENGTH
 
 _DEEP = int(os.environ.get("CONFORMANCE_FUZZ_EXAMPLES", "0"))
 VALID_EXAMPLES = _DEEP or 400
@@ -470,9 +470,10 @@ EXPECTED_DIFFERENCES = {
     "RESP3 type byte",  # hiredis parses _ # , ( % ~ > = | in any reader
     "arrays nested too deep",  # resp's MAX_DEPTH (32); hiredis allows more
     "bulk over 512 MiB",  # resp's MAX_BULK_LENGTH; hiredis waits for the bytes
-    # resp's MAX_LINE_LENGTH: a status, error, integer or length line of
-    # 64 KiB or more (its type byte included), refused whether or not its CRLF
-    # has come; hiredis reads lines of any length.
+    # resp's MAX_LINE_LENGTH: an integer or length line of 64 KiB or more (its
+    # type byte included), refused whether or not its CRLF has come; hiredis
+    # reads lines of any length. (Status and error lines are bounded only as
+    # bulk strings are, by MAX_STATUS_LENGTH.)
     "line over 64 KiB",
 }
 
@@ -492,12 +493,13 @@ def strict_parse(stream: bytes) -> Tuple[List[Any], str]:
     ("complete", "incomplete" or the reason it breaks the rules)."""
 
     def line(pos: int) -> int:
+        limit = MAX_STATUS_LENGTH if stream[pos:pos + 1] in (b"+", b"-") else MAX_LINE_LENGTH
         end = stream.find(b"\r\n", pos)
         if end < 0:
-            if len(stream) - pos > MAX_LINE_LENGTH:
+            if len(stream) - pos > limit:
                 raise _Bad("line over 64 KiB")
             raise _Short(stream[pos] if pos < len(stream) else 42)  # 42: "*", no type byte yet
-        if end - pos >= MAX_LINE_LENGTH:
+        if end - pos >= limit:
             raise _Bad("line over 64 KiB")
         return end
 

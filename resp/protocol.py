@@ -32,9 +32,13 @@ MAX_BULK_LENGTH = 512 * 1024 * 1024
 MAX_ARRAY_LENGTH = 2**32
 #: Real replies nest three or four deep (CLUSTER SHARDS); hiredis stops at 9.
 MAX_DEPTH = 32
-#: Status, error and length lines are short; a line with no CRLF after this many
-#: bytes is not RESP2.
+#: Length and integer lines are short; one with no CRLF after this many bytes
+#: is not RESP2.
 MAX_LINE_LENGTH = 64 * 1024
+#: Status and error lines have no length limit in RESP2: a Lua script's
+#: ``redis.status_reply`` or ``redis.error_reply`` text comes back whole. They
+#: are bounded as bulk strings are.
+MAX_STATUS_LENGTH = MAX_BULK_LENGTH
 
 _CRLF = b"\r\n"
 _TYPE_BYTES = b"+-:$*"  # status, error, integer, bulk string, array
@@ -85,9 +89,13 @@ class Reader:
         self._long_bulk: "Optional[Tuple[int, int]]" = None
 
     def feed(self, data: "Union[bytes, bytearray, memoryview]") -> None:
-        """Append bytes received from the server."""
+        """Append bytes received from the server.
+
+        :raises TypeError: ``data`` is not bytes-like.
+        """
         if type(data) is not bytes:
-            data = bytes(data)
+            # Not bytes(data): it takes an int n for n NUL bytes, and a list of ints.
+            data = memoryview(data).tobytes()
         tail = self._tail
         if tail is not None and len(data) < _SMALL_PIECE:
             # A trickle of bytes while a reply is unfinished: into one
@@ -130,7 +138,14 @@ class Reader:
         the next ``gets()`` takes them, and ``data`` must not change before
         it; after it the reader keeps nothing of them. Any other ``data`` is
         copied, as by ``feed``."""
-        if not self._long_bulk or len(data) != self._need - self._pieces_size:
+        if (
+            not self._long_bulk
+            or len(data) != self._need - self._pieces_size
+            # len() counts a view's items, and join() takes only contiguous
+            # buffers: anything but flat bytes is copied by feed.
+            or not (type(data) is bytearray or type(data) is memoryview
+                    and data.ndim == 1 and data.itemsize == 1 and data.c_contiguous)
+        ):
             self.feed(data)
             return
         self._pieces.append(data)  # type: ignore[arg-type]  # read only by _take_long_bulk
@@ -237,7 +252,7 @@ class Reader:
                 if line == b"OK" and kind == 43:  # the usual status, cheaply
                     value = "OK"
                 else:
-                    if end - pos >= MAX_LINE_LENGTH:  # refused whole as in pieces (_wait_for_line)
+                    if end - pos >= MAX_STATUS_LENGTH:  # refused whole as in pieces (_wait_for_line)
                         raise ProtocolError("line too long")
                     if 13 in line or 10 in line:  # CR, LF
                         raise ProtocolError("CR or LF inside a status or error line")
@@ -258,13 +273,16 @@ class Reader:
         # No CRLF after pos: wait for one, or for the line to outgrow the bound.
         self._pos = pos
         waiting = len(self._buffer) - pos
-        if waiting and self._buffer[pos] not in _TYPE_BYTES:  # no CRLF can make it RESP2
+        if not waiting:
+            return False
+        kind = self._buffer[pos]
+        if kind not in _TYPE_BYTES:  # no CRLF can make it RESP2
             raise ProtocolError(f"unknown reply type byte {self._buffer[pos : pos + 1]!r}")
-        if waiting > MAX_LINE_LENGTH:
+        limit = MAX_STATUS_LENGTH if kind == 43 or kind == 45 else MAX_LINE_LENGTH  # '+' '-'
+        if waiting > limit:
             raise ProtocolError("line too long")
-        if waiting:
-            self._need = MAX_LINE_LENGTH + 1 - waiting
-            self._line_wait = True
+        self._need = limit + 1 - waiting
+        self._line_wait = True
         return False
 
     def _wait_for_bulk(self, pos: int, start: int, stop: int) -> bool:

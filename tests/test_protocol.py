@@ -496,7 +496,7 @@ HOSTILE = [
     ("lone LF in an error", b"-ERR \nx\r\n"),
     ("bulk not ended by CRLF", b"$3\r\nabcXY"),
     ("nested too deep", b"*1\r\n" * (MAX_DEPTH + 1) + b":1\r\n"),
-    ("line too long", b"+" + b"a" * (MAX_LINE_LENGTH + 1)),
+    ("integer line too long", b":" + b"1" * (MAX_LINE_LENGTH + 1)),
     ("length line too long", b"$" + b"1" * (MAX_LINE_LENGTH + 1)),
 ] + [(f"RESP3 {chr(t)}", bytes([t]) + b"1\r\n") for t in b"_#,(!=%~>|"]
 
@@ -546,7 +546,7 @@ def test_hostile_array_inside_an_array() -> None:
 
 def test_long_line_refused_once_over_the_bound_when_fed_in_pieces() -> None:
     reader = resp.Reader()
-    reader.feed(b"+")
+    reader.feed(b"$")
     fed = 1
     while fed <= MAX_LINE_LENGTH:
         assert reader.gets() is False
@@ -558,20 +558,20 @@ def test_long_line_refused_once_over_the_bound_when_fed_in_pieces() -> None:
 
 @pytest.mark.parametrize("chunk", [1, 4096, 10**6])
 def test_line_bound_is_the_same_fed_whole_or_in_pieces(chunk: int) -> None:
-    # A status or error line whose type byte and text reach MAX_LINE_LENGTH
-    # is refused, one a byte shorter read, however the bytes arrive (the CR
-    # alone at the end of a piece included).
+    # Status and error lines have no bound but the bulk one: long ones (a Lua
+    # script's status_reply or error_reply) are read, however the bytes
+    # arrive (the CR alone at the end of a piece included). A length line
+    # that reaches MAX_LINE_LENGTH without its CRLF is refused.
     for kind in (b"+", b"-"):
-        for text_length, refused in ((MAX_LINE_LENGTH - 2, False), (MAX_LINE_LENGTH - 1, True), (80_000, True)):
+        for text_length in (MAX_LINE_LENGTH - 2, MAX_LINE_LENGTH - 1, 80_000):
             wire = kind + b"a" * text_length + b"\r\n:1\r\n"
             pieces = [wire[i : i + chunk] for i in range(0, len(wire), chunk)]
             cr = len(wire) - 6
             for cuts in (pieces, [wire[:cr], wire[cr : cr + 1], wire[cr + 1 :]]):
-                if refused:
-                    with pytest.raises(resp.ProtocolError):
-                        read_all(cuts)
-                else:
-                    assert len(read_all(cuts)) == 2
+                assert len(read_all(cuts)) == 2
+    wire = b"$" + b"1" * MAX_LINE_LENGTH
+    with pytest.raises(resp.ProtocolError):
+        read_all([wire[i : i + chunk] for i in range(0, len(wire), chunk)])
 
 
 def test_array_claiming_many_elements_holds_only_what_arrived() -> None:
@@ -763,3 +763,50 @@ def test_a_reply_with_no_type_byte_is_refused_at_once(first: bytes) -> None:
     reader.feed(first)
     with pytest.raises(resp.ProtocolError, match="type byte"):
         reader.gets()
+
+
+@pytest.mark.parametrize("chunk", [1000, 4096, 65536, 10**6])
+@pytest.mark.parametrize("length", [MAX_LINE_LENGTH - 1, MAX_LINE_LENGTH, 200_000])
+def test_long_status_and_error_lines_are_read_whole_or_in_pieces(length: int, chunk: int) -> None:
+    text = b"s" * length
+    wire = b"+" + text + b"\r\n-ERR " + text + b"\r\n:1\r\n"
+    got = read_all([wire[i : i + chunk] for i in range(0, len(wire), chunk)])
+    assert got[0] == text.decode() and str(got[1]) == "ERR " + text.decode() and got[2] == 1
+    assert isinstance(got[1], resp.ResponseError)
+
+
+def _waiting_reader(value: bytes) -> resp.Reader:
+    reader = resp.Reader()
+    reader.feed(b"$%d\r\n" % len(value) + value[:1000])
+    assert reader.gets() is False
+    return reader
+
+
+def test_feed_rest_with_a_non_contiguous_view_reads_as_feed() -> None:
+    value = bytes(range(256)) * 400
+    reader = _waiting_reader(value)
+    rest = value[1000:] + b"\r\n"
+    spread = bytearray(2 * len(rest))
+    spread[::2] = rest
+    view = memoryview(spread)[::2]
+    assert len(view) == reader.bulk_missing()
+    reader.feed_rest(view)
+    spread[:] = b"x" * len(spread)  # copied: the caller's again at once
+    assert reader.gets() == value
+
+
+def test_feed_rest_with_a_view_of_wide_items_reads_as_feed() -> None:
+    value = b"\r\n" * 60_000
+    reader = _waiting_reader(value)
+    items = memoryview(array.array("H", [0x0A0D] * reader.bulk_missing()))  # twice the bytes missing
+    reader.feed_rest(items)
+    assert reader.gets() == value  # the declared length, not the view's
+    assert reader.has_data()
+
+
+@pytest.mark.parametrize("bad", [5, True, 100_000, [43, 79, 75, 13, 10], "+OK\r\n"])
+def test_feed_refuses_what_is_not_bytes_like(bad: Any) -> None:
+    reader = resp.Reader()
+    with pytest.raises(TypeError):
+        reader.feed(bad)
+    assert not reader.has_data()
