@@ -150,6 +150,8 @@ class Connection:
                         " (give ssl_ca_certs or ssl_context to trust its CA)"
                     ) from exc
             raise ConnectionError(f"could not connect to {address}: {_describe(exc)}") from exc
+        except UnicodeError as exc:  # the IDNA codec refused the host name (an empty or long label)
+            raise ConnectionError(f"could not connect to {address}: {exc}") from exc
         self.reader = Reader()
         self.pid = os.getpid()
         _OPEN.add(self)

@@ -1231,3 +1231,19 @@ def test_a_watch_is_not_closed_by_exec_or_discard_without_a_multi(redis_url: str
     finally:
         client.delete(key)
         client.close()
+
+
+def test_lua_status_and_error_replies_of_70_kib(client: resp.Client) -> None:
+    text = "x" * 70_000
+    assert client.execute("EVAL", "return redis.status_reply(ARGV[1])", 0, text) == text
+    with pytest.raises(resp.ResponseError) as info:
+        client.execute("EVAL", "return redis.error_reply(ARGV[1])", 0, "ERR " + text)
+    assert str(info.value) == "ERR " + text
+    assert client.ping()
+
+
+@pytest.mark.parametrize("host", ["redis..internal", "x" * 64 + ".example"])
+def test_host_name_refused_by_idna_is_a_connection_error(host: str) -> None:
+    client = resp.Client(host=host, socket_timeout=2)
+    with pytest.raises(resp.ConnectionError, match="could not connect"):
+        client.ping()
