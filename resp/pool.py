@@ -175,19 +175,29 @@ class Pool:
             return  # opened by the parent of a fork: not ours to close or keep
         with self._lock:
             if conn.generation == self._generation and not self._retired:
-                limit = self._max_connections
-                if not conn.counted and (limit is None or self._open_count < limit):
-                    self._open_count += 1
-                    conn.counted = True
-                if conn.counted:
-                    # Before the append: once the connection is idle, whoever
-                    # is interrupted after this must not discard it (another
-                    # thread may have taken it).
-                    conn.lease += 1
-                    self._idle.append(conn)
-                    if self._line:
-                        self._released.notify_all()  # type: ignore[union-attr]  # made by the waiter
-                    return
+                counted, open_count, lease = conn.counted, self._open_count, conn.lease
+                try:
+                    limit = self._max_connections
+                    if not conn.counted and (limit is None or self._open_count < limit):
+                        self._open_count += 1
+                        conn.counted = True
+                    if conn.counted:
+                        self._idle.append(conn)
+                        # From here on the caller, if interrupted, must not
+                        # discard it: another thread may have taken it.
+                        conn.lease += 1
+                        if self._line:
+                            self._released.notify_all()  # type: ignore[union-attr]  # made by the waiter
+                        return
+                except BaseException:
+                    # An interrupt before the lease changed (before Python
+                    # 3.10 one can come between any two bytecodes): as if
+                    # release had not been called; the caller discards it.
+                    if conn.lease == lease:
+                        if self._idle and self._idle[-1] is conn:
+                            self._idle.pop()
+                        conn.counted, self._open_count = counted, open_count
+                    raise
         self.discard(conn)
 
     def discard(self, conn: Connection) -> None:

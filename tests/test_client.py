@@ -1109,26 +1109,30 @@ def test_an_interrupt_as_an_idle_connection_is_taken_gives_its_place_back(redis_
 
 class _AppendThenInterrupt(list):  # type: ignore[type-arg]
     # An idle list whose append() is interrupted as it returns: a Ctrl-C
-    # landing at the end of Pool.release, the connection already idle.
+    # landing in Pool.release with the connection already idle.
     def append(self, conn: Any) -> None:
         super().append(conn)
         raise KeyboardInterrupt
 
 
-def test_an_interrupt_as_release_returns_leaves_the_idle_connection_alone(redis_url: str) -> None:
-    # Once back in the pool the connection may be in another thread's hands:
-    # the interrupted command must not close it.
+def test_an_interrupt_inside_release_neither_loses_the_place_nor_closes_an_idle_connection(redis_url: str) -> None:
+    # Interrupted before the lease changed, release is undone: the connection
+    # leaves the idle list again and the interrupted command discards it,
+    # giving its place back. (Left idle, it would be closed under another
+    # thread that took it; left out and not discarded, its place would be
+    # lost for good: with one allowed, every later command would wait.)
     client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=1)
     first_id = client.execute("CLIENT", "ID")
     pool = client._pool
     pool._idle = _AppendThenInterrupt(pool._idle)
     with pytest.raises(KeyboardInterrupt):
         client.ping()
-    idle = list(pool._idle)
-    pool._idle = idle
-    assert [conn.sock.fileno() >= 0 for conn in idle] == [True]
-    assert client.execute("CLIENT", "ID") == first_id  # the same connection, reused
+    assert list(pool._idle) == []
+    pool._idle = []
+    assert pool._open_count == 0
+    assert client.execute("CLIENT", "ID") != first_id  # a new connection, in the place given back
     assert pool._open_count == 1
+    assert [conn.sock.fileno() >= 0 for conn in pool._idle] == [True]
     client.close()
 
 
