@@ -19,7 +19,7 @@ import math
 import time
 
 from .connection import Address, Connection, NothingSentError
-from .errors import AuthenticationError, ResponseError
+from .errors import AuthenticationError, ResponseError, _auth_refused
 from .pool import Pool
 from .protocol import encode_parts
 
@@ -284,7 +284,7 @@ class Client:
                     reply = conn.read_reply(deadline)
                     if isinstance(reply, ResponseError):
                         if args[0] == "AUTH":
-                            raise AuthenticationError(str(reply))
+                            raise AuthenticationError(str(_auth_refused(reply, self._password)))
                         raise reply
         except BaseException:
             conn.close()

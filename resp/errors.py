@@ -9,7 +9,7 @@ import builtins
 
 TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
 if TYPE_CHECKING:
-    from typing import Dict, List, Type
+    from typing import Dict, List, Optional, Type
 
 __all__ = [
     "RespError",
@@ -173,3 +173,22 @@ def error_from_reply(message: str) -> ResponseError:
     """Return the ``ResponseError`` (or subclass) for one error reply's text."""
     kind = message.split(" ", 1)[0]
     return _ERROR_CLASSES.get(kind, ResponseError)(message)
+
+
+#: How Redis 7 goes on after "ERR unknown command 'AUTH'": it repeats the
+#: command's arguments, the password among them (a server where AUTH was
+#: renamed away, a proxy or a Redis-like server without it).
+_ECHOED_ARGUMENTS = ", with args beginning with"
+
+
+def _auth_refused(reply: ResponseError, *secrets: "Optional[str]") -> ResponseError:
+    """The error for a refused ``AUTH``: ``reply``'s class and text, without
+    the arguments a server may echo and without any of ``secrets``."""
+    message = str(reply)
+    cut = message.find(_ECHOED_ARGUMENTS)
+    if cut >= 0:
+        message = message[:cut] + " (its arguments are not repeated here)"
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "<password>")
+    return type(reply)(message)

@@ -34,6 +34,7 @@ from .errors import (
     ResponseError,
     TimeoutError,
     UnknownServiceError,
+    _auth_refused,
     _demoted,
 )
 from .protocol import encode_parts
@@ -163,9 +164,9 @@ class SentinelClient(Client):
             replies = [conn.read_reply(deadline) for _ in commands]
         finally:
             conn.close()
-        for reply in replies:
+        for args, reply in zip(commands, replies):
             if isinstance(reply, ResponseError):
-                raise reply
+                raise _auth_refused(reply, args[-1]) if args[0] == "AUTH" else reply
         return replies[-1]
 
     def _connect(self) -> Connection:

@@ -200,3 +200,22 @@ def test_rediss_to_a_plain_server_fails_clearly(make_server: Any) -> None:
     with pytest.raises((resp.ConnectionError, resp.TimeoutError)):
         client.ping()
     assert time.monotonic() - start < 0.5 + 1.5
+
+
+def test_auth_unknown_to_the_server_does_not_echo_the_password(make_server: Any) -> None:
+    """A server that does not know AUTH (``rename-command AUTH ""``, a proxy)
+    answers with Redis 7's unknown-command error, which repeats the command's
+    arguments: the password must not reach the exception."""
+    server = make_server(["--rename-command", "AUTH", ""])
+    for username in (None, "app"):
+        client = resp.Client("127.0.0.1", server.port, password=PASSWORD, username=username)
+        with pytest.raises(resp.AuthenticationError) as info:
+            client.ping()
+        assert_exception_clean(info.value)
+        assert "unknown command" in str(info.value)  # the server's reason is still there
+        client.close()
+    sentinel = resp.SentinelClient([f"127.0.0.1:{server.port}"], "svc", sentinel_password=PASSWORD,
+                                   sentinel_timeout=2)
+    with pytest.raises(resp.RespError) as info:
+        sentinel.ping()
+    assert_exception_clean(info.value)
