@@ -341,10 +341,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if binary is None:
         raise CLIError(f"nothing answers at {shown}, and redis-server is not on PATH to start one: "
                        "install Redis or pass --url", EXIT_REDIS)
-    with _demo.PrivateServer(binary) as server:
-        print(f"# Nothing answers at {shown}: started a private redis-server on 127.0.0.1:{server.port} "
-              "(stopped at the end).", flush=True)
-        return _run_demo(server.url)
+    try:
+        with _demo.PrivateServer(binary) as server:
+            print(f"# Nothing answers at {shown}: started a private redis-server on 127.0.0.1:{server.port} "
+                  "(stopped at the end).", flush=True)
+            return _run_demo(server.url)
+    except _demo.DemoError as exc:  # from starting the server: _run_demo reports its own as CLIError
+        raise CLIError(f"nothing answers at {shown}, and a private redis-server could not be started: {exc}",
+                       EXIT_REDIS) from None
 
 
 def _run_demo(url: str) -> int:

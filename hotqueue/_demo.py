@@ -86,6 +86,16 @@ def _free_port() -> int:
             return port
 
 
+def _last_line(path: str) -> str:
+    """``": "`` and the last line of a log file, or "" when there is none."""
+    try:
+        with open(path, errors="replace") as log:
+            lines = [line.strip() for line in log if line.strip()]
+    except OSError:
+        return ""
+    return f": {lines[-1][-200:]}" if lines else ""
+
+
 class PrivateServer:
     """A ``redis-server`` of our own on a free loopback port, for the demo only.
 
@@ -135,7 +145,8 @@ class PrivateServer:
         deadline = time.monotonic() + WAIT_LIMIT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise DemoError(f"{self.binary} exited with status {self.process.returncode} (see its log: {log})")
+                # Its log goes with its directory (see stop): say what it says.
+                raise DemoError(f"{self.binary} exited with status {self.process.returncode}{_last_line(log)}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return

@@ -165,6 +165,10 @@ class HotQueue:
         key = key_for_name(name)
         if not name:
             raise ValueError("queue name must not be empty")
+        try:
+            key.encode("utf-8")  # as every command sends it: fail here, not at the first put
+        except UnicodeEncodeError:
+            raise ValueError(f"queue name {name!r} cannot be encoded as UTF-8 (it holds a lone surrogate)") from None
         self._name = name
         self._key = key
 

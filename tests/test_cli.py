@@ -592,3 +592,27 @@ def test_a_message_whose_printing_fails_for_any_reason_goes_back(redis_url: str,
     with contextlib.redirect_stdout(Unwritable()):
         assert main(["--url", redis_url, "get", queue.name]) == 70
     assert queue.get() == "kept"
+
+
+def test_demo_private_server_that_cannot_start(tmp_path: Any) -> None:
+    """A redis-server on PATH that exits at once: one line, status 3, with the
+    server's own reason (its log goes with its temporary directory)."""
+    fake = tmp_path / "redis-server"
+    fake.write_text('#!/bin/sh\n'
+                    'while [ $# -gt 0 ]; do [ "$1" = --logfile ] && log="$2"; shift; done\n'
+                    'echo "# Could not create server TCP listening socket: bind: Address already in use" > "$log"\n'
+                    'exit 1\n')
+    fake.chmod(0o755)
+    result = hq("demo", url=dead_url(), env=env(PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}"))
+    err = one_line_error(result, 3)
+    assert "unexpected" not in err
+    assert "Address already in use" in err
+    assert "see its log" not in err
+
+
+def test_queue_name_not_utf8_is_a_usage_error() -> None:
+    result = subprocess.run([sys.executable.encode(), b"-m", b"hotqueue", b"--url", dead_url().encode(),
+                             b"put", b"caf\xe9", b"x"], capture_output=True, env=env(), cwd=ROOT, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert b"Traceback" not in result.stderr and b"unexpected" not in result.stderr
+    assert b"UTF-8" in result.stderr

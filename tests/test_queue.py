@@ -314,6 +314,17 @@ def test_ten_megabyte_message(queue: HotQueue) -> None:
     assert queue.get(block=True, timeout=5) == big
 
 
+def test_name_that_cannot_be_sent_is_refused_at_once() -> None:
+    # A lone surrogate (os.fsdecode of bytes that are not UTF-8): refused by
+    # the constructor, not by the first put with a UnicodeEncodeError.
+    with pytest.raises(ValueError, match="UTF-8"):
+        HotQueue("caf\udce9", port=free_port())
+    queue = HotQueue("caf\u00e9", port=free_port())
+    with pytest.raises(ValueError, match="UTF-8"):
+        queue.name = "x\ud800"
+    assert queue.name == "caf\u00e9"
+
+
 def test_key_for_name() -> None:
     assert key_for_name("myqueue") == "hotqueue:myqueue"
     assert key_for_name("\u00e9") == "hotqueue:\u00e9"
