@@ -16,7 +16,7 @@ import time
 import traceback
 import uuid
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 from redis_server import RedisServer, free_port
@@ -25,6 +25,23 @@ import resp
 from resp.protocol import LARGE_VALUE
 
 MakeServer = Callable[..., RedisServer]
+
+
+Closing = Callable[[resp.Client], resp.Client]
+
+
+@pytest.fixture
+def closing() -> Iterator[Closing]:
+    """Close at the end of the test the clients passed through it."""
+    opened: List[resp.Client] = []
+
+    def keep(client: resp.Client) -> resp.Client:
+        opened.append(client)
+        return client
+
+    yield keep
+    for client in opened:
+        client.close()
 
 
 def client_ids(observer: resp.Client) -> List[int]:
@@ -353,9 +370,8 @@ def test_repr(client: resp.Client) -> None:
 # -- URLs, databases, authentication, TLS, unix sockets ---------------------------
 
 
-def test_db_selection_isolates_keys(redis_url: str, key: str) -> None:
-    parts = urlsplit(redis_url)
-    base = f"{parts.scheme}://{parts.netloc}"
+def test_db_selection_isolates_keys(make_server: MakeServer, key: str) -> None:
+    base = f"redis://127.0.0.1:{make_server().port}"  # a TCP URL whatever REDIS_URL is
     with resp.Client.from_url(base + "/3") as db3, resp.Client.from_url(base + "/0?db=5") as db5, \
             resp.Client.from_url(base) as db0:
         assert db3.db == 3 and db5.db == 5 and db0.db == 0
@@ -365,13 +381,16 @@ def test_db_selection_isolates_keys(redis_url: str, key: str) -> None:
         assert db3.llen(key) == 1
         assert "db=3" in db3.execute("CLIENT", "INFO").decode()
         assert "db=5" in db5.execute("CLIENT", "INFO").decode()
-        assert resp.Client.from_url(base, db=3).lpop(key) == b"in-three"
+        with resp.Client.from_url(base, db=3) as db3_again:
+            assert db3_again.lpop(key) == b"in-three"
 
 
-def test_url_options(redis_url: str) -> None:
-    parts = urlsplit(redis_url)
+def test_url_options(redis_url: str, make_server: MakeServer) -> None:
+    # A private TCP server: REDIS_URL may be a unix:// or rediss:// URL, whose
+    # netloc is no redis:// address (an empty one would mean localhost:6379).
+    server = make_server()
     client = resp.Client.from_url(
-        f"redis://{parts.netloc}/2?socket_timeout=1.5&socket_connect_timeout=2&client_name=urly"
+        f"redis://127.0.0.1:{server.port}/2?socket_timeout=1.5&socket_connect_timeout=2&client_name=urly"
     )
     assert (client.db, client.socket_timeout, client.client_name) == (2, 1.5, "urly")
     assert client.address.connect_timeout == 2.0
@@ -526,16 +545,13 @@ def test_blocking_command_outlives_socket_timeout(redis_url: str, key: str) -> N
 
 
 @pytest.mark.parametrize("timeout", [0.0001, 0.001, 0.0099])
-def test_a_tiny_blocking_timeout_is_sent_as_10_ms(redis_url: str, key: str, timeout: float) -> None:
+def test_a_tiny_blocking_timeout_is_sent_as_10_ms(make_server: MakeServer, key: str, timeout: float) -> None:
     """Redis 6.0-6.2 cut a timeout down to whole milliseconds: 0.001 and less
     became 0, wait forever (the client then timed out and closed the
     connection, and a value popped meanwhile was lost). Sent as 0.01."""
-    address = urlsplit(redis_url)
-    with socket.create_connection((address.hostname, address.port), timeout=5) as monitor, \
-            resp.Client.from_url(redis_url) as client:
-        if address.password:  # a REDIS_URL with a password
-            monitor.sendall(resp.encode_command("AUTH", *filter(None, [address.username, address.password])))
-            assert monitor.recv(5) == b"+OK\r\n"
+    server = make_server()  # a TCP server of our own, whatever REDIS_URL is, for MONITOR
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as monitor, \
+            resp.Client(port=server.port) as client:
         monitor.sendall(b"MONITOR\r\n")
         assert monitor.recv(5) == b"+OK\r\n"
         assert client.blpop(key, timeout) is None
@@ -593,9 +609,9 @@ def test_timeout_mid_reply_against_redis(make_server: MakeServer, key: str) -> N
     assert client.execute("ECHO", "third") == b"third"
 
 
-def test_keyboard_interrupt_in_blpop_discards_the_connection(redis_url: str, key: str) -> None:
-    client = resp.Client.from_url(redis_url)
-    observer = resp.Client.from_url(redis_url)
+def test_keyboard_interrupt_in_blpop_discards_the_connection(redis_url: str, key: str, closing: Closing) -> None:
+    client = closing(resp.Client.from_url(redis_url))
+    observer = closing(resp.Client.from_url(redis_url))
     blpop_id = client.execute("CLIENT", "ID")  # the pool's one connection, reused by blpop
 
     def interrupt(signum: int, frame: Any) -> None:
@@ -693,9 +709,9 @@ def test_idle_connection_with_stray_bytes_is_not_reused(tiny_server: Any) -> Non
     assert server.commands[0][0] != server.commands[1][0]
 
 
-def test_connection_killed_while_idle_is_replaced(redis_url: str) -> None:
-    client = resp.Client.from_url(redis_url, socket_timeout=2)
-    observer = resp.Client.from_url(redis_url)
+def test_connection_killed_while_idle_is_replaced(redis_url: str, closing: Closing) -> None:
+    client = closing(resp.Client.from_url(redis_url, socket_timeout=2))
+    observer = closing(resp.Client.from_url(redis_url))
     old_id = client.execute("CLIENT", "ID")
     assert observer.execute("CLIENT", "KILL", "ID", old_id) == 1
     assert wait_until(lambda: old_id not in client_ids(observer))
@@ -766,8 +782,8 @@ def test_server_down_then_back(make_server: MakeServer) -> None:
 # -- fork and threads -------------------------------------------------------------
 
 
-def test_fork_child_uses_its_own_connection(redis_url: str, key: str) -> None:
-    client = resp.Client.from_url(redis_url)
+def test_fork_child_uses_its_own_connection(redis_url: str, key: str, closing: Closing) -> None:
+    client = closing(resp.Client.from_url(redis_url))
     parent_id = client.execute("CLIENT", "ID")
     pid = os.fork()
     if pid == 0:  # the child: never return into pytest
@@ -814,10 +830,10 @@ def test_threads_share_one_client(client: resp.Client, key: str) -> None:
     assert sorted(everything) == sorted(v for values in pushed for v in values)  # type: ignore[type-var]
 
 
-def test_max_connections_is_a_bound(redis_url: str, key: str) -> None:
+def test_max_connections_is_a_bound(redis_url: str, key: str, closing: Closing) -> None:
     name = "bound-" + uuid.uuid4().hex[:8]
-    client = resp.Client.from_url(redis_url, client_name=name, max_connections=2)
-    observer = resp.Client.from_url(redis_url)
+    client = closing(resp.Client.from_url(redis_url, client_name=name, max_connections=2))
+    observer = closing(resp.Client.from_url(redis_url))
     seen: List[int] = []
     done = threading.Event()
 
