@@ -16,7 +16,7 @@ try:
     import tracemalloc
 except ImportError:  # PyPy has none: memory goes unmeasured there, the rest runs
     tracemalloc = None  # type: ignore[assignment]
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from faultproxy import report
@@ -31,6 +31,14 @@ ALLOWED = (resp.ProtocolError, resp.ConnectionError, resp.TimeoutError, resp.Res
 # For the summary line printed when the module's server stops.
 STATS = {"scripts": 0, "bytes": 0}
 OUTCOMES: Dict[str, int] = {}
+
+
+def assert_peak_below(peak: Optional[int], bound: int) -> None:
+    """The memory check, last in a test: without tracemalloc (PyPy) the test
+    is reported skipped, its other checks having passed, not passed."""
+    if peak is None:
+        pytest.skip("the other checks passed; memory unmeasured: no tracemalloc on this interpreter")
+    assert peak < bound, f"peak {peak} bytes, over {bound}"
 
 
 class HostileServer:
@@ -136,6 +144,7 @@ def call(server: HostileServer, script: List[Tuple[bytes, float]], after: str = 
     assert elapsed < timeout + SLACK, f"{elapsed:.2f} s past a {timeout} s deadline"
     # Memory: the bytes received (a few copies at most) plus the 64 KiB
     # receive buffer and bookkeeping; never the lengths that were claimed.
+    # Checked where it can be; tests named for their memory check it again (assert_peak_below).
     assert peak is None or peak < 4 * sent + 512 * 1024, f"peak {peak} bytes for {sent} received"
     return outcome, elapsed, peak
 
@@ -234,7 +243,7 @@ def test_huge_claim_then_silence_times_out_in_little_memory(hostile: HostileServ
     outcome, elapsed, peak = call(hostile, [(body, 0.0)], "silent", timeout=0.3)
     assert isinstance(outcome, resp.TimeoutError)
     assert elapsed >= 0.25
-    assert peak is None or peak < 1024 * 1024
+    assert_peak_below(peak, 1024 * 1024)
 
 
 @pytest.mark.parametrize("claim", [b"$536870913\r\n", b"*4294967297\r\n", b"$99999999999999999999\r\n",
@@ -252,7 +261,7 @@ def test_endless_trickle_is_cut_at_the_deadline(hostile: HostileServer) -> None:
     outcome, elapsed, peak = call(hostile, [(b"$100000000\r\n", 0.0)], "trickle", timeout=0.5)
     assert isinstance(outcome, resp.TimeoutError)
     assert 0.45 <= elapsed < 0.5 + SLACK
-    assert peak is None or peak < 1024 * 1024
+    assert peak is None or peak < 1024 * 1024, peak
 
 
 def test_a_claimed_length_earns_no_kept_buffer(hostile: HostileServer) -> None:
@@ -262,7 +271,7 @@ def test_a_claimed_length_earns_no_kept_buffer(hostile: HostileServer) -> None:
     outcome, elapsed, peak = call(hostile, [(b"$4000000\r\nX", 0.0), (b"Y", 0.05)], after="silent")
     assert isinstance(outcome, resp.TimeoutError)
     assert elapsed < TIMEOUT + SLACK
-    assert peak is None or peak < 1024 * 1024, peak
+    assert_peak_below(peak, 1024 * 1024)
 
 
 @pytest.mark.parametrize(
@@ -299,4 +308,4 @@ def test_long_bulk_cut_short_after_a_long_one(hostile: HostileServer, claim: int
     assert elapsed < TIMEOUT + SLACK
     if expected is resp.TimeoutError:
         assert elapsed >= TIMEOUT * 0.9
-    assert peak is None or peak < 1024 * 1024, peak
+    assert_peak_below(peak, 1024 * 1024)

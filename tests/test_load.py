@@ -131,7 +131,7 @@ def test_load_no_message_lost_or_duplicated(redis_url: str, key: str) -> None:
     queue.client.close()
     # Bounded memory: the main process holds the consumed numbers (about 40
     # bytes each in lists) plus buffers, nothing that grows with the traffic.
-    assert peak is None or peak < 16 * 2**20 + MESSAGES * 200, peak
+    assert peak is None or peak < 16 * 2**20 + MESSAGES * 200, peak  # None: see the end
 
     line = (
         f"load: {MESSAGES} messages, {PRODUCERS} producer threads, {CONSUMER_THREADS} consumer threads, "
@@ -143,3 +143,5 @@ def test_load_no_message_lost_or_duplicated(redis_url: str, key: str) -> None:
         f"max RSS of the consumer processes {[round(k / 1024, 1) for k in child_rss]} MiB"
     )
     report("load", line)  # shown with -s
+    if peak is None:
+        pytest.skip("the other checks passed; memory unmeasured: no tracemalloc on this interpreter")
