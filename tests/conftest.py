@@ -33,6 +33,7 @@ def redis_url() -> Iterator[str]:
     try:
         server.start()
     except Exception as exc:
+        server.cleanup()
         pytest.fail(f"cannot start redis-server for the tests: {exc}", pytrace=False)
     try:
         yield server.url
