@@ -131,11 +131,24 @@ def _next_slice(timeout: Optional[float], waited: float) -> float:
     return OUTPUT_CHECK if timeout is None else max(min(OUTPUT_CHECK, timeout - waited), 0.001)
 
 
+def _not_json(word: str) -> Any:
+    # NaN, Infinity and -Infinity: Python's json reads them, JSON has no such thing.
+    raise CLIError(f"not JSON text: {word} is not a JSON number")
+
+
+def _finite_float(digits: str) -> float:
+    # A JSON number too large for a float (1e400) would be stored as Infinity.
+    number = float(digits)
+    if math.isinf(number):
+        raise CLIError(f"JSON number out of range: {digits[:40]}")
+    return number
+
+
 def to_message(text: str, serializer: str) -> Any:
     """Turn one command-line argument into the message ``put`` stores."""
     if serializer == "json":
         try:
-            return json.loads(text)
+            return json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
         except RecursionError:
             raise CLIError(f"JSON text nested too deep: {text[:40]!r}…") from None
         except ValueError:

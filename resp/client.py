@@ -136,6 +136,12 @@ def _check_timeout(name: str, value: "Optional[float]") -> "Optional[float]":
     return float(value)
 
 
+#: The shortest fraction of a second sent as a blocking command's timeout.
+#: Redis 6.0-6.2 cut a timeout down to whole milliseconds, and 0.001 and less
+#: to 0, which means wait forever; they end waits about every 0.1 s anyway.
+MIN_FRACTION = 0.01
+
+
 def blocking_timeout_arg(timeout: float) -> "CommandArg":
     """Check a blocking command's timeout and return it as the server wants it:
     an integer when whole (servers before 6.0 accept nothing else), and at
@@ -148,12 +154,6 @@ def blocking_timeout_arg(timeout: float) -> "CommandArg":
     if not 0 <= timeout <= MAX_TIMEOUT:  # False for NaN too
         raise ValueError(f"timeout must be a number of seconds from 0 to {MAX_TIMEOUT:.0e}, not {timeout!r}")
     return int(timeout) if timeout == int(timeout) else max(float(timeout), MIN_FRACTION)
-
-
-#: The shortest fraction of a second sent as a blocking command's timeout.
-#: Redis 6.0-6.2 cut a timeout down to whole milliseconds, and 0.001 and less
-#: to 0, which means wait forever; they end waits about every 0.1 s anyway.
-MIN_FRACTION = 0.01
 
 
 class Client:
@@ -204,6 +204,8 @@ class Client:
                             ("unix_socket_path", unix_socket_path)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{name} must be a str or None")
+        if not isinstance(ssl, bool):
+            raise TypeError(f"ssl must be True or False, not {type(ssl).__name__}")
         if max_connections is not None and (
             isinstance(max_connections, bool) or not isinstance(max_connections, int)
             or max_connections < 1
@@ -574,7 +576,7 @@ def parse_url(url: str) -> "Dict[str, Any]":
     options: Dict[str, Any] = {}
     if parts.username:
         options["username"] = unquote(parts.username)
-    if parts.password is not None:
+    if parts.password:  # redis://:@host has no password, as in redis-py and redis-cli
         options["password"] = unquote(parts.password)
     scheme = parts.scheme.lower()
     if scheme == "unix":

@@ -210,6 +210,15 @@ def test_json_nested_too_deep_is_bad_input(redis_url: str, queue: HotQueue) -> N
     assert len(queue) == 0
 
 
+@pytest.mark.parametrize("text", ["1e400", "[-1e999]", "NaN", '{"n": Infinity}', "[-Infinity]"])
+def test_json_without_a_json_number_is_bad_input(redis_url: str, queue: HotQueue, text: str) -> None:
+    """Python's json reads NaN, Infinity and numbers too large for a float
+    (as infinity) and would store them as ``Infinity``: not JSON, refused."""
+    err = one_line_error(hq("--serializer", "json", "put", queue.name, text, url=redis_url), 2)
+    assert "JSON" in err
+    assert len(queue) == 0
+
+
 def test_raw(redis_url: str, key: str) -> None:
     q = HotQueue(key, serializer=None, url=redis_url)
     try:

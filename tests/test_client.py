@@ -427,6 +427,15 @@ def test_bad_urls_raise_value_error(url: str) -> None:
     assert "hunter2pass" not in str(info.value)
 
 
+def test_url_with_empty_password_sends_no_auth(make_server: MakeServer) -> None:
+    """``redis://:@host`` has no password, as in redis-py and redis-cli: an
+    ``AUTH ""`` would be refused by a server that asks for none."""
+    server = make_server()
+    with resp.Client.from_url(f"redis://:@127.0.0.1:{server.port}/0") as client:
+        assert client.ping()
+        assert client.execute("ACL", "WHOAMI") == b"default"
+
+
 def test_url_must_be_str() -> None:
     with pytest.raises(TypeError):
         resp.Client.from_url(b"redis://localhost")  # type: ignore[arg-type]

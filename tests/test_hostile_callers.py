@@ -103,6 +103,8 @@ CASES: List[Case] = [
     ("Client unix_socket_path=int", lambda p: client(p, unix_socket_path=3), TypeError),
     ("Client ssl_ca_certs=bytes", lambda p: client(p, ssl_ca_certs=b"/x"), TypeError),
     ("Client ssl_context=str", lambda p: client(p, ssl_context="tls"), TypeError),
+    ("Client ssl='no'", lambda p: client(p, ssl="no"), TypeError),  # would have turned TLS on
+    ("Client ssl=1", lambda p: client(p, ssl=1), TypeError),
     ("Client max_connections=0", lambda p: client(p, max_connections=0), ValueError),
     ("Client max_connections=True", lambda p: client(p, max_connections=True), ValueError),
     ("Client socket_timeout=-1", lambda p: client(p, socket_timeout=-1), ValueError),
