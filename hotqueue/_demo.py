@@ -33,6 +33,8 @@ from .queue import HotQueue
 WORKER_IDLE = 1.0
 #: Bound on every wait for a worker or a server, so the demo never hangs.
 WAIT_LIMIT = 30.0
+#: Bound on the wait for the workers to finish once every number is queued.
+FINISH_LIMIT = 30.0
 #: The numbers the workers square, and what each does per number (long enough
 #: that both workers get a share).
 NUMBERS = list(range(2, 12))
@@ -284,7 +286,9 @@ def _workers(queue: HotQueue, results: HotQueue, url: str, write: Callable[[str]
         sys.stdout.flush()
         queue.put(*NUMBERS)
         for process in processes:
-            process.join(WAIT_LIMIT)
+            process.join(FINISH_LIMIT)
+            if process.exitcode is None:
+                raise DemoError(f"a worker process was still running after {FINISH_LIMIT:g} s")
             if process.exitcode == BROKEN_PIPE:
                 raise BrokenPipeError("a worker's output was closed")
             if process.exitcode != 0:

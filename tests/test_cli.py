@@ -493,6 +493,20 @@ def test_demo_starts_its_own_server() -> None:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
+def test_demo_reports_a_worker_still_running(make_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that has not ended when the demo stops waiting is reported as
+    such (it was "ended with status None"), and stopped."""
+    from hotqueue import _demo
+
+    server = make_server()
+    monkeypatch.setattr(_demo, "FINISH_LIMIT", 0.01)  # the workers idle 1 s before they end
+    lines: List[str] = []
+    with pytest.raises(_demo.DemoError, match="still running after 0.01 s"):
+        _demo.run(f"redis://127.0.0.1:{server.port}/0", lines.append)
+    with resp.Client(port=server.port) as client:
+        assert client.execute("KEYS", "*") == []  # its queues are gone
+
+
 def test_demo_without_redis_server_on_path() -> None:
     err = one_line_error(hq("demo", url=dead_url(), env=env(PATH="/nonexistent")), 3)
     assert "redis-server" in err
