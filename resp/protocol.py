@@ -18,7 +18,7 @@ from .errors import ProtocolError, error_from_reply
 
 TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
 if TYPE_CHECKING:
-    from typing import Any, List, Optional, Tuple, Union
+    from typing import Any, Dict, List, Optional, Tuple, Union
 
     Reply = Any
     CommandArg = Union[bytes, bytearray, memoryview, str, int, float]
@@ -348,6 +348,7 @@ class Reader:
 
     def has_data(self) -> bool:
         """Whether bytes of an unfinished reply are buffered."""
+        # Connection.is_readable repeats this test inline: keep them alike.
         return self._pos < len(self._buffer) or bool(self._stack) or bool(self._pieces)
 
 
@@ -409,12 +410,10 @@ _UNFINISHED = object()  # what _settle returns while an array still lacks elemen
 #: one bytearray so that a trickle of bytes does not cost an object each.
 _SMALL_PIECE = 16 * 1024
 
-_TWO = b"*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
-_THREE = b"*3\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
 
 #: Commands with more arguments than this (``put(*batch)``) take _encode_many.
 _MANY = 16
-_BULK_HEADERS = [b"$%d\r\n" % size for size in range(1024)]
+_BULK_HEADERS = [b"$%d\r\n" % size for size in range(_SHORT_BULK)]
 _BYTES_ONLY = frozenset({bytes})
 
 
@@ -436,6 +435,27 @@ def _encode_many(args: "Tuple[CommandArg, ...]") -> "Union[bytes, None]":
     return b"*%d\r\n" % count + b"".join(pieces)
 
 
+#: The encoded name and first argument of recent commands (a queue sends the
+#: same few again and again), by their str: encoding them costs more than the
+#: lookup. Bounded: at most _MAX_HEADS of them, each at most _MAX_HEAD bytes.
+_HEADS: "Dict[Tuple[str, str], bytes]" = {}
+_MAX_HEADS = 256
+_MAX_HEAD = 512
+
+
+def _head(command: str, key: str) -> bytes:
+    # The bulk strings of a command's name and first argument, remembered in
+    # _HEADS (emptied when full, which only costs their encoding again).
+    command_bytes = command.encode()  # UTF-8 (without an argument to parse)
+    key_bytes = key.encode()
+    head = b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(command_bytes), command_bytes, len(key_bytes), key_bytes)
+    if len(head) <= _MAX_HEAD:
+        if len(_HEADS) >= _MAX_HEADS:
+            _HEADS.clear()
+        _HEADS[(command, key)] = head
+    return head
+
+
 def encode_parts(args: "Tuple[CommandArg, ...]") -> "List[Union[bytes, memoryview]]":
     """Encode one command as a list of byte strings to send in order.
 
@@ -448,22 +468,22 @@ def encode_parts(args: "Tuple[CommandArg, ...]") -> "List[Union[bytes, memoryvie
     """
     count = len(args)
     if count == 3:
-        # RPUSH key value, BLPOP key timeout: one format, no loop.
+        # RPUSH key value, BLPOP key timeout: no loop, no format.
         first, second, third = args
         if type(third) is int:
             third = b"%d" % third
         elif type(third) is str:
-            third = third.encode("utf-8")
+            third = third.encode()
         if type(first) is str and type(second) is str and type(third) is bytes and len(third) < LARGE_VALUE:
-            command = first.encode("utf-8")
-            key = second.encode("utf-8")
-            return [_THREE % (len(command), command, len(key), key, len(third), third)]
+            head = _HEADS.get((first, second)) or _head(first, second)
+            size = len(third)
+            if size < _SHORT_BULK:
+                return [b"".join((b"*3\r\n", head, _BULK_HEADERS[size], third, b"\r\n"))]
+            return [b"*3\r\n%b$%d\r\n%b\r\n" % (head, size, third)]
     elif count == 2:
         first, second = args
         if type(first) is str and type(second) is str:  # LPOP key, LLEN key
-            command = first.encode("utf-8")
-            key = second.encode("utf-8")
-            return [_TWO % (len(command), command, len(key), key)]
+            return [b"*2\r\n" + (_HEADS.get((first, second)) or _head(first, second))]
     elif not args:
         raise ValueError("a command needs at least its name")
     if len(args) > _MANY:

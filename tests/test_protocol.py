@@ -710,6 +710,37 @@ def test_encode_command_round_trip(args: List[Any]) -> None:
     assert parse_request(resp.encode_command(*args)) == [expected_bytes(a) for a in args]
 
 
+@pytest.mark.parametrize("key", ["q", "caf\u00e9", "k" * 600, "k" * 1023, "k" * 1024, "k" * 3000])
+@pytest.mark.parametrize("value", [b"", b"v", b"v" * 1023, b"v" * 1024, b"v" * (LARGE_VALUE - 1), "\u2603", 7, -1])
+def test_the_two_and_three_argument_paths_encode_what_the_general_one_does(key: str, value: Any) -> None:
+    # RPUSH key value and LPOP key take a path of their own, with the
+    # encoded name and key remembered: a second time gives the same bytes.
+    for _ in range(2):
+        three = encode_parts(("RPUSH", key, value))
+        assert len(three) == 1
+        assert parse_request(three[0]) == [b"RPUSH", key.encode(), expected_bytes(value)]
+        two = encode_parts(("LPOP", key))
+        assert len(two) == 1
+        assert parse_request(two[0]) == [b"LPOP", key.encode()]
+
+
+def test_remembered_command_heads_stay_bounded() -> None:
+    for n in range(3 * protocol._MAX_HEADS):
+        assert parse_request(resp.encode_command("LLEN", f"key{n}")) == [b"LLEN", b"key%d" % n]
+        assert len(protocol._HEADS) <= protocol._MAX_HEADS
+    long_key = "k" * protocol._MAX_HEAD
+    assert parse_request(resp.encode_command("LLEN", long_key)) == [b"LLEN", long_key.encode()]
+    assert ("LLEN", long_key) not in protocol._HEADS
+
+
+def test_an_unencodable_key_raises_and_is_not_remembered() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        encode_parts(("LPOP", "\ud800"))
+    with pytest.raises(UnicodeEncodeError):
+        encode_parts(("RPUSH", "q", "\ud800"))
+    assert ("LPOP", "\ud800") not in protocol._HEADS
+
+
 # -- the large-value path ------------------------------------------------------
 
 
