@@ -539,6 +539,7 @@ class Consumer:
 def reserve(queue: "HotQueue", block: bool = True, timeout: Optional[float] = None,
             **options: Any) -> "contextlib.AbstractContextManager[Any]":
     """``HotQueue.reserve``: one message under a consumer of its own."""
+    _check_timeout(timeout)  # before the consumer registers: a bad call sends nothing
     return _reserve(Consumer(queue, **options), block, timeout)
 
 
@@ -551,6 +552,7 @@ def _reserve(consumer: Consumer, block: bool, timeout: Optional[float]) -> Itera
 def consume(queue: "HotQueue", block: bool = True, timeout: Optional[float] = None,
             **options: Any) -> Iterator[Any]:
     """``HotQueue.consume(reliable=True)``: ``Consumer.consume`` under a consumer of its own."""
+    _check_timeout(timeout)  # before the consumer registers: a bad call sends nothing
     consumer = Consumer(queue, **options)
     if not _start_riding_out(consumer):
         return

@@ -124,6 +124,14 @@ def _allowed_command_name(args: "Tuple[CommandArg, ...]") -> str:
     return name
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_timeout(name: str, value: "Optional[float]") -> "Optional[float]":
     if value is None:
         return None
@@ -156,6 +164,26 @@ def blocking_timeout_arg(timeout: float) -> "CommandArg":
     return int(timeout) if timeout == int(timeout) else max(float(timeout), MIN_FRACTION)
 
 
+def _blpop_keys(keys: "Union[KeyT, Sequence[KeyT]]") -> "List[CommandArg]":
+    """The keys of a ``blpop``: one key, or a sequence of keys. A bytes-like
+    key (``bytearray``, ``memoryview`` …) is one key, not a sequence of ints.
+
+    :raises TypeError: ``keys`` is neither a key nor an iterable of keys.
+    """
+    if isinstance(keys, (str, bytes, bytearray, memoryview)):
+        return [keys]
+    try:
+        memoryview(keys)  # type: ignore[arg-type]  # any other bytes-like object: one key
+    except TypeError:
+        pass
+    else:
+        return [keys]  # type: ignore[list-item]
+    try:
+        return list(keys)
+    except TypeError:
+        raise TypeError(f"keys must be a key or a sequence of keys, not {type(keys).__name__}") from None
+
+
 class Client:
     """A Redis client over a thread-safe pool of lazily opened connections.
 
@@ -171,6 +199,8 @@ class Client:
     :param socket_connect_timeout: seconds to connect; defaults to ``socket_timeout``.
     :param ssl: use TLS, verifying the server's certificate and host name
         against the system's CAs, or ``ssl_ca_certs``, or ``ssl_context``.
+    :param client_name: sent as ``CLIENT SETNAME`` on every new connection:
+        printable ASCII without spaces, as the server requires (else ``ValueError``).
     :param max_connections: bound on open connections, not counting those
         waiting in a blocking command (``blpop``, ``blmove``, ``BRPOP`` …), so
         that a wait never delays the command that would end it. Past it, a
@@ -204,6 +234,14 @@ class Client:
                             ("unix_socket_path", unix_socket_path)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{name} must be a str or None")
+        for name, value in (("password", password), ("username", username)):
+            # Sent as UTF-8, unlike the paths (a lone surrogate there stands
+            # for a byte of a non-UTF-8 file name). The value is not repeated.
+            if value is not None and not _encodable(value):
+                raise ValueError(f"{name} cannot be encoded as UTF-8 (it holds a lone surrogate)")
+        if client_name is not None and not all("!" <= char <= "~" for char in client_name):
+            # The server's own rule for CLIENT SETNAME: it would refuse every connection.
+            raise ValueError(f"client_name must be printable ASCII without spaces, not {client_name!r}")
         if not isinstance(ssl, bool):
             raise TypeError(f"ssl must be True or False, not {type(ssl).__name__}")
         if max_connections is not None and (
@@ -416,12 +454,11 @@ class Client:
             # the general case below would let through unchanged.
             reply = self._call(encode_parts(("BLPOP", keys, timeout)), self._blocking_timeout(timeout), blocking=True)
             return None if reply is None else (reply[0], reply[1])
-        if isinstance(keys, (str, bytes)):
-            keys = [keys]
-        if not keys:
+        key_list = _blpop_keys(keys)
+        if not key_list:
             raise ValueError("blpop needs at least one key")
         server_timeout = blocking_timeout_arg(timeout)
-        reply = self._call(encode_parts(("BLPOP", *keys, server_timeout)), self._blocking_timeout(server_timeout),
+        reply = self._call(encode_parts(("BLPOP", *key_list, server_timeout)), self._blocking_timeout(server_timeout),
                            blocking=True)
         return None if reply is None else (reply[0], reply[1])
 
@@ -555,6 +592,24 @@ def _check_no_at_after_host(url: str) -> None:
             "malformed Redis URL: an '@' after the host; percent-encode '@', '/', '?' and '#' "
             "in a user name, password or option (e.g. '/' as %2F)"
         )
+
+
+def _node_address(node: object) -> "Tuple[str, int]":
+    # A cluster or sentinel node given as "host:port" or a (host, port) pair.
+    # int() alone would take " 7000", "7_000" and other scripts' digits, and
+    # a bare host or a None failed as "invalid literal for int()" or "cannot
+    # unpack non-iterable NoneType object".
+    if isinstance(node, str):
+        host, _, port = node.rpartition(":")
+        if host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+            return host.strip("[]"), int(port)
+        raise ValueError(f"a node is 'host:port' or a (host, port) pair, not {node!r}")
+    if isinstance(node, (tuple, list)) and len(node) == 2:
+        host, port = node
+        if isinstance(host, str) and host and isinstance(port, int) and not isinstance(port, bool) \
+                and 0 < port < 65536:
+            return host, int(port)
+    raise TypeError(f"a node is 'host:port' or a (host, port) pair, not {node!r}")
 
 
 def parse_url(url: str) -> "Dict[str, Any]":

@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 from .client import (
     Client,
     _allowed_command_name,
+    _blpop_keys,
     _command_name,
+    _node_address,
     _timeout_index,
     blocking_timeout_arg,
     parse_url,
@@ -247,10 +249,8 @@ class ClusterClient:
                     raise ValueError("a cluster node URL is redis[s]://host:port, with db 0")
                 host, port = parsed.pop("host", "localhost"), parsed.pop("port", 6379)
                 url_options.update(parsed)
-            elif isinstance(node, str):
-                host, port = _split_node(node)
             else:
-                host, port = node
+                host, port = _node_address(node)
             seeds.append(f"{host}:{port}")
         if not seeds:
             raise ValueError("a cluster client needs at least one startup node")
@@ -519,11 +519,10 @@ class ClusterClient:
     def blpop(self, keys: Union[KeyT, Sequence[KeyT]], timeout: float = 0) -> Optional[Tuple[bytes, bytes]]:
         """``BLPOP``: wait up to ``timeout`` seconds (0 = forever) for a value on
         any of ``keys`` (all in one slot); ``(key, value)`` or ``None``."""
-        if isinstance(keys, (str, bytes)):
-            keys = [keys]
-        if not keys:
+        key_list = _blpop_keys(keys)
+        if not key_list:
             raise ValueError("blpop needs at least one key")
-        reply = self._run(("BLPOP", *keys, blocking_timeout_arg(timeout)))
+        reply = self._run(("BLPOP", *key_list, blocking_timeout_arg(timeout)))
         return None if reply is None else (reply[0], reply[1])
 
     def llen(self, key: KeyT) -> int:

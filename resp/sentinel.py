@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Type, Union
 
-from .client import MAX_TIMEOUT, Client, parse_url
+from .client import MAX_TIMEOUT, Client, _node_address, parse_url
 from .connection import Address, Connection
 from .errors import (
     AuthenticationError,
@@ -106,11 +106,9 @@ class SentinelClient(Client):
         for sentinel in [sentinels] if isinstance(sentinels, str) else sentinels:
             if isinstance(sentinel, str) and "://" in sentinel:
                 parsed = parse_url(sentinel)
-                sentinel = (parsed.get("host", "localhost"), parsed.get("port", 26379))
-            elif isinstance(sentinel, str):
-                host, _, port = sentinel.rpartition(":")
-                sentinel = (host.strip("[]"), int(port))
-            self.sentinels.append((str(sentinel[0]), int(sentinel[1])))
+                self.sentinels.append((parsed.get("host", "localhost"), parsed.get("port", 26379)))
+            else:
+                self.sentinels.append(_node_address(sentinel))
         if not self.sentinels:
             raise ValueError("a SentinelClient needs at least one sentinel")
 

@@ -63,7 +63,9 @@ def from_url(url: str, **overrides: Any) -> Union[Client, "ClusterClient"]:
         if path.strip("/") not in ("", "0"):
             raise ValueError("a Redis Cluster has only database 0")
         options = parse_url(base + hosts[0] + query)
-        for name in ("host", "port", "db"):
+        if options.pop("db", 0):  # ?db=N, which would otherwise be dropped unsaid
+            raise ValueError("a Redis Cluster has only database 0")
+        for name in ("host", "port"):
             options.pop(name, None)
         return ClusterClient([_with_port(host, 6379) for host in hosts],
                              **{**options, **overrides})

@@ -9,8 +9,10 @@ the bound on connections.
 
 import array
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 import traceback
@@ -193,6 +195,28 @@ def test_blpop(client: resp.Client, key: str) -> None:
         client.blpop(key, -1)
     with pytest.raises(ValueError):
         client.blpop([], 1)
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview, lambda b: array.array("B", b)])
+def test_blpop_takes_a_bytes_like_key_as_one_key(client: resp.Client, key: str, kind: Callable[[bytes], Any]) -> None:
+    """A bytearray is a key to rpush, llen and blmove: to blpop too, not a
+    list of keys named by its bytes' numbers ("116", "101", …), whose lists
+    it would wait on and pop from."""
+    decoy = str(key.encode()[0])  # the list blpop used to wait on first
+    client.delete(decoy)
+    client.rpush(key, "mine")
+    client.rpush(decoy, "not mine")
+    try:
+        assert client.blpop(kind(key.encode()), 1) == (key.encode(), b"mine")
+        assert client.lpop(decoy) == b"not mine"  # untouched
+    finally:
+        client.delete(key, decoy)
+
+
+def test_blpop_refuses_what_is_neither_a_key_nor_keys(client: resp.Client) -> None:
+    with pytest.raises(TypeError, match="keys must be a key or a sequence of keys, not int"):
+        client.blpop(5, 1)  # type: ignore[arg-type]
+    assert client.ping()
 
 
 def test_blpop_is_woken_by_another_client(redis_url: str, key: str) -> None:
@@ -527,6 +551,20 @@ def test_unix_socket(make_server: MakeServer, key: str) -> None:
         assert tcp.lpop(key) == b"over unix"
     with resp.Client(unix_socket_path=path) as direct:
         assert direct.ping()
+
+
+def test_unix_socket_path_that_is_not_utf8(make_server: MakeServer) -> None:
+    """A path holding a byte that is not UTF-8 comes to Python with a lone
+    surrogate for it (os.fsdecode): a file name like any other, accepted."""
+    directory = tempfile.mkdtemp(prefix="hq-")
+    path = os.path.join(directory, os.fsdecode(b"r\xff.sock"))
+    try:
+        make_server(args=["--unixsocket", path, "--unixsocketperm", "700"])
+        assert os.path.exists(os.fsencode(path))
+        with resp.Client(unix_socket_path=path) as client:
+            assert client.ping()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # -- failures ---------------------------------------------------------------------

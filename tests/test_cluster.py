@@ -457,6 +457,30 @@ def test_bad_seeds_and_urls() -> None:
         port.llen("x")
 
 
+def test_blpop_takes_a_bytes_like_key_as_one_key(cc: resp.ClusterClient) -> None:
+    # Not the keys b"k", b"e", b"y" … named by its bytes' numbers, which
+    # raised CrossSlotError here (or, all in one slot, popped from them).
+    key = unique("bytes")
+    cc.rpush(key, "mine")
+    assert cc.blpop(bytearray(key.encode()), 1) == (key.encode(), b"mine")
+    cc.rpush(key, "again")
+    assert cc.blpop(memoryview(key.encode()), 1) == (key.encode(), b"again")
+
+
+@pytest.mark.parametrize("node", [
+    "127.0.0.1", "127.0.0.1:7_000", "127.0.0.1: 7000", "127.0.0.1:\u0667\u0660\u0660\u0660", "127.0.0.1:abc",
+    "127.0.0.1:0", ("127.0.0.1", "7000"), (None, 7000), ("h",), None, b"127.0.0.1:7000",
+])
+def test_a_malformed_node_is_refused_clearly(node: Any) -> None:
+    """A startup node or sentinel that is not 'host:port' or a (host, port)
+    pair is refused, naming it: not read as another port ("7_000" as 7000,
+    Arabic-Indic digits), nor a None host taken as the host 'None', nor
+    "invalid literal for int()" or "cannot unpack" for a bare host or None."""
+    for make in (lambda: resp.ClusterClient([node]), lambda: resp.SentinelClient([node], "mymaster")):
+        with pytest.raises((TypeError, ValueError), match="a node is 'host:port' or a \\(host, port\\) pair, not "):
+            make()
+
+
 def test_a_startup_node_outside_the_cluster_is_passed_over(
     cluster: RedisCluster, make_server: Callable[..., RedisServer]
 ) -> None:

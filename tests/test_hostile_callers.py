@@ -207,6 +207,20 @@ CASES: List[Case] = [
     ("worker timeout=1e12", lambda p: queue(p).worker(timeout=1e12), ValueError),
     ("worker two functions", lambda p: queue(p).worker(print, print), TypeError),
     ("worker not callable", lambda p: queue(p).worker("f"), TypeError),
+    # Options every connection would send, and the server refuse, every time.
+    ("Client client_name with a space", lambda p: client(p, client_name="my worker").ping(), ValueError),
+    ("Client client_name not ASCII", lambda p: client(p, client_name="w\u00f6rker").ping(), ValueError),
+    ("Client password lone surrogate", lambda p: client(p, password="pa\udcffss").ping(), ValueError),
+    ("HotQueue client_name with a space", lambda p: queue(p, client_name="my worker").put("x"), ValueError),
+    # Reliable mode: checked before the consumer registers and recovers.
+    ("reserve timeout=-1", lambda p: queue(p).reserve(timeout=-1).__enter__(), ValueError),
+    ("reserve timeout=nan", lambda p: queue(p).reserve(timeout=NAN).__enter__(), ValueError),
+    ("reserve timeout='1'", lambda p: queue(p).reserve(timeout="1").__enter__(), TypeError),  # type: ignore[arg-type]
+    ("consume reliable timeout=-1", lambda p: next(queue(p).consume(reliable=True, timeout=-1)), ValueError),
+    # A cluster has database 0 only: ?db=N is refused, as /N is.
+    ("from_url cluster ?db=2", lambda p: resp.from_url(f"redis+cluster://127.0.0.1:{p}?db=2").ping(), ValueError),
+    ("HotQueue cluster url ?db=2", lambda p: HotQueue(QUEUE, url=f"redis+cluster://127.0.0.1:{p}?db=2").put("x"),
+     ValueError),
 ]
 
 

@@ -66,6 +66,16 @@ def test_wrong_password_error_names_no_password(make_server: Any, username: Any)
     assert_exception_clean(info.value)
 
 
+def test_password_that_cannot_be_sent_is_refused_without_repeating_it(make_server: Any) -> None:
+    # A lone surrogate: what os.environ gives for a non-UTF-8 byte. The
+    # UnicodeEncodeError of the first AUTH held the whole password in its repr.
+    server = make_server(["--requirepass", PASSWORD])
+    with pytest.raises(ValueError) as info:
+        resp.Client("127.0.0.1", server.port, password=PASSWORD + "\udcff", socket_timeout=5).ping()
+    assert_exception_clean(info.value)
+    assert "\udcff" not in str(info.value)
+
+
 def test_no_password_error_is_clear(make_server: Any) -> None:
     server = make_server(["--requirepass", PASSWORD])
     with resp.Client("127.0.0.1", server.port) as client, pytest.raises(resp.AuthenticationError) as info:
