@@ -449,10 +449,12 @@ class Client:
     def blpop(self, keys: "Union[KeyT, Sequence[KeyT]]", timeout: float = 0) -> "Optional[Tuple[bytes, bytes]]":
         """``BLPOP``: wait up to ``timeout`` seconds (0 = forever) for a value on
         any of ``keys``; return ``(key, value)`` or ``None`` on timeout."""
-        if type(keys) is str and type(timeout) is int and 0 < timeout <= MAX_TIMEOUT:
+        if type(keys) is str and type(timeout) is int and 0 <= timeout <= MAX_TIMEOUT:
             # One key and whole seconds, as a queue asks: what the checks of
-            # the general case below would let through unchanged.
-            reply = self._call(encode_parts(("BLPOP", keys, timeout)), self._blocking_timeout(timeout), blocking=True)
+            # the general case below would let through unchanged, and the
+            # wait _blocking_timeout would give (None: forever).
+            wait = timeout + BLOCKING_MARGIN + (self.socket_timeout or 0.0) if timeout else None
+            reply = self._call(encode_parts(("BLPOP", keys, timeout)), wait, blocking=True)
             return None if reply is None else (reply[0], reply[1])
         key_list = _blpop_keys(keys)
         if not key_list:

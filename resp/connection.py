@@ -360,8 +360,10 @@ class Connection:
             remaining = deadline - _monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"timed out reading from {self.address}")
-            # poll() takes milliseconds, rounds them up, and stops at 2**31-1.
-            if poll(min(remaining * 1000.0, _MAX_POLL_MS)):
+            # poll() takes milliseconds, rounds them up, and stops at 2**31-1
+            # (a comparison, not min(): a builtin call costs more).
+            milliseconds = remaining * 1000.0
+            if poll(milliseconds if milliseconds < _MAX_POLL_MS else _MAX_POLL_MS):
                 return
 
     def _read_error(self, exc: OSError) -> OSError:
