@@ -221,7 +221,8 @@ class Consumer:
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
         # Set when a move may have happened on the server without its reply
-        # reaching us: the processing list may hold a message nobody handles.
+        # reaching us, and while a fetched message is not settled yet: the
+        # processing list may hold a message nobody handles (see fetch).
         self._unsure = False
         # monotonic() of the last heartbeat that reached the server.
         self._last_beat = 0.0
@@ -356,7 +357,9 @@ class Consumer:
         """Move the next message into this consumer's processing list and
         return ``(stored bytes, message)``, or ``None`` when the queue is empty
         (``block=False``) or ``timeout`` seconds passed. Settle it with ``ack``,
-        ``fail`` or ``release``.
+        ``fail`` or ``release``. A consumer holds one message at a time: one
+        not settled (its settlement raised, or never came) goes back to the
+        head of the queue before the next is fetched.
 
         A message the serializer cannot read goes straight to the dead letters
         (logged) and the next one is fetched.
@@ -399,6 +402,10 @@ class Consumer:
                 if block and (deadline is None or time.monotonic() < deadline):
                     continue  # a slice of the wait ended: wait on
                 return None
+            # Held until ack, fail or release settles it. A settlement that
+            # raised or was interrupted (or never came) leaves it so: the
+            # next fetch gives it back before taking another.
+            self._unsure = True
             serializer = self.queue.serializer
             if serializer is None:
                 return data, data
@@ -420,6 +427,7 @@ class Consumer:
         (and logs a warning) when it was no longer held — recovered by another
         consumer because this one's heartbeat expired — so it may run twice."""
         removed = ACK(self.queue.client, [self._processing, self.keys.attempts], [data])
+        self._unsure = False
         if not removed:
             log.warning("queue %r: consumer %s acked a message it no longer held (recovered by "
                         "another consumer after its heartbeat expired, or acked already)",
@@ -436,6 +444,7 @@ class Consumer:
         keys = self.keys
         attempts, dead = FAIL(self.queue.client, [self._processing, keys.main, keys.dead, keys.attempts],
                                [data, max_attempts, meta(reason, self.id)])
+        self._unsure = False
         if dead:
             log.error("queue %r: message dead-lettered after %d attempt(s): %s",
                       self.queue.name, attempts, reason[:200])

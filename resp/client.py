@@ -337,12 +337,15 @@ class Client:
         # error) or a list of ``count`` replies (errors left in place).
         # ``blocking``: the server may hold the command (see Pool.acquire).
         pool = self._pool
-        conn: Optional[Connection]
-        conn, reused = pool.acquire(blocking)
-        lease = conn.lease  # changed by release once the connection is back in the pool
-        # From here on, whatever is raised (an interrupt included) discards
-        # the connection, which gives its place under the bound back.
+        # The connection taken, put here by acquire (and replace) before they
+        # return: whatever is raised from then on (an interrupt included, even
+        # one handled as acquire returns, before its result is stored)
+        # discards it, which gives its place under the bound back.
+        held: List[Connection] = []
+        lease: Optional[int] = None  # changed by release once the connection is back in the pool
         try:
+            conn, reused = pool.acquire(blocking, held)
+            lease = conn.lease
             deadline = None if timeout is None else _monotonic() + timeout
             while True:
                 try:
@@ -358,18 +361,18 @@ class Client:
                     # anything: resend once on a fresh one, in its place
                     # (given back by replace if that fails; discarding the
                     # closed one below is then a no-op).
-                    conn = pool.replace(conn)
+                    lease = None
+                    conn = pool.replace(conn, held)
                     lease = conn.lease
                     reused = False
             if count is not None:
                 reply = [conn.read_reply(deadline) for _ in range(count)]
             pool.release(conn)
-            conn = None
         except BaseException:
             # An interrupt as release returns finds the connection back in
             # the pool already, maybe in another thread's hands: leave it.
-            if conn is not None and conn.lease == lease:
-                pool.discard(conn)
+            if held and (lease is None or held[-1].lease == lease):
+                pool.discard(held[-1])
             raise
         if count is None and isinstance(reply, ResponseError):
             raise reply

@@ -76,13 +76,18 @@ class Pool:
         # they come back instead of being kept.
         self._generation = 0
 
-    def acquire(self, blocking: bool = False) -> "Tuple[Connection, bool]":
+    def acquire(self, blocking: bool = False, held: "Optional[List[Connection]]" = None) -> "Tuple[Connection, bool]":
         """Return a connection for one command, and whether it was reused.
 
         ``blocking``: the command may wait on the server (``BLPOP``) until
         another command ends the wait. Its connection holds no place under the
         bound until ``release``, so this never waits for room, and the command
         that would end the wait never waits for this one.
+
+        ``held``: the connection is appended to it before this returns, so
+        that a caller interrupted as the call returns (before Python 3.11
+        signal handlers run after every call, before the result is stored)
+        still finds it, to discard it and give its place back.
         """
         if self._pid != _pid[0]:
             self._after_fork()
@@ -114,8 +119,12 @@ class Pool:
                     conn = self._connect()
                     conn.generation = generation
                     conn.counted = counted
+                    if held is not None:
+                        held.append(conn)
                     return conn, False
                 if not conn.is_readable():
+                    if held is not None:
+                        held.append(conn)
                     return conn, True
             except BaseException:
                 if conn is not None:
@@ -125,10 +134,11 @@ class Pool:
                 raise
             self.discard(conn)
 
-    def replace(self, conn: Connection) -> Connection:
+    def replace(self, conn: Connection, held: "Optional[List[Connection]]" = None) -> Connection:
         """Close a connection that must not be reused and return a fresh one
         in its place. Its place under the bound passes to the new one, so no
-        other thread can take it in between and leave this one waiting."""
+        other thread can take it in between and leave this one waiting.
+        ``held``: as for ``acquire``, the fresh one goes in it before this returns."""
         try:
             conn.close()
             generation = self._generation
@@ -139,6 +149,8 @@ class Pool:
             raise
         fresh.generation = generation
         fresh.counted = conn.counted
+        if held is not None:
+            held.append(fresh)
         return fresh
 
     def _wait_for_room(self) -> None:

@@ -1199,6 +1199,44 @@ def test_an_interrupt_inside_release_neither_loses_the_place_nor_closes_an_idle_
     client.close()
 
 
+class _ReturnThenInterrupt:
+    # Wraps a pool method so that it is interrupted as it returns, before
+    # the caller has stored what it returned: where Python before 3.11 runs a
+    # signal handler (after every call), as a Ctrl-C landing there would.
+    def __init__(self, real: Any) -> None:
+        self.real, self.raised = real, 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result = self.real(*args, **kwargs)
+        if not self.raised:
+            self.raised += 1
+            raise KeyboardInterrupt
+        return result
+
+
+@pytest.mark.parametrize("method", ["acquire", "replace"])
+def test_an_interrupt_as_a_connection_is_handed_over_gives_its_place_back(
+        redis_url: str, monkeypatch: Any, method: str) -> None:
+    # With one connection allowed, a place lost with a connection taken from
+    # the pool (or made in place of a dead one) and never given back would
+    # leave every later command waiting for it: "all 1 connections stayed busy".
+    client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=1)
+    pool = client._pool
+    assert client.ping()  # one idle connection in the pool
+    if method == "replace":
+        # Found dead at the first write (EPIPE), not before: replaced.
+        pool._idle[0].sock.shutdown(socket.SHUT_WR)
+        monkeypatch.setattr(resp.connection.Connection, "is_readable", lambda self: False)
+    wrapper = _ReturnThenInterrupt(getattr(pool, method))
+    monkeypatch.setattr(pool, method, wrapper)
+    with pytest.raises(KeyboardInterrupt):
+        client.execute("ECHO", "lost?")
+    assert wrapper.raised
+    assert client.execute("ECHO", "next") == b"next"  # not a TimeoutError after 1 s
+    assert pool._open_count == 1 and len(pool._idle) == 1
+    client.close()
+
+
 def test_a_pipeline_sends_the_value_queued_not_the_buffer_later(client: resp.Client, key: str) -> None:
     buffer = bytearray(b"a" * LARGE_VALUE)
     pipe = client.pipeline().command("SET", key, buffer)

@@ -807,6 +807,53 @@ def test_a_failure_report_sent_again_after_a_drop_counts_once(redis_url: str, ke
     assert queue.client.execute("HLEN", keys_for(queue.key).attempts) == 0
 
 
+@pytest.mark.parametrize("settle", ["ack", "fail", "release", "before ack"])
+def test_an_interrupted_settlement_does_not_leave_the_message_held_under_the_next(
+        queue: HotQueue, monkeypatch: Any, settle: str) -> None:
+    """An interrupt (Ctrl-C, or an exception raised by a signal handler such
+    as a task timeout) landing in ``ack``, ``fail`` or ``release`` before it
+    reaches the server leaves the message in the processing list. The next
+    ``fetch`` gives it back before taking another: a consumer never holds two,
+    and the message is not hidden from every other consumer for as long as
+    this one lives (its heartbeat keeps recovery away)."""
+    keys = keys_for(queue.key)
+    queue.put("a", "b")
+    client = queue.client
+
+    def interrupted(*args: Any) -> Any:
+        # The first settling command of this consumer raises, as a signal
+        # handler's exception landing just before it is sent would; other
+        # commands (the heartbeat thread's) run as usual.
+        monkeypatch.undo()
+        raise KeyboardInterrupt
+
+    handled: List[str] = []
+    with Consumer(queue, consumer_id="c", heartbeat_ttl=30) as consumer:
+        data, msg = consumer.fetch(timeout=1)
+        handled.append(msg)
+        if settle == "before ack":  # landing before ack is called: in reserve, as _ride_out starts
+            monkeypatch.setattr(consumer, "ack", interrupted)
+        else:
+            monkeypatch.setattr(client, "lmove" if settle == "release" else "execute", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            if settle in ("ack", "before ack"):
+                consumer.ack(data)
+            elif settle == "fail":
+                consumer.fail(data, ValueError("x"))
+            else:
+                consumer.release(data)
+        assert not {"execute", "lmove"} & set(vars(client)) and "ack" not in vars(consumer)  # undone
+        while True:
+            got = consumer.fetch(block=False)
+            if got is None:
+                break
+            assert len(client.execute("LRANGE", keys.processing("c"), 0, -1)) == 1, "held two at once"
+            handled.append(got[1])
+            consumer.ack(got[0])
+    assert sorted(handled) == ["a", "a", "b"]  # "a" again: its settlement never reached the server
+    assert queue.stats() == (0, 0, [])
+
+
 def test_a_failure_that_cannot_be_counted_keeps_the_message(queue: HotQueue) -> None:
     """A failure is counted before the message leaves the processing list:
     when the count cannot be written (a foreign value at the attempts key)
