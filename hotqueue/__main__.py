@@ -144,11 +144,20 @@ def _finite_float(digits: str) -> float:
     return number
 
 
+def _json_int(digits: str) -> int:
+    # Python 3.11+ refuses to read an integer of over 4,300 digits (a guard
+    # against slow conversions): say so, rather than "not JSON text".
+    try:
+        return int(digits)
+    except ValueError:
+        raise CLIError(f"JSON integer too long ({len(digits)} digits): give it as a string") from None
+
+
 def to_message(text: str, serializer: str) -> Any:
     """Turn one command-line argument into the message ``put`` stores."""
     if serializer == "json":
         try:
-            return json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
+            return json.loads(text, parse_constant=_not_json, parse_float=_finite_float, parse_int=_json_int)
         except RecursionError:
             raise CLIError(f"JSON text nested too deep: {text[:40]!r}…") from None
         except ValueError:

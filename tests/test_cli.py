@@ -219,6 +219,19 @@ def test_json_without_a_json_number_is_bad_input(redis_url: str, queue: HotQueue
     assert len(queue) == 0
 
 
+def test_json_integer_too_long_for_python_says_so(redis_url: str, queue: HotQueue) -> None:
+    """Python (3.11+, and later 3.8-3.10 releases) reads no integer of over
+    4,300 digits; the error says that, not that the argument is not JSON
+    (and needs quotes)."""
+    if not hasattr(sys, "set_int_max_str_digits"):  # no such limit (added in 3.11, 3.10.7, 3.9.14…)
+        assert hq("--serializer", "json", "put", queue.name, "1" * 5000, url=redis_url).returncode == 0
+        assert len(queue) == 1
+        return
+    err = one_line_error(hq("--serializer", "json", "put", queue.name, "1" * 5000, url=redis_url), 2)
+    assert "too long" in err and "quotes" not in err
+    assert len(queue) == 0
+
+
 def test_raw(redis_url: str, key: str) -> None:
     q = HotQueue(key, serializer=None, url=redis_url)
     try:
