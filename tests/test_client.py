@@ -1338,6 +1338,30 @@ def test_a_watch_is_not_closed_by_exec_or_discard_without_a_multi(redis_url: str
         client.close()
 
 
+def test_a_watch_whose_multi_the_server_refused_is_not_left_on_the_connection(
+        make_server: MakeServer, key: str) -> None:
+    """A MULTI refused by the server (an ACL without it) leaves the WATCH
+    before it in place: on a pooled connection it would abort a later
+    transaction there (EXEC -> None) once the key changed. The pipeline ends
+    with an UNWATCH, its reply dropped."""
+    server = make_server()
+    with resp.Client(port=server.port) as admin:
+        assert admin.execute("ACL", "SETUSER", "u", "on", ">pw", "~*", "+@all", "-multi") == "OK"
+        user = resp.Client(port=server.port, username="u", password="pw", max_connections=1)
+        try:
+            pipe = user.pipeline().command("WATCH", key).command("MULTI").command("GET", key).command("EXEC")
+            replies = pipe.execute(raise_on_error=False)
+            assert len(replies) == 4 and replies[0] == "OK"
+            assert isinstance(replies[1], resp.NoPermissionError)
+            assert admin.execute("ACL", "SETUSER", "u", "+multi") == "OK"
+            admin.execute("SET", key, "changed")  # what the WATCH, if left, would see
+            assert user.pipeline().command("MULTI").command("INCR", key + "n").command("EXEC").execute() == [
+                "OK", "QUEUED", [1]]
+            assert user.pipeline().command("WATCH", key).command("UNWATCH").execute() == ["OK", "OK"]
+        finally:
+            user.close()
+
+
 def test_lua_status_and_error_replies_of_70_kib(client: resp.Client) -> None:
     text = "x" * 70_000
     assert client.execute("EVAL", "return redis.status_reply(ARGV[1])", 0, text) == text
