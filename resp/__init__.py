@@ -9,12 +9,14 @@
 
 Layers, each in its own module: ``protocol`` (sans-IO parser and encoder),
 ``connection`` (one socket), ``pool`` (idle connections), ``client`` (commands),
+``pipeline`` (``Pipeline``), ``commands`` (which commands block or are refused),
 ``errors``. Beyond one server: ``cluster`` (``ClusterClient``, a ``Client`` per
 node), ``sentinel`` (``SentinelClient``, a ``Client`` that asks Sentinel where
-the primary is) and ``urls`` (``from_url`` for every URL form).
+the primary is) and ``urls`` (``parse_url``, and ``from_url`` for every URL form).
 """
 
-from .client import MAX_TIMEOUT, Client, Pipeline
+from .client import Client
+from .commands import MAX_TIMEOUT
 from .errors import (
     AskError,
     AuthenticationError,
@@ -44,11 +46,13 @@ if TYPE_CHECKING:
 
     from .cluster import ClusterClient, key_slot
     from .cluster_pipeline import ClusterPipeline
+    from .pipeline import Pipeline
     from .sentinel import SentinelClient
     from .urls import from_url
 
 # Loaded on first use, so that ``import resp`` costs only what one server needs.
 _LAZY = {
+    "Pipeline": "pipeline",
     "ClusterClient": "cluster",
     "ClusterPipeline": "cluster_pipeline",
     "key_slot": "cluster",

@@ -18,6 +18,13 @@ Rules this module keeps:
 import math
 import time
 
+from .commands import (
+    MAX_TIMEOUT,
+    _allowed_command_name,
+    _blpop_keys,
+    _timeout_index,
+    blocking_timeout_arg,
+)
 from .connection import Address, Connection, NothingSentError
 from .errors import AuthenticationError, ResponseError, _auth_refused
 from .pool import Pool
@@ -26,102 +33,20 @@ from .protocol import encode_parts
 TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
 if TYPE_CHECKING:
     import ssl as _ssl
-    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
+    from typing import Any, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
+    from .pipeline import Pipeline
     from .protocol import CommandArg, Reply
 
     KeyT = Union[str, bytes]
     ClientT = TypeVar("ClientT", bound="Client")
 
-__all__ = ["Client", "Pipeline"]
+__all__ = ["Client"]
 
 _monotonic = time.monotonic
 #: Added to a blocking command's own timeout: servers before 7 overshoot it by
 #: up to a second, and the reply still has to travel.
 BLOCKING_MARGIN = 1.0
-#: The longest timeout taken, in seconds (about 31 years): a socket timeout
-#: past about 292 years overflows (OverflowError, not a resp error).
-MAX_TIMEOUT = 1e9
-# Commands whose last argument is a timeout in seconds (0 = forever), and
-# those whose first one is. Others that block (XREAD BLOCK, WAIT) get
-# ``socket_timeout`` as their deadline.
-_BLOCKING_LAST = frozenset({"BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN", "BZPOPMAX"})
-_BLOCKING_FIRST = frozenset({"BLMPOP", "BZMPOP"})
-# Commands that would leave a pooled connection changed for the commands that
-# come after it on that connection, whoever sends them: refused before
-# anything is sent (see _refuse_state_change). A pipeline takes MULTI and
-# WATCH when it closes them itself.
-_WHY_REFUSED = {
-    "MULTI": "a transaction needs one connection: send MULTI … EXEC in one pipeline()",
-    "WATCH": "WATCH needs one connection: send WATCH … EXEC in one pipeline()",
-    "SELECT": "it would move a pooled connection to another database: give db= (or /N in the URL)",
-    "AUTH": "it would change a pooled connection's user: give username= and password=",
-    "HELLO": "resp speaks RESP2 only, and authenticates with username= and password=",
-    "RESET": "it would reset a pooled connection's database, user and name",
-    "SUBSCRIBE": "publish/subscribe is not supported: messages would come unasked",
-    "PSUBSCRIBE": "publish/subscribe is not supported: messages would come unasked",
-    "SSUBSCRIBE": "publish/subscribe is not supported: messages would come unasked",
-    # One reply per channel named, even on a connection subscribed to none:
-    # the replies after the first would answer the commands after it.
-    "UNSUBSCRIBE": "publish/subscribe is not supported: it answers once per channel",
-    "PUNSUBSCRIBE": "publish/subscribe is not supported: it answers once per pattern",
-    "SUNSUBSCRIBE": "publish/subscribe is not supported: it answers once per channel",
-    "MONITOR": "it would turn a pooled connection into a stream of every command",
-    "CLIENT": "CLIENT REPLY would leave a pooled connection without the replies expected",
-}
-#: Why a pipeline that leaves a MULTI or WATCH open is refused.
-UNCLOSED_TRANSACTION = ("a MULTI or WATCH in a pipeline must be closed by EXEC or DISCARD in it "
-                        "(a WATCH with no MULTI after it: by UNWATCH): connections are pooled; nothing was sent")
-def _database_number(text: str) -> int:
-    # A database number in a URL: ASCII digits only (int() also takes "1_0",
-    # " 1" and other scripts' digits).
-    if not (text.isascii() and text.isdigit()):
-        raise ValueError(f"the database in a Redis URL must be a number, not {text!r}")
-    return int(text)
-
-
-_URL_QUERY_OPTIONS: "Dict[str, Callable[[str], Any]]" = {
-    "db": _database_number,
-    "socket_timeout": float,
-    "socket_connect_timeout": float,
-    "client_name": str,
-    "ssl_ca_certs": str,
-}
-
-
-def _command_name(args: "Sequence[CommandArg]", index: int = 0) -> str:
-    # The upper-case name of a command (index 1: its subcommand); "" if none.
-    name = args[index] if len(args) > index else ""
-    if isinstance(name, (bytes, bytearray, memoryview)):
-        name = bytes(name).decode("latin-1")  # b"BLPOP" blocks just the same
-    return name.upper() if isinstance(name, str) else ""
-
-
-def _timeout_index(args: "Tuple[CommandArg, ...]", name: "Optional[str]" = None) -> "Optional[int]":
-    # Where a blocking command given by its arguments (and its name, if
-    # known) has its own timeout; None for a command that does not block.
-    if name is None:
-        name = _command_name(args)
-    if name in _BLOCKING_LAST:
-        return len(args) - 1
-    if name in _BLOCKING_FIRST and len(args) > 1:
-        return 1
-    return None
-
-
-def _refuse_state_change(name: str, args: "Tuple[CommandArg, ...]") -> None:
-    # ValueError for a command of _WHY_REFUSED (called with its name).
-    if name == "CLIENT" and _command_name(args, 1) != "REPLY":
-        return
-    raise ValueError(f"{name} is refused, nothing was sent: {_WHY_REFUSED[name]}")
-
-
-def _allowed_command_name(args: "Tuple[CommandArg, ...]") -> str:
-    # The command's upper-case name, once execute() may send it.
-    name = _command_name(args)
-    if name in _WHY_REFUSED:
-        _refuse_state_change(name, args)
-    return name
 
 
 def _encodable(text: str) -> bool:
@@ -142,46 +67,6 @@ def _check_timeout(name: str, value: "Optional[float]") -> "Optional[float]":
             f"{name} must be a positive number of seconds (at most {MAX_TIMEOUT:.0e}) or None, not {value!r}"
         )
     return float(value)
-
-
-#: The shortest fraction of a second sent as a blocking command's timeout.
-#: Redis 6.0-6.2 cut a timeout down to whole milliseconds, and 0.001 and less
-#: to 0, which means wait forever; they end waits about every 0.1 s anyway.
-MIN_FRACTION = 0.01
-
-
-def blocking_timeout_arg(timeout: float) -> "CommandArg":
-    """Check a blocking command's timeout and return it as the server wants it:
-    an integer when whole (servers before 6.0 accept nothing else), and at
-    least ``MIN_FRACTION`` when positive.
-
-    :raises TypeError: not a number. :raises ValueError: negative, NaN, infinite or over ``MAX_TIMEOUT``.
-    """
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-    if not 0 <= timeout <= MAX_TIMEOUT:  # False for NaN too
-        raise ValueError(f"timeout must be a number of seconds from 0 to {MAX_TIMEOUT:.0e}, not {timeout!r}")
-    return int(timeout) if timeout == int(timeout) else max(float(timeout), MIN_FRACTION)
-
-
-def _blpop_keys(keys: "Union[KeyT, Sequence[KeyT]]") -> "List[CommandArg]":
-    """The keys of a ``blpop``: one key, or a sequence of keys. A bytes-like
-    key (``bytearray``, ``memoryview`` …) is one key, not a sequence of ints.
-
-    :raises TypeError: ``keys`` is neither a key nor an iterable of keys.
-    """
-    if isinstance(keys, (str, bytes, bytearray, memoryview)):
-        return [keys]
-    try:
-        memoryview(keys)  # type: ignore[arg-type]  # any other bytes-like object: one key
-    except TypeError:
-        pass
-    else:
-        return [keys]  # type: ignore[list-item]
-    try:
-        return list(keys)
-    except TypeError:
-        raise TypeError(f"keys must be a key or a sequence of keys, not {type(keys).__name__}") from None
 
 
 class Client:
@@ -280,6 +165,8 @@ class Client:
         :raises ValueError: the URL is malformed (the message never repeats
             the password).
         """
+        from .urls import parse_url  # only programs that use URLs pay for it
+
         return cls(**{**parse_url(url), **overrides})
 
     def __repr__(self) -> str:
@@ -426,6 +313,8 @@ class Client:
 
     def pipeline(self) -> "Pipeline":
         """Return a ``Pipeline``: queue commands, then send them in one write."""
+        from .pipeline import Pipeline
+
         return Pipeline(self)
 
     # The list commands a queue needs. Keys and values: bytes-like or str.
@@ -495,187 +384,3 @@ class Client:
             encode_parts(("BLMOVE", source, destination, wherefrom, whereto, server_timeout)),
             self._blocking_timeout(server_timeout), blocking=True,
         )
-
-
-class Pipeline:
-    """Commands queued with ``command`` and sent in one write by ``execute``.
-
-    >>> pipe = client.pipeline()                          # doctest: +SKIP
-    >>> pipe.command("RPUSH", "q", "a").command("LLEN", "q").execute()  # doctest: +SKIP
-    [1, 1]
-
-    Not atomic (use ``MULTI``/``EXEC`` inside it for that), and not for
-    blocking commands. A ``MULTI`` or ``WATCH`` must be closed by ``EXEC``
-    or ``DISCARD`` in the same pipeline (a ``WATCH`` with no ``MULTI`` after
-    it, by ``UNWATCH``); the commands ``execute`` refuses (``SELECT``…) are
-    refused here too. A pipeline with a ``WATCH`` ends with an ``UNWATCH``
-    of its own, whose reply is dropped.
-    """
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._parts: List[Any] = []
-        self._count = 0
-        self._open = 0  # a MULTI or WATCH queued and not closed yet (see _still_open)
-        self._watched = False  # a WATCH queued: execute() ends with an UNWATCH (see there)
-
-    def __len__(self) -> int:
-        return self._count
-
-    def command(self, *args: "CommandArg") -> "Pipeline":
-        """Queue one command (encoded now, so bad arguments raise here)."""
-        parts = encode_parts(args)
-        self._open = _still_open(args, self._open)
-        if self._open == 2:
-            self._watched = True
-        if len(parts) > 1 or type(parts[0]) is not bytes:
-            # A long bytearray or memoryview comes back as a view of the
-            # caller's buffer: copied, so that execute() sends what was queued.
-            parts = [part if type(part) is bytes else bytes(part) for part in parts]
-        self._parts.extend(parts)
-        self._count += 1
-        return self
-
-    def execute(self, raise_on_error: bool = True) -> "List[Reply]":
-        """Send the queued commands and return their replies in order.
-
-        Every reply is read even when some are errors; then, with
-        ``raise_on_error``, the first error is raised, else errors stay in the
-        list as ``ResponseError`` instances. The queue is emptied either way.
-        """
-        parts, count, still_open, watched = self._parts, self._count, self._open, self._watched
-        self._parts, self._count, self._open, self._watched = [], 0, 0, False
-        if still_open:
-            raise ValueError(UNCLOSED_TRANSACTION)
-        if not count:
-            return []
-        if watched:
-            # The commands close what they open, as the server answers when
-            # it runs them all; but a MULTI it refuses (an ACL) would leave
-            # the WATCH on the pooled connection, to abort a later
-            # transaction there. An UNWATCH after them, its reply dropped.
-            parts.append(b"*1\r\n$7\r\nUNWATCH\r\n")
-        client = self._client
-        replies: List[Reply] = client._call(parts, client.socket_timeout, count + 1 if watched else count)
-        if watched:
-            replies.pop()
-        if raise_on_error:
-            for reply in replies:
-                if isinstance(reply, ResponseError):
-                    raise reply
-        return replies
-
-
-# What a pipeline leaves open on its connection: 0 nothing, 1 a MULTI (with
-# or without keys watched: its EXEC or DISCARD ends both), 2 keys watched and
-# no MULTI. For each command that changes it, the state after it from each
-# state before it. The server refuses EXEC and DISCARD without a MULTI and
-# changes nothing then: they do not end a WATCH on their own; UNWATCH does.
-_TRANSITIONS = {
-    "MULTI": (1, 1, 1),
-    "WATCH": (2, 1, 2),  # refused inside a MULTI
-    "EXEC": (0, 0, 2),
-    "DISCARD": (0, 0, 2),
-    "UNWATCH": (0, 1, 0),  # inside a MULTI only queued
-}
-
-
-def _still_open(args: "Tuple[CommandArg, ...]", open_before: int) -> int:
-    """What a pipeline leaves open once ``args`` is queued after the commands
-    before it (which left ``open_before``): 0 nothing, else a MULTI or WATCH.
-
-    :raises ValueError: a command a pipeline refuses (see ``Client.execute``).
-    """
-    name = args[0]
-    name = name.upper() if type(name) is str else _command_name(args)
-    transitions = _TRANSITIONS.get(name)
-    if transitions is not None:
-        return transitions[open_before]
-    if name in _WHY_REFUSED:
-        _refuse_state_change(name, args)
-    return open_before
-
-
-def _check_no_at_after_host(url: str) -> None:
-    # An '@' after the host part: a password holding an unescaped '/', '?' or
-    # '#' ended the host part early, and the rest of it would reach error
-    # messages as a database, an option or a host name. Refused, repeating
-    # nothing of the URL.
-    rest = url.partition("://")[2]
-    ends = [index for index in (rest.find("/"), rest.find("?"), rest.find("#")) if index >= 0]
-    host_part_end = min(ends, default=len(rest))
-    if host_part_end and "@" in rest[host_part_end:]:
-        raise ValueError(
-            "malformed Redis URL: an '@' after the host; percent-encode '@', '/', '?' and '#' "
-            "in a user name, password or option (e.g. '/' as %2F)"
-        )
-
-
-def _node_address(node: object) -> "Tuple[str, int]":
-    # A cluster or sentinel node given as "host:port" or a (host, port) pair.
-    # int() alone would take " 7000", "7_000" and other scripts' digits, and
-    # a bare host or a None failed as "invalid literal for int()" or "cannot
-    # unpack non-iterable NoneType object".
-    if isinstance(node, str):
-        host, _, port = node.rpartition(":")
-        if host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
-            return host.strip("[]"), int(port)
-        raise ValueError(f"a node is 'host:port' or a (host, port) pair, not {node!r}")
-    if isinstance(node, (tuple, list)) and len(node) == 2:
-        host, port = node
-        if isinstance(host, str) and host and isinstance(port, int) and not isinstance(port, bool) \
-                and 0 < port < 65536:
-            return host, int(port)
-    raise TypeError(f"a node is 'host:port' or a (host, port) pair, not {node!r}")
-
-
-def parse_url(url: str) -> "Dict[str, Any]":
-    """Return the ``Client`` options that a ``redis://``, ``rediss://`` or
-    ``unix://`` URL gives.
-
-    :raises ValueError: the URL is malformed; the message never repeats a password.
-    """
-    if not isinstance(url, str):
-        raise TypeError(f"url must be a str, not {type(url).__name__}")
-    _check_no_at_after_host(url)
-    from urllib.parse import parse_qsl, unquote, urlsplit  # only programs that use URLs pay for it
-
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ValueError("malformed Redis URL (expected redis://[[user]:password@]host[:port][/db])") from None
-    options: Dict[str, Any] = {}
-    if parts.username:
-        options["username"] = unquote(parts.username)
-    if parts.password:  # redis://:@host has no password, as in redis-py and redis-cli
-        options["password"] = unquote(parts.password)
-    scheme = parts.scheme.lower()
-    if scheme == "unix":
-        if not parts.path:
-            raise ValueError("a unix:// URL needs a socket path, e.g. unix:///run/redis.sock")
-        if parts.hostname:  # unix://tmp/redis.sock: 'tmp' would silently drop out of the path
-            raise ValueError("a unix:// URL has no host: give the socket path after three slashes, "
-                             "e.g. unix:///run/redis.sock")
-        options["unix_socket_path"] = unquote(parts.path)
-    elif scheme in ("redis", "rediss"):
-        if parts.hostname:
-            options["host"] = unquote(parts.hostname)
-        if port is not None:
-            options["port"] = port
-        path = parts.path.strip("/")
-        if path:
-            options["db"] = _database_number(path)
-        if scheme == "rediss":
-            options["ssl"] = True
-    else:
-        raise ValueError(f"unsupported URL scheme {parts.scheme!r}: use redis://, rediss:// or unix://")
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        convert = _URL_QUERY_OPTIONS.get(name)
-        if convert is None:
-            raise ValueError(f"unknown option {name!r} in Redis URL")
-        try:
-            options[name] = convert(value)
-        except ValueError:
-            raise ValueError(f"bad value for {name!r} in Redis URL: {value!r}") from None
-    return options

@@ -31,16 +31,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .client import (
-    Client,
-    _allowed_command_name,
-    _blpop_keys,
-    _command_name,
-    _node_address,
-    _timeout_index,
-    blocking_timeout_arg,
-    parse_url,
-)
+from .client import Client
+from .commands import _allowed_command_name, _blpop_keys, _command_name, _timeout_index, blocking_timeout_arg
 from .errors import (
     AskError,
     ClusterDownError,
@@ -54,10 +46,11 @@ from .errors import (
     _demoted,
 )
 from .protocol import _encode_arg, encode_parts
+from .urls import _node_address, parse_url
 
 if TYPE_CHECKING:  # type aliases, defined for type checkers only
-    from .client import KeyT
     from .cluster_pipeline import ClusterPipeline
+    from .commands import KeyT
     from .protocol import CommandArg, Reply
 
 __all__ = ["ClusterClient", "ClusterPipeline", "key_slot"]

@@ -18,8 +18,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
-from .client import UNCLOSED_TRANSACTION, _command_name, _still_open
 from .cluster import RETRY_FIRST, RETRY_MAX, ClusterClient, _cross_slot, _slot_of, command_keys
+from .commands import UNCLOSED_TRANSACTION, _command_name, _still_open
 from .errors import (
     AskError,
     ClusterDownError,
@@ -64,7 +64,7 @@ class ClusterPipeline:
         self._cluster = cluster
         self._commands: List[Tuple[CommandArg, ...]] = []
         self._slot: Optional[int] = None
-        self._open = 0  # a MULTI or WATCH queued and not closed yet (see client._still_open)
+        self._open = 0  # a MULTI or WATCH queued and not closed yet (see commands._still_open)
 
     def __len__(self) -> int:
         return len(self._commands)

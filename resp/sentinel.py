@@ -23,7 +23,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Type, Union
 
-from .client import MAX_TIMEOUT, Client, _node_address, parse_url
+from .client import Client
+from .commands import MAX_TIMEOUT
 from .connection import Address, Connection
 from .errors import (
     AuthenticationError,
@@ -38,6 +39,7 @@ from .errors import (
     _demoted,
 )
 from .protocol import encode_parts
+from .urls import _node_address, parse_url
 
 if TYPE_CHECKING:  # type aliases, defined for type checkers only
     from .client import ClientT

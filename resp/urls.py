@@ -1,4 +1,5 @@
-"""``from_url``: one function for every URL form ``resp`` understands.
+"""The URLs ``resp`` understands: ``parse_url`` for one server, ``from_url``
+for every form.
 
 - ``redis://``, ``rediss://``, ``unix://`` — one server (``Client.from_url``).
 - ``redis+cluster://[[user]:password@]host:port[,host:port…][?options]`` — a
@@ -12,17 +13,120 @@
 The query string takes the options ``Client.from_url`` takes.
 """
 
-from typing import TYPE_CHECKING, Any, List, Tuple, Union
-
-from .client import Client, _check_no_at_after_host, parse_url
-
+TYPE_CHECKING = False  # not typing's: importing typing would slow Client.from_url
 if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Tuple, Union
+
+    from .client import Client
     from .cluster import ClusterClient
 
-__all__ = ["from_url"]
+__all__ = ["from_url", "parse_url"]
 
 
-def _split(url: str) -> Tuple[str, List[str], str, str]:
+def _database_number(text: str) -> int:
+    # A database number in a URL: ASCII digits only (int() also takes "1_0",
+    # " 1" and other scripts' digits).
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"the database in a Redis URL must be a number, not {text!r}")
+    return int(text)
+
+
+_URL_QUERY_OPTIONS: "Dict[str, Callable[[str], Any]]" = {
+    "db": _database_number,
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "client_name": str,
+    "ssl_ca_certs": str,
+}
+
+
+def _check_no_at_after_host(url: str) -> None:
+    # An '@' after the host part: a password holding an unescaped '/', '?' or
+    # '#' ended the host part early, and the rest of it would reach error
+    # messages as a database, an option or a host name. Refused, repeating
+    # nothing of the URL.
+    rest = url.partition("://")[2]
+    ends = [index for index in (rest.find("/"), rest.find("?"), rest.find("#")) if index >= 0]
+    host_part_end = min(ends, default=len(rest))
+    if host_part_end and "@" in rest[host_part_end:]:
+        raise ValueError(
+            "malformed Redis URL: an '@' after the host; percent-encode '@', '/', '?' and '#' "
+            "in a user name, password or option (e.g. '/' as %2F)"
+        )
+
+
+def _node_address(node: object) -> "Tuple[str, int]":
+    # A cluster or sentinel node given as "host:port" or a (host, port) pair.
+    # int() alone would take " 7000", "7_000" and other scripts' digits, and
+    # a bare host or a None failed as "invalid literal for int()" or "cannot
+    # unpack non-iterable NoneType object".
+    if isinstance(node, str):
+        host, _, port = node.rpartition(":")
+        if host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+            return host.strip("[]"), int(port)
+        raise ValueError(f"a node is 'host:port' or a (host, port) pair, not {node!r}")
+    if isinstance(node, (tuple, list)) and len(node) == 2:
+        host, port = node
+        if isinstance(host, str) and host and isinstance(port, int) and not isinstance(port, bool) \
+                and 0 < port < 65536:
+            return host, int(port)
+    raise TypeError(f"a node is 'host:port' or a (host, port) pair, not {node!r}")
+
+
+def parse_url(url: str) -> "Dict[str, Any]":
+    """Return the ``Client`` options that a ``redis://``, ``rediss://`` or
+    ``unix://`` URL gives.
+
+    :raises ValueError: the URL is malformed; the message never repeats a password.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    _check_no_at_after_host(url)
+    from urllib.parse import parse_qsl, unquote, urlsplit  # only programs that use URLs pay for it
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError("malformed Redis URL (expected redis://[[user]:password@]host[:port][/db])") from None
+    options: Dict[str, Any] = {}
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    if parts.password:  # redis://:@host has no password, as in redis-py and redis-cli
+        options["password"] = unquote(parts.password)
+    scheme = parts.scheme.lower()
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError("a unix:// URL needs a socket path, e.g. unix:///run/redis.sock")
+        if parts.hostname:  # unix://tmp/redis.sock: 'tmp' would silently drop out of the path
+            raise ValueError("a unix:// URL has no host: give the socket path after three slashes, "
+                             "e.g. unix:///run/redis.sock")
+        options["unix_socket_path"] = unquote(parts.path)
+    elif scheme in ("redis", "rediss"):
+        if parts.hostname:
+            options["host"] = unquote(parts.hostname)
+        if port is not None:
+            options["port"] = port
+        path = parts.path.strip("/")
+        if path:
+            options["db"] = _database_number(path)
+        if scheme == "rediss":
+            options["ssl"] = True
+    else:
+        raise ValueError(f"unsupported URL scheme {parts.scheme!r}: use redis://, rediss:// or unix://")
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        convert = _URL_QUERY_OPTIONS.get(name)
+        if convert is None:
+            raise ValueError(f"unknown option {name!r} in Redis URL")
+        try:
+            options[name] = convert(value)
+        except ValueError:
+            raise ValueError(f"bad value for {name!r} in Redis URL: {value!r}") from None
+    return options
+
+
+
+def _split(url: str) -> "Tuple[str, List[str], str, str]":
     # scheme, ["host:port", …], path, "?query"; the hosts part holds commas,
     # which urllib would reject as a port.
     scheme, _, rest = url.partition("://")
@@ -40,7 +144,7 @@ def _with_port(host: str, default: int) -> str:
     return host if ":" in host.rpartition("]")[2] else f"{host}:{default}"
 
 
-def from_url(url: str, **overrides: Any) -> Union[Client, "ClusterClient"]:
+def from_url(url: str, **overrides: "Any") -> "Union[Client, ClusterClient]":
     """Make the client a URL describes; keyword arguments override what it says.
 
     >>> from_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001")   # doctest: +SKIP
@@ -52,6 +156,8 @@ def from_url(url: str, **overrides: Any) -> Union[Client, "ClusterClient"]:
         raise TypeError(f"url must be a str, not {type(url).__name__}")
     scheme = url.partition("://")[0].lower()
     if scheme not in ("redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"):
+        from .client import Client
+
         return Client.from_url(url, **overrides)
     _check_no_at_after_host(url)
     base, hosts, path, query = _split(url)
