@@ -59,6 +59,10 @@ SLOTS = 16384
 #: Waits between retries of ``TRYAGAIN`` / ``CLUSTERDOWN``: short, because a
 #: migration step or a replica promotion takes milliseconds to a few seconds.
 RETRY_FIRST, RETRY_MAX = 0.05, 1.0
+#: How long a node may take to give the slot map when no ``socket_timeout``
+#: was given: a node that stopped answering (a frozen process, whose kernel
+#: still accepts connections) must not keep the next one from being asked.
+SLOT_MAP_TIMEOUT = 5.0
 # Options a seed URL or the caller may give that every node's Client gets.
 _NODE_OPTIONS = frozenset({
     "password", "username", "socket_timeout", "socket_connect_timeout", "ssl",
@@ -322,8 +326,9 @@ class ClusterClient:
     def _fetch_slots(self, name: str) -> List[Optional[str]]:
         node = self._node(name)
         slots: List[Optional[str]] = [None] * SLOTS
+        timeout = SLOT_MAP_TIMEOUT if node.socket_timeout is None else node.socket_timeout
         try:
-            shards = node.execute("CLUSTER", "SHARDS")
+            shards = node._call(encode_parts(("CLUSTER", "SHARDS")), timeout)
         except ResponseError as exc:
             if "unknown subcommand" not in str(exc).lower():
                 raise
@@ -344,7 +349,7 @@ class ClusterClient:
                         for start, end in zip(ranges[::2], ranges[1::2]):
                             slots[int(start) : int(end) + 1] = [owner] * (int(end) - int(start) + 1)
             return slots
-        for start, end, primary, *_replicas in node.execute("CLUSTER", "SLOTS"):
+        for start, end, primary, *_replicas in node._call(encode_parts(("CLUSTER", "SLOTS")), timeout):
             host = _str(primary[0]) or node.address.host  # "" means: the node asked
             slots[start : end + 1] = [f"{host}:{primary[1]}"] * (end - start + 1)
         return slots
@@ -420,6 +425,11 @@ class ClusterClient:
             if blocking is not None and last is not None:
                 resend = _with_time_left(args, blocking, started)
                 if resend is None:
+                    if isinstance(last, ClusterDownError):
+                        # The time passed while the cluster was down, not
+                        # waiting for a value: say so (consume waits it out),
+                        # rather than answer as an empty queue would.
+                        raise last
                     return None  # what the server answers once the timeout has passed
                 parts, waited = encode_parts(resend), resend[blocking]
             owner = redirect or (None if self._stale or slot is None else self._slots[slot])

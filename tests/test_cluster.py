@@ -3,7 +3,9 @@ replica each), started once for this module by ``cluster_fixtures``; a few
 tests start a cluster of their own (one node, TLS, a scale-in)."""
 
 import contextlib
+import os
 import random
+import signal
 import threading
 import time
 import uuid
@@ -835,3 +837,69 @@ def test_a_blocking_pop_released_by_a_manual_failover_waits_on_the_new_primary()
         cc.close()
     finally:
         cluster.stop()
+
+
+def test_a_wait_that_passes_while_the_cluster_is_down_raises_and_consume_rides_it_out(
+    cluster: RedisCluster, cc: resp.ClusterClient
+) -> None:
+    """A blocking pop whose timeout passes while every node answers
+    ``CLUSTERDOWN`` waited for no message: it raises ``ClusterDownError``, as
+    ``get()`` without ``block`` does, instead of returning None as for an empty
+    queue. So ``consume(timeout=…)`` rides the outage out and delivers the
+    message waiting in the queue, instead of ending as if it were idle."""
+    queue = HotQueue(unique("outage"), client=cc, serializer=None)
+    queue.put("m")
+    spare = resp.key_slot(unique("spare"))
+    assert spare != resp.key_slot(queue.key)
+    spare_owner = cluster.owner(spare)
+    ids = cluster.node_ids()
+    primaries = cluster.primary_ports()
+    states = [cluster.client(port) for port in primaries]
+
+    def serve() -> None:
+        for port in primaries:
+            cluster.client(port).execute("CLUSTER", "SETSLOT", spare, "NODE", ids[spare_owner])
+
+    for port in primaries:  # an unserved slot puts the whole cluster down
+        cluster.client(port).execute("CLUSTER", "DELSLOTS", spare)
+    restore = threading.Timer(4.0, serve)
+    try:
+        wait_for("the cluster to go down",
+                 lambda: all(b"cluster_state:fail" in c.execute("CLUSTER", "INFO") for c in states))
+        started = time.monotonic()
+        with pytest.raises(resp.ClusterDownError):
+            queue.get(block=True, timeout=1)
+        assert time.monotonic() - started < 3  # the timeout is kept, with a margin
+        restore.start()
+        assert list(queue.consume(timeout=1)) == [b"m"]
+    finally:
+        restore.cancel()
+        serve()
+    wait_for("the cluster to be up again",
+             lambda: all(b"cluster_state:ok" in c.execute("CLUSTER", "INFO") for c in states))
+    assert len(queue) == 0
+
+
+def test_a_startup_node_that_stopped_answering_is_passed_over(
+    cluster: RedisCluster, make_server: Callable[..., RedisServer]
+) -> None:
+    """A startup node that accepts connections but never answers (a frozen
+    process: its kernel still completes the handshake) does not keep the
+    client from learning the slot map from the next one, even without a
+    socket_timeout."""
+    frozen = make_server()
+    seeds = [f"127.0.0.1:{frozen.port}"] + [f"127.0.0.1:{port}" for port in cluster.primary_ports()]
+    key = unique("frozen-seed")
+    outcome: List[object] = []
+    client = resp.ClusterClient(seeds)
+    worker = threading.Thread(target=lambda: outcome.append(client.rpush(key, "x")), daemon=True)
+    os.kill(frozen.process.pid, signal.SIGSTOP)
+    try:
+        worker.start()
+        worker.join(15)
+        assert outcome == [1]
+    finally:
+        os.kill(frozen.process.pid, signal.SIGCONT)
+        worker.join(10)
+        client.close()
+    assert cluster.client(cluster.owner(resp.key_slot(key))).execute("LPOP", key) == b"x"
