@@ -8,9 +8,13 @@ Rules it keeps:
   add a subcommand by adding a row.
 - Exit status: 0 done; 1 the queue was empty or the wait timed out; 2 bad
   usage or input; 3 Redis could not be reached or refused the command; 4 a
-  message could not be decoded; 130 interrupted (Ctrl-C); 141 the output
+  message could not be decoded; 74 the output could not be written (a full
+  disk); 130 interrupted (Ctrl-C); 141 the output
   was closed (``| head``); 143 terminated (SIGTERM). Every error is one line
   on stderr, never a traceback.
+- ``get`` and ``consume`` hold Ctrl-C and SIGTERM until the message they may
+  have taken is printed (at most ``STOP_GRACE`` seconds): stopped between
+  sending a pop and printing its reply, they would lose that message.
 
 Messages on the command line are strings. With ``--serializer pickle`` (the
 default, like the library) a message is stored as that ``str``; with ``json``
@@ -23,6 +27,7 @@ printed as the ``repr`` of that text or those bytes.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -32,7 +37,7 @@ import shutil
 import signal
 import sys
 from types import FrameType
-from typing import Any, Callable, Dict, NamedTuple, NoReturn, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, NamedTuple, NoReturn, Optional, Sequence
 from urllib.parse import parse_qsl
 
 import resp
@@ -47,6 +52,7 @@ SERIALIZERS: Dict[str, Any] = {"pickle": pickle, "json": json, "raw": None}
 
 EXIT_OK, EXIT_EMPTY, EXIT_USAGE, EXIT_REDIS, EXIT_DECODE = 0, 1, 2, 3, 4
 EXIT_SOFTWARE = 70  # a bug (sysexits' EX_SOFTWARE)
+EXIT_OUTPUT = 74  # the output could not be written (sysexits' EX_IOERR)
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 130, 141, 143
 
 
@@ -167,6 +173,24 @@ def to_message(text: str, serializer: str) -> Any:
     return text
 
 
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    """Report an output that cannot be written (a full disk, a device error)
+    as such; a closed one (BrokenPipeError) goes on to exit 141 quietly."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise CLIError(f"cannot write the output: {exc}", EXIT_OUTPUT) from None
+
+
+def say(text: Any) -> None:
+    """Print ``text`` and a line feed, now (see ``_writing``)."""
+    with _writing():
+        print(text, flush=True)
+
+
 def write_message(value: Any, serializer: str, one_line: bool = False) -> None:
     """Print one message on a line of its own (see the module docstring);
     with ``one_line``, one whose text would span lines as its ``repr``."""
@@ -184,14 +208,15 @@ def write_message(value: Any, serializer: str, one_line: bool = False) -> None:
             data = text.encode(encoding, "surrogateescape")
         except UnicodeEncodeError:
             data = text.encode(encoding, "backslashreplace")
-    sys.stdout.flush()
-    buffer = getattr(sys.stdout, "buffer", None)
-    if buffer is None:  # a text stream of its own: io.StringIO, redirect_stdout, a notebook
-        sys.stdout.write(data.decode(sys.stdout.encoding or "utf-8", "surrogateescape") + "\n")
+    with _writing():
         sys.stdout.flush()
-        return
-    buffer.write(data + b"\n")
-    buffer.flush()
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:  # a text stream of its own: io.StringIO, redirect_stdout, a notebook
+            sys.stdout.write(data.decode(sys.stdout.encoding or "utf-8", "surrogateescape") + "\n")
+            sys.stdout.flush()
+            return
+        buffer.write(data + b"\n")
+        buffer.flush()
 
 
 def _spans_lines(text: "Any") -> bool:
@@ -268,22 +293,24 @@ def cmd_get(args: argparse.Namespace) -> int:
     """Remove the first message and print it; status 1 when there is none."""
     _need_stdout()
     queue = open_queue(args, stored_bytes=True)
-    if not (args.block or args.timeout is not None):
-        if _output_closed():  # nobody would see the message: leave it in the queue
-            raise BrokenPipeError
-        data = queue.get()
-    else:  # waits in slices, as consume does, to notice a reader that went away
-        timeout = args.timeout or None  # 0: forever
-        waited = 0.0
-        while True:
-            wait = _next_slice(timeout, waited)
-            data = queue.get(block=True, timeout=wait)
-            waited += wait
-            if data is not None or (timeout is not None and waited >= timeout):
-                break
-    if data is None:
-        return EXIT_EMPTY
-    _hand_out(queue, data, args.serializer)
+    with _signals_held():
+        if not (args.block or args.timeout is not None):
+            if _output_closed():  # nobody would see the message: leave it in the queue
+                raise BrokenPipeError
+            data = queue.get()
+        else:  # waits in slices, as consume does, to notice a reader that went away
+            timeout = args.timeout or None  # 0: forever
+            waited = 0.0
+            while True:
+                wait = _next_slice(timeout, waited)
+                data = queue.get(block=True, timeout=wait)
+                waited += wait
+                if data is not None or (timeout is not None and waited >= timeout):
+                    break
+                _raise_held()
+        if data is None:
+            return EXIT_EMPTY
+        _hand_out(queue, data, args.serializer)
     return EXIT_OK
 
 
@@ -293,7 +320,7 @@ def add_len(parser: argparse.ArgumentParser) -> None:
 
 def cmd_len(args: argparse.Namespace) -> int:
     """Print how many messages wait in the queue."""
-    print(len(open_queue(args)), flush=True)
+    say(len(open_queue(args)))
     return EXIT_OK
 
 
@@ -327,19 +354,22 @@ def cmd_consume(args: argparse.Namespace) -> int:
     # without a message (waits on a live connection, as in the library).
     timeout = args.timeout or None  # 0: forever
     idle = 0.0
-    while True:
-        wait = _next_slice(timeout, idle)
-        got = False
-        for data in queue.consume(block=not args.no_block, timeout=wait):
-            got = True
-            _hand_out(queue, data, args.serializer, one_line=True)
-            if _output_closed():
-                raise BrokenPipeError
-        if _interrupted or args.no_block:
-            return EXIT_OK
-        idle = wait if got else idle + wait
-        if timeout is not None and idle >= timeout:
-            return EXIT_OK
+    with _signals_held():
+        while True:
+            wait = _next_slice(timeout, idle)
+            got = False
+            for data in queue.consume(block=not args.no_block, timeout=wait):
+                got = True
+                _hand_out(queue, data, args.serializer, one_line=True)
+                _raise_held()
+                if _output_closed():
+                    raise BrokenPipeError
+            _raise_held()
+            if args.no_block:
+                return EXIT_OK
+            idle = wait if got else idle + wait
+            if timeout is not None and idle >= timeout:
+                return EXIT_OK
 
 
 def add_demo(parser: argparse.ArgumentParser) -> None:
@@ -365,8 +395,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                        "install Redis or pass --url", EXIT_REDIS)
     try:
         with _demo.PrivateServer(binary) as server:
-            print(f"# Nothing answers at {shown}: started a private redis-server on 127.0.0.1:{server.port} "
-                  "(stopped at the end).", flush=True)
+            say(f"# Nothing answers at {shown}: started a private redis-server on 127.0.0.1:{server.port} "
+                "(stopped at the end).")
             return _run_demo(server.url)
     except _demo.DemoError as exc:  # from starting the server: _run_demo reports its own as CLIError
         raise CLIError(f"nothing answers at {shown}, and a private redis-server could not be started: {exc}",
@@ -376,11 +406,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _run_demo(url: str) -> int:
     from . import _demo
 
-    def write(line: str) -> None:
-        print(line, flush=True)
-
     try:
-        _demo.run(url, write)
+        _demo.run(url, say)
     except _demo.DemoError as exc:
         raise CLIError(f"demo failed: {exc}", 1) from None
     return EXIT_OK
@@ -408,7 +435,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
              f"oldest heartbeat: {'none' if oldest is None else age(oldest)}",
              f"consumers: {len(stats.consumers)}"]
     lines += [f"  {c.id}: {c.in_flight} in flight, heartbeat {age(c.heartbeat_age)}" for c in stats.consumers]
-    print("\n".join(lines), flush=True)
+    say("\n".join(lines))
     return EXIT_OK
 
 
@@ -420,7 +447,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     """Move the in-flight messages of reliable consumers whose heartbeat
     expired back to the head of the queue; print how many."""
     try:
-        print(open_queue(args).recover(), flush=True)
+        say(open_queue(args).recover())
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     return EXIT_OK
@@ -464,8 +491,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     parser = Parser(prog="python -m hotqueue", description="Use a Redis list as a FIFO message queue.",
                     epilog="Exit status: 0 done, 1 empty or timed out, 2 bad usage, 3 Redis unreachable "
-                           "or refusing, 4 undecodable message, 130 interrupted, 141 output closed, "
-                           "143 terminated.")
+                           "or refusing, 4 undecodable message, 74 output not written, 130 interrupted, "
+                           "141 output closed, 143 terminated.")
     add_connection(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
@@ -476,26 +503,74 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: After Ctrl-C or SIGTERM, how long ``get`` and ``consume`` may go on to
+#: print a message the server may already have handed over (their waits last
+#: OUTPUT_CHECK seconds) before they stop anyway (a server gone or hung).
+STOP_GRACE = 3.0
+
 _interrupted = False
+_holding = False  # inside _signals_held: SIGINT and SIGTERM wait their turn
+_held: Optional[BaseException] = None  # what the signal held raises
+
+
+def _stop(exc: BaseException) -> None:
+    # Raise exc now, or, while signals are held, at the next _raise_held (or
+    # when STOP_GRACE has passed: SIGALRM).
+    global _held
+    if not _holding:
+        raise exc
+    if _held is None:
+        _held = exc
+        signal.setitimer(signal.ITIMER_REAL, STOP_GRACE)
 
 
 def _on_sigint(signum: int, frame: Optional[FrameType]) -> None:
     # consume() ends quietly on Ctrl-C; remember it, to exit with 130 anyway.
     global _interrupted
     _interrupted = True
-    raise KeyboardInterrupt
+    _stop(KeyboardInterrupt())
 
 
 def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
-    raise Terminated
+    _stop(Terminated())
+
+
+def _on_sigalrm(signum: int, frame: Optional[FrameType]) -> None:
+    # STOP_GRACE has passed since a held signal: stop wherever we are.
+    if _held is not None:
+        raise _held
+
+
+def _raise_held() -> None:
+    """Raise what a held SIGINT or SIGTERM raises, if one arrived."""
+    if _held is not None:
+        raise _held
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM (see ``_stop``) while a pop may be in flight or
+    a message in hand, and raise what they raise on the way out."""
+    global _holding, _held
+    _holding, _held = True, None
+    try:
+        yield
+        _raise_held()
+    finally:
+        _holding = False
+        if _held is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; return the exit status."""
+    global _interrupted
+    _interrupted = False
     logging.basicConfig(format="hotqueue: %(message)s", level=logging.WARNING)
     try:
         signal.signal(signal.SIGINT, _on_sigint)
         signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGALRM, _on_sigalrm)
     except ValueError:
         pass  # not the main thread: the signals keep their default behaviour
     try:

@@ -188,7 +188,8 @@ def _auth_refused(reply: ResponseError, *secrets: "Optional[str]") -> ResponseEr
     cut = message.find(_ECHOED_ARGUMENTS)
     if cut >= 0:
         message = message[:cut] + " (its arguments are not repeated here)"
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "<password>")
+    if any(secret and secret in message for secret in secrets):
+        # Replacing the password there would garble the server's own words
+        # when it is short ("e" in "configured"), and show where it matched.
+        message = f"{reply.kind} (the server's message is not shown: it contains the password)"
     return type(reply)(message)

@@ -652,3 +652,78 @@ def test_queue_name_not_utf8_is_a_usage_error() -> None:
     assert result.returncode == 2, result.stderr
     assert b"Traceback" not in result.stderr and b"unexpected" not in result.stderr
     assert b"UTF-8" in result.stderr
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("extra", [[], ["--no-block"]])
+def test_consume_stopped_by_a_signal_loses_no_message(redis_url: str, queue: HotQueue, tmp_path: Any,
+                                                       sig: int, status: int, extra: List[str]) -> None:
+    """Ctrl-C or SIGTERM while ``consume`` drains a backlog: every message is
+    either printed or still in the queue, once, in order (the one whose pop
+    was on its way when the signal came is printed before the exit)."""
+    sent = [f"m{i}" for i in range(20000)]
+    queue.put(*sent)
+    out = tmp_path / "out"
+    with open(out, "wb") as stdout:
+        proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", redis_url, "consume", queue.name,
+                                 *extra], stdout=stdout, stderr=subprocess.PIPE, env=env(), cwd=ROOT)
+        try:
+            while out.stat().st_size < 10000 and proc.poll() is None:  # draining
+                time.sleep(0.01)
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert (proc.returncode, err) == (status, b"")
+    printed = out.read_text().splitlines()
+    assert 0 < len(printed) < len(sent)
+    assert printed + list(iter(queue.get, None)) == sent
+
+
+def test_a_signal_while_consume_rides_out_an_outage_still_stops_it(make_server: Any) -> None:
+    """With the server gone, nothing can be in flight: SIGTERM stops
+    ``consume`` within its grace of a few seconds, not when the server is back."""
+    server = make_server()
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", f"redis://127.0.0.1:{server.port}/0",
+                             "consume", "q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT)
+    try:
+        time.sleep(0.5)
+        server.stop()
+        time.sleep(1)  # riding it out
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        assert time.monotonic() - start < 6
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143
+
+
+@pytest.mark.parametrize("credentials, kind", [(":e", "ERR"), ("nobody:p", "WRONGPASS")])
+def test_a_refused_short_password_does_not_garble_the_error(redis_url: str, credentials: str, kind: str) -> None:
+    """A password that also occurs in the server's refusal ("e" in
+    "configured", "p" in "password pair") is not cut out of the server's
+    words, which would garble them and show where it matched."""
+    url = redis_url.replace("://", f"://{credentials}@", 1)
+    err = one_line_error(hq("len", "q", url=url), 3)
+    assert kind in err
+    assert not re.search(r"\w<password>|<password>\w", err), err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_an_output_that_cannot_be_written_is_its_own_error(redis_url: str, queue: HotQueue) -> None:
+    """Writing to a full disk is no bug of ours (status 70, "unexpected
+    error"): it is reported as an output error, status 74, and a message
+    taken goes back to the head of the queue."""
+    queue.put("kept", "too")
+    for args in (["get", queue.name], ["consume", queue.name, "--no-block"], ["len", queue.name]):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, "-m", "hotqueue", "--url", redis_url, *args], stdout=full,
+                                    stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT, timeout=30)
+        err = one_line_error(result, 74)
+        assert "cannot write the output" in err and "No space left" in err, args
+    assert [queue.get(), queue.get(), queue.get()] == ["kept", "too", None]
