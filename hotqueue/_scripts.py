@@ -118,34 +118,38 @@ class Script:
         return client.execute("EVAL", self.source, len(keys), *keys, *args)
 
 
-# KEYS: processing, attempts. ARGV: message. Returns 1, or 0 when the message
-# was no longer there (recovered while its handler ran). Clearing the count
-# comes after the one write that matters, so it may not fail (pcall): a
-# foreign value at attempts leaves the ack done.
+# ACK and FAIL also return how many messages the processing list still holds
+# once the settled one is gone: a move that reached the server after the
+# consumer had given up on it (a late packet) leaves one there, unhandled.
+
+# KEYS: processing, attempts. ARGV: message. Returns {1, left}, or {0, left}
+# when the message was no longer there (recovered while its handler ran).
+# Clearing the count comes after the one write that matters, so it may not
+# fail (pcall): a foreign value at attempts leaves the ack done.
 ACK = Script("""
 local removed = redis.call('LREM', KEYS[1], 1, ARGV[1])
 if removed > 0 then redis.pcall('HDEL', KEYS[2], redis.sha1hex(ARGV[1])) end
-return removed
+return {removed, redis.call('LLEN', KEYS[1])}
 """)
 
 # KEYS: processing, main, dead, attempts. ARGV: message, max_attempts, meta
-# (a JSON object). Returns {attempts, 1 if dead-lettered else 0}; attempts is
-# 0 when the message was no longer in the processing list.
+# (a JSON object). Returns {attempts, 1 if dead-lettered else 0, left};
+# attempts is 0 when the message was no longer in the processing list.
 FAIL = Script("local LISTS = {KEYS[2], KEYS[3]}" + _CHECK_LISTS + """
 local meta = cjson.decode(ARGV[3])
-if not redis.call('LPOS', KEYS[1], ARGV[1]) then return {0, 0} end
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then return {0, 0, redis.call('LLEN', KEYS[1])} end
 local digest = redis.sha1hex(ARGV[1])
 -- Counted before the message leaves: HINCRBY can fail (a foreign value).
 local attempts = redis.call('HINCRBY', KEYS[4], digest, 1)
 redis.call('LREM', KEYS[1], 1, ARGV[1])
 if attempts < tonumber(ARGV[2]) then
   redis.call('LPUSH', KEYS[2], ARGV[1])
-  return {attempts, 0}
+  return {attempts, 0, redis.call('LLEN', KEYS[1])}
 end
 redis.call('HDEL', KEYS[4], digest)
 meta['attempts'] = attempts
 redis.call('RPUSH', KEYS[3], cjson.encode(meta) .. '\\n' .. ARGV[1])
-return {attempts, 1}
+return {attempts, 1, redis.call('LLEN', KEYS[1])}
 """)
 
 # KEYS: main, consumers, attempts, dead, then (processing, heartbeat) of each

@@ -373,18 +373,22 @@ class Consumer:
             if self._unsure:
                 self._return_held()
             try:
+                # A move starts within ttl/3 of a heartbeat. A consumer whose
+                # heartbeat expired (it stalled, or lost Redis for longer than
+                # the TTL) has been recovered and left the set of consumers:
+                # a message it took before beating again would be in a list
+                # nothing ever looks at, lost for good if it died then.
+                if time.monotonic() - self._last_beat > self.heartbeat_ttl / 3:
+                    # The heartbeat thread is late (stalled, or waiting for
+                    # a place in a bounded pool): beat here.
+                    self._send_heartbeat()
+                    self._last_beat = time.monotonic()
                 if block:
-                    # Each BLMOVE waits at most ttl/3 and starts within ttl/3
-                    # of a heartbeat, so it ends before the heartbeat expires:
-                    # one left on the server by a lost machine (whose half-open
-                    # connection the server keeps for minutes) cannot move a
-                    # message into the list of a consumer recovery has already
-                    # given up, where nothing would ever find it.
-                    if time.monotonic() - self._last_beat > self.heartbeat_ttl / 3:
-                        # The heartbeat thread is late (stalled, or waiting for
-                        # a place in a bounded pool): beat here.
-                        self._send_heartbeat()
-                        self._last_beat = time.monotonic()
+                    # Each BLMOVE waits at most ttl/3, so it ends before the
+                    # heartbeat expires: one left on the server by a lost
+                    # machine (whose half-open connection the server keeps for
+                    # minutes) cannot move a message into the list of a
+                    # consumer recovery has already given up.
                     wait = self.heartbeat_ttl / 3
                     if deadline is not None:
                         wait = min(wait, max(deadline - time.monotonic(), 0.001))
@@ -426,8 +430,10 @@ class Consumer:
         """Acknowledge a fetched message: remove it for good. Returns False
         (and logs a warning) when it was no longer held — recovered by another
         consumer because this one's heartbeat expired — so it may run twice."""
-        removed = ACK(self.queue.client, [self._processing, self.keys.attempts], [data])
-        self._unsure = False
+        removed, left = ACK(self.queue.client, [self._processing, self.keys.attempts], [data])
+        # Anything left is a message moved here after we gave up on its move:
+        # the next fetch gives it back.
+        self._unsure = left > 0
         if not removed:
             log.warning("queue %r: consumer %s acked a message it no longer held (recovered by "
                         "another consumer after its heartbeat expired, or acked already)",
@@ -442,9 +448,9 @@ class Consumer:
 
     def _fail(self, data: bytes, reason: str, max_attempts: int) -> bool:
         keys = self.keys
-        attempts, dead = FAIL(self.queue.client, [self._processing, keys.main, keys.dead, keys.attempts],
-                               [data, max_attempts, meta(reason, self.id)])
-        self._unsure = False
+        attempts, dead, left = FAIL(self.queue.client, [self._processing, keys.main, keys.dead, keys.attempts],
+                                     [data, max_attempts, meta(reason, self.id)])
+        self._unsure = left > 0  # as in ack
         if dead:
             log.error("queue %r: message dead-lettered after %d attempt(s): %s",
                       self.queue.name, attempts, reason[:200])
@@ -464,8 +470,10 @@ class Consumer:
         """A context manager: fetch one message (``None`` when the queue is
         empty or ``timeout`` passed); on a clean exit ack it, on an ``Exception``
         fail it and re-raise, on any other ``BaseException`` (Ctrl-C) release it.
-        The ack waits for a server out of reach, as ``consume`` does, rather than
-        give back a message that was handled."""
+        The ack and the failure wait for a server out of reach, as ``work``
+        does, rather than give back a message that was handled or let a failure
+        go uncounted; what the block raised is what comes out, never a
+        ``ConnectionError`` of the settlement in its place."""
         got = self.fetch(block, timeout)
         if got is None:
             yield None
@@ -474,10 +482,12 @@ class Consumer:
         try:
             yield msg
         except Exception as exc:
-            self.fail(data, exc)
+            self._ride_out(self.fail, data, exc)
             raise
         except BaseException:
-            self.release(data)
+            # Still held if this fails: the next fetch, or stop, gives it back.
+            with contextlib.suppress(Exception):
+                self.release(data)
             raise
         # Ridden out like consume and work do: the handler has finished, and
         # giving the message back because of a brief drop would run it twice.

@@ -10,7 +10,9 @@ Faults are real socket events, not patched code:
   reply arrives — so the command has run — and close without passing the reply
   on), ``"cut_mid"`` (pass half the reply on, then close), ``"reset"`` (like
   ``cut_after`` but with a TCP RST), ``("delay", seconds)`` (hold the reply),
-  ``"fragment"`` (write the request and the reply one byte at a time).
+  ``("delay_request", seconds)`` (hold the request, then pass it on even when
+  the client has given up and closed meanwhile: a late packet), ``"fragment"``
+  (write the request and the reply one byte at a time).
 - ``silent = True``: from now on forward nothing and close nothing (a half-open
   peer: a server that hangs, or a network that drops every packet).
 - ``close_idle()``: close every relayed connection now, as a server's idle
@@ -36,7 +38,7 @@ import time
 from typing import Any, Deque, Dict, Optional, Set, Tuple, Union
 
 Fault = Union[str, Tuple[str, float]]
-FAULTS = ("cut_before", "cut_after", "cut_mid", "reset", "delay", "fragment")
+FAULTS = ("cut_before", "cut_after", "cut_mid", "reset", "delay", "delay_request", "fragment")
 
 
 def _close(sock: socket.socket, reset: bool = False) -> None:
@@ -94,6 +96,10 @@ class _Link:
                     fault = proxy._take_fault(data)
                 if fault == "cut_before":
                     break
+                if isinstance(fault, tuple) and fault[0] == "delay_request":
+                    time.sleep(fault[1])
+                    self.upstream.sendall(data)
+                    continue
                 if fault is not None:
                     # Kept until the reply comes: the rest of a request that
                     # arrives in several pieces must not clear it.

@@ -548,6 +548,66 @@ def test_a_consumer_lost_while_waiting_does_not_swallow_the_next_message(redis_u
     assert errors and not waiter.is_alive()
 
 
+# A reliable consumer process whose heartbeats no longer get through (the test
+# cuts them in a proxy). argv: url, queue name. As consumer "c" it starts,
+# waits for a line, takes one message without blocking, prints its repr (or
+# the error) and hangs until killed.
+LATE_BEATER = r"""
+import sys
+from hotqueue import HotQueue
+from hotqueue.reliable import Consumer
+url, name = sys.argv[1:3]
+consumer = Consumer(HotQueue(name, url=url), consumer_id="c", heartbeat_ttl=1)
+consumer.start()
+print("started", flush=True)
+sys.stdin.readline()
+try:
+    got = consumer.fetch(block=False)
+    print(repr(got and got[1]), flush=True)
+except Exception as exc:
+    print(type(exc).__name__, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_consumer_given_up_as_dead_beats_before_it_takes_a_message(redis_url: str, key: str,
+                                                                      queue: HotQueue) -> None:
+    """A consumer whose heartbeats stopped reaching Redis for longer than its
+    TTL has been recovered as dead and left the set of consumers. Were it to
+    take a message without beating first and be killed then, no recovery would
+    ever look in its processing list again: the message would be lost for
+    good. ``fetch(block=False)`` beats first, as a blocking fetch does."""
+    keys = keys_for(queue.key)
+    queue.put("job")
+    with proxy_for(redis_url) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        child = subprocess.Popen([sys.executable, "-c", LATE_BEATER, url, key], env=child_env(),
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert child.stdout is not None and child.stdin is not None
+            assert child.stdout.readline() == b"started\n"
+            for _ in range(100):
+                proxy.inject("cut_before", marker=keys.heartbeat("c").encode())
+            wait_until("its heartbeat to expire",
+                       lambda: queue.client.execute("EXISTS", keys.heartbeat("c")) == 0, timeout=10)
+            assert queue.recover() == 0
+            assert queue.stats().consumers == []
+            child.stdin.write(b"go\n")
+            child.stdin.flush()
+            child.stdout.readline()  # 'job' when it took it, else the error
+        finally:
+            child.kill()
+            child.wait()
+            for stream in (child.stdin, child.stdout):
+                if stream is not None:
+                    stream.close()
+        proxy.clear()
+    wait_until("the heartbeat to expire", lambda: queue.client.execute("EXISTS", keys.heartbeat("c")) == 0)
+    queue.recover()
+    assert queue.client.execute("LRANGE", keys.processing("c"), 0, -1) == []
+    assert queue.get() == "job"
+
+
 def test_the_heartbeat_keeps_a_handler_longer_than_its_ttl(queue: HotQueue) -> None:
     queue.put("slow")
     with queue.reserve(timeout=1, heartbeat_ttl=1.5) as msg:
@@ -755,6 +815,47 @@ def test_a_drop_when_acking_neither_raises_nor_gives_the_handled_message_back(
     assert queue.stats() == (0, 0, [])
 
 
+def test_a_drop_when_reserve_reports_a_failure_neither_hides_the_error_nor_loses_the_count(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """``reserve``'s block raised; the connection carrying the failure report
+    drops before it reaches the server. The report is sent again, as ``work``
+    does: the handler's own exception comes out of the block (not a
+    ``ConnectionError``) and the failure counts, so with ``max_attempts=1``
+    the message is a dead letter, not back in the queue uncounted."""
+    queue.put("poison")
+    with proxy_for(redis_url) as proxy:
+        via_proxy = through(proxy, redis_url, key)
+        with pytest.raises(ValueError, match="cannot handle"):
+            with via_proxy.reserve(timeout=1, max_attempts=1) as msg:
+                proxy.inject("cut_before", marker=pickle.dumps(msg))  # only the report carries the bytes
+                raise ValueError("cannot handle " + msg)
+        assert proxy.injected["cut_before"] == 1
+        via_proxy.client.close()
+    (letter,) = queue.dead_letters.peek()
+    assert letter.message == "poison" and letter.reason == "ValueError('cannot handle poison')"
+    assert queue.stats() == (0, 1, [])
+
+
+def test_a_drop_when_reserve_gives_a_message_back_does_not_hide_the_exit(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """``sys.exit()`` (or Ctrl-C) inside ``reserve``'s block gives the message
+    back; when the connection carrying that drops, the ``SystemExit`` still
+    comes out of the block, as ``consume`` and ``worker`` let it, and the
+    message is given back as the consumer stops."""
+    keys = keys_for(queue.key)
+    queue.put("job")
+    with proxy_for(redis_url) as proxy:
+        via_proxy = through(proxy, redis_url, key)
+        give_back = b"LMOVE\r\n$%d\r\n%s" % (len(keys.processing("c")), keys.processing("c").encode())
+        with pytest.raises(SystemExit):
+            with via_proxy.reserve(timeout=1, consumer_id="c"):
+                proxy.inject("cut_before", marker=give_back)
+                sys.exit(3)
+        assert proxy.injected["cut_before"] == 1
+        via_proxy.client.close()
+    assert queue.stats() == (1, 0, [])
+
+
 def test_an_unreadable_message_whose_dead_lettering_drops_is_not_left_held(
         redis_url: str, key: str, queue: HotQueue) -> None:
     """``fetch`` dead-letters a message the serializer cannot read; when that
@@ -778,6 +879,35 @@ def test_an_unreadable_message_whose_dead_lettering_drops_is_not_left_held(
     (letter,) = queue.dead_letters.peek()
     assert letter.data == b"not a pickle" and letter.reason.startswith("cannot deserialize:")
     assert queue.stats() == (0, 1, [])
+
+
+def test_a_take_that_reaches_the_server_late_is_not_left_hidden_in_the_processing_list(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """A take (``LMOVE``) is held up in the network past the client's socket
+    timeout: the consumer gives up on it, gives back what its processing list
+    holds (nothing yet) and takes a message again; then the late take runs too
+    and moves a second message into the list. Settling the message it handles
+    finds the other one there, and the next fetch gives it back: it is handled
+    while the consumer lives, not hidden from every consumer until it stops."""
+    keys = keys_for(queue.key)
+    queue.put("m1", "m2", "m3")
+    handled: List[str] = []
+    with proxy_for(redis_url) as proxy:
+        slow = HotQueue(key, client=resp.Client.from_url(redis_url, host="127.0.0.1", port=proxy.port,
+                                                         socket_timeout=0.5))
+        take = b"LMOVE\r\n$%d\r\n%s" % (len(queue.key), queue.key.encode())
+        proxy.inject(("delay_request", 1.0), marker=take)
+        with Consumer(slow, consumer_id="c", heartbeat_ttl=30) as consumer:
+            for data, msg in consumer.deliveries(block=False):
+                if not handled:
+                    wait_until("the late take", lambda: queue.client.llen(keys.processing("c")) == 2)
+                handled.append(msg)
+                consumer.ack(data)
+            held = queue.client.execute("LRANGE", keys.processing("c"), 0, -1)
+        assert proxy.injected["delay_request"] == 1
+        slow.client.close()
+    assert held == [] and sorted(handled) == ["m1", "m2", "m3"]
+    assert queue.stats() == (0, 0, [])
 
 
 @pytest.mark.parametrize("fault", ["cut_before", "cut_after"])
