@@ -105,11 +105,12 @@ def open_queue(args: argparse.Namespace, stored_bytes: bool = False) -> HotQueue
         raise CLIError(str(exc)) from None
 
 
-def _need_stdout() -> None:
-    # Run with standard output closed (``>&-``), Python has no sys.stdout: a
-    # message popped then could not be printed, and would be lost.
+def _need_stdout(nothing_done: str = "no message was taken") -> None:
+    # Run with standard output closed (``>&-``), Python has no sys.stdout
+    # (and print() to it prints nothing, silently): a message popped then
+    # could not be printed, and would be lost; a count would go unseen.
     if sys.stdout is None:
-        raise CLIError("standard output is closed: no message was taken", EXIT_BROKEN_PIPE)
+        raise CLIError(f"standard output is closed: {nothing_done}", EXIT_BROKEN_PIPE)
 
 
 #: While ``get --block`` and ``consume`` wait, how often they check that their
@@ -187,6 +188,7 @@ def _writing() -> Iterator[None]:
 
 def say(text: Any) -> None:
     """Print ``text`` and a line feed, now (see ``_writing``)."""
+    _need_stdout("nothing was printed")
     with _writing():
         print(text, flush=True)
 
@@ -446,6 +448,7 @@ def add_recover(parser: argparse.ArgumentParser) -> None:
 def cmd_recover(args: argparse.Namespace) -> int:
     """Move the in-flight messages of reliable consumers whose heartbeat
     expired back to the head of the queue; print how many."""
+    _need_stdout("nothing was recovered")
     try:
         say(open_queue(args).recover())
     except ValueError as exc:

@@ -23,6 +23,7 @@ import pytest
 import resp
 from hotqueue import HotQueue
 from hotqueue.__main__ import main
+from hotqueue.reliable import keys_for
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_fixtures import SentinelServer  # noqa: E402
@@ -398,6 +399,28 @@ def test_get_with_stdout_closed_takes_no_message(redis_url: str, queue: HotQueue
                             cwd=ROOT, timeout=30)
     assert "standard output is closed" in one_line_error(result, 141)
     assert len(queue) == 1, "get took a message it could not print"
+
+
+@pytest.mark.parametrize("words, nothing_done", [
+    (["len"], "nothing was printed"),
+    (["stats"], "nothing was printed"),
+    (["recover"], "nothing was recovered"),
+])
+def test_a_command_with_stdout_closed_says_so(redis_url: str, queue: HotQueue, words: List[str],
+                                              nothing_done: str) -> None:
+    """``len``, ``stats`` and ``recover`` with no standard output at all do
+    not exit 0 having printed nothing (print() to no stdout prints nothing):
+    they fail as ``get`` does, and ``recover`` moves nothing it could not report."""
+    keys = keys_for(queue.key)
+    queue.put("held")  # by a reliable consumer that is gone: recover would move it back
+    queue.client.execute("LMOVE", queue.key, keys.processing("gone"), "LEFT", "RIGHT")
+    queue.client.execute("SADD", keys.consumers, "gone")
+    command = [sys.executable, "-m", "hotqueue", "--url", redis_url, *words, queue.name]
+    result = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *command], capture_output=True, text=True,
+                            env=env(), cwd=ROOT, timeout=30)
+    assert f"standard output is closed: {nothing_done}" in one_line_error(result, 141)
+    assert queue.client.execute("LLEN", keys.processing("gone")) == 1
+    assert queue.recover() == 1  # what recover would have moved, had it run
 
 
 def test_consume_takes_no_message_after_its_reader_is_gone(redis_url: str, queue: HotQueue) -> None:
