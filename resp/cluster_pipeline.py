@@ -8,7 +8,9 @@ Rules this module keeps:
 2. The pipeline is sent again only when every reply says nothing ran
    (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``, or a transaction they
    aborted), at most ``max_redirects`` times. Once any command may have run,
-   the replies stand as they are: resending could run it twice.
+   the replies stand as they are: resending could run it twice. Outside a
+   transaction, the commands answered ``ASK`` alone (a slot half migrated:
+   their keys are on the target already) are then sent on there, once.
 3. A failed connection, or any reply of those but ``ASK``, marks the
    cluster's slot map stale, to be learned again; ``ASK`` alone leaves it.
 """
@@ -33,6 +35,7 @@ from .errors import (
 from .protocol import encode_parts
 
 if TYPE_CHECKING:  # type aliases, defined for type checkers only
+    from .client import Client
     from .protocol import CommandArg, Reply
 
 __all__ = ["ClusterPipeline"]
@@ -48,6 +51,33 @@ def _not_run(reply: Reply, args: Tuple[CommandArg, ...]) -> bool:
     return reply == "QUEUED" or (reply == "OK" and _command_name(args) == "MULTI")
 
 
+def _send_asked_on(cluster: ClusterClient, node: Client, commands: List[Tuple[CommandArg, ...]],
+                   replies: List[Reply]) -> List[Reply]:
+    # The replies, with those of the commands answered ASK replaced by what
+    # the migration's target answers them (each after ASKING, in order):
+    # they did not run, their keys being on the target already. Not inside a
+    # transaction, whose commands must run together on one node.
+    asked = [index for index, reply in enumerate(replies) if isinstance(reply, AskError)]
+    if len({replies[index].node for index in asked}) != 1 or any(
+            _command_name(args) in ("MULTI", "EXEC", "DISCARD") for args in commands):
+        return replies
+    target = cluster._redirected_to(replies[asked[0]], node)
+    if target is None:
+        return replies
+    pipe = cluster._node(target).pipeline()
+    for index in asked:
+        pipe.command("ASKING").command(*commands[index])
+    try:
+        answers = pipe.execute(raise_on_error=False)
+    except (ConnectionError, TimeoutError):
+        cluster._stale = True
+        raise
+    replies = list(replies)
+    for index, answer in zip(asked, answers[1::2]):
+        replies[index] = answer
+    return replies
+
+
 class ClusterPipeline:
     """Commands sent in one write to the node serving their one slot.
 
@@ -56,8 +86,9 @@ class ClusterPipeline:
     ``CLUSTERDOWN``, or a transaction aborted by one), the whole pipeline is
     sent again: to the new owner, to the ``ASK`` target after ``ASKING`` when
     every command with a key was sent there, or after a short wait. Otherwise
-    the replies stand as they are: some of the commands may have run, so none
-    is resent.
+    some of the commands may have run, so none of those is resent; outside a
+    ``MULTI``, those answered ``ASK`` (a slot half migrated, their keys on
+    the target already) are sent on to the target, after ``ASKING``.
     """
 
     def __init__(self, cluster: ClusterClient) -> None:
@@ -130,7 +161,10 @@ class ClusterPipeline:
             if len(asks) < len(moved):
                 cluster._stale = True  # an ASK alone leaves the map as it is
             if not all(_not_run(reply, args) for reply, args in zip(replies, commands)):
-                break  # some of it ran: resending could run it twice
+                # Some of it ran: resending all could run that twice.
+                if len(asks) == len(moved):
+                    replies = _send_asked_on(cluster, node, commands, replies)
+                break
             keyed = [reply for reply, args in zip(replies, commands) if command_keys(args)]
             if isinstance(moved[0], MovedError):
                 redirect, asking = cluster._redirected_to(moved[0], node), False

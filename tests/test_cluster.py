@@ -903,3 +903,31 @@ def test_a_startup_node_that_stopped_answering_is_passed_over(
         worker.join(10)
         client.close()
     assert cluster.client(cluster.owner(resp.key_slot(key))).execute("LPOP", key) == b"x"
+
+
+def test_a_pipeline_half_answered_ask_sends_the_asked_commands_on(
+    cluster: RedisCluster, cc: resp.ClusterClient
+) -> None:
+    """A pipeline (no MULTI) meets a slot half migrated: the command on a key
+    still on the source runs there, the one on a key already on the target is
+    answered ``ASK``. The first is not sent again (it ran); the second is sent
+    on to the target after ``ASKING``, so the pipeline succeeds, each command
+    having run once."""
+    here, there = unique("{half-ask}"), unique("{half-ask}")
+    slot = resp.key_slot(here)
+    assert resp.key_slot(there) == slot
+    cc.rpush(here, "old")
+    with half_migrated(cluster, slot) as (source, target):
+        try:
+            replies = cc.pipeline().command("RPUSH", here, "a").command("RPUSH", there, "b") \
+                .command("LLEN", here).command("LLEN", there).execute()
+            assert replies == [2, 1, 2, 1]
+            assert cluster.client(source).execute("LRANGE", here, 0, -1) == [b"old", b"a"]
+            on_target = cluster.client(target).pipeline().command("ASKING").command("LRANGE", there, 0, -1) \
+                .execute()
+            assert on_target == ["OK", [b"b"]]
+        finally:  # the source gives its key over; the slot then moves to the target
+            cluster.client(source).execute("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", here)
+    assert cc.execute("LRANGE", here, 0, -1) == [b"old", b"a"]
+    assert cc.execute("LRANGE", there, 0, -1) == [b"b"]
+    assert cc.delete(here, there) == 2
