@@ -101,7 +101,9 @@ def open_queue(args: argparse.Namespace, stored_bytes: bool = False) -> HotQueue
         options["socket_connect_timeout"] = CONNECT_TIMEOUT
     try:
         return HotQueue(args.queue, serializer=serializer, url=args.url, **options)
-    except (TypeError, ValueError) as exc:
+    except resp.RespError:
+        raise  # a resp.ConnectionError is an OSError too
+    except (TypeError, ValueError, OSError) as exc:  # OSError: an ssl_ca_certs that cannot be read
         raise CLIError(str(exc)) from None
 
 
@@ -387,7 +389,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     shown = _demo.redact(url)
     try:
         here = _demo.answers(url)
-    except ValueError as exc:
+    except resp.RespError:
+        raise  # a resp.ConnectionError is an OSError too
+    except (ValueError, OSError) as exc:  # OSError: an ssl_ca_certs that cannot be read
         raise CLIError(f"bad Redis URL {shown}: {exc}") from None
     if here:
         return _run_demo(url)

@@ -70,12 +70,16 @@ def answers(url: str) -> bool:
 
     :raises ValueError: a malformed URL.
     :raises resp.ResponseError: a server answers but refuses us (e.g. a password is needed).
+    :raises resp.ConnectionError: a server answers but TLS failed (e.g. its
+        certificate is not trusted).
     """
     # resp.from_url, as HotQueue(url=...) uses: cluster and sentinel URLs too.
     with resp.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0) as client:
         try:
             return client.ping()
-        except (resp.ConnectionError, resp.TimeoutError):
+        except (resp.ConnectionError, resp.TimeoutError) as exc:
+            if type(exc.__cause__).__module__ == "ssl":  # ssl is imported only by TLS users
+                raise
             return False
 
 

@@ -142,7 +142,11 @@ class Client:
             if ssl_context is not None and not isinstance(ssl_context, _ssl.SSLContext):
                 raise TypeError(f"ssl_context must be an ssl.SSLContext or None, not {type(ssl_context).__name__}")
             if ssl_context is None:
-                ssl_context = _ssl.create_default_context(cafile=ssl_ca_certs)
+                try:
+                    ssl_context = _ssl.create_default_context(cafile=ssl_ca_certs)
+                except OSError as exc:  # ssl.SSLError too: a file that holds no certificate
+                    # ssl's own message names no file.
+                    raise type(exc)(exc.errno, f"cannot load ssl_ca_certs {ssl_ca_certs!r}: {exc.strerror}") from None
         self.address = Address(
             host, port, unix_socket_path, ssl_context,
             connect_timeout if connect_timeout is not None else self.socket_timeout,
@@ -191,11 +195,13 @@ class Client:
         conn = Connection(address)
         try:
             setup: List[Tuple[CommandArg, ...]] = []
-            if self.username is not None:
+            # An empty user name or password is none, as in a URL, redis-py
+            # and HotQueue 0.2.8: password="" sends no AUTH.
+            if self.username:
                 # A user without a password: AUTH with an empty one, which a
                 # nopass user accepts and any other refuses (as redis-py does).
                 setup.append(("AUTH", self.username, self._password or ""))
-            elif self._password is not None:
+            elif self._password:
                 setup.append(("AUTH", self._password))
             if self.db:
                 setup.append(("SELECT", self.db))

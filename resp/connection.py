@@ -43,6 +43,14 @@ _IOV_MAX = 512  # parts per sendmsg(); POSIX guarantees at least 16, Linux takes
 # Probe a silent peer after a minute idle, every 10 s, three times: a dead
 # server is noticed in about 90 s even by a command that has no deadline.
 _KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
+#: OpenSSL's verify codes for a certificate whose issuer is not trusted:
+#: unable to get the issuer (locally), self-signed (in the chain), unable to
+#: verify the leaf's signature.
+_UNKNOWN_ISSUER = frozenset((2, 18, 19, 20, 21))
+#: Seconds a TLS handshake may take when no connect timeout is given: a plain
+#: (non-TLS) Redis port never answers one, and would otherwise hold the
+#: client forever (it waits for the end of a command line that never comes).
+_TLS_HANDSHAKE_TIMEOUT = 10.0
 
 # Every open connection, so that a forked child closes its copies of them all
 # at once, the busy ones included (a pool only knows its idle ones, and only
@@ -112,7 +120,16 @@ def _open_socket(address: Address) -> socket.socket:
             if hasattr(socket, name):
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
         if address.ssl_context is not None:
-            sock = address.ssl_context.wrap_socket(sock, server_hostname=address.host)
+            if timeout is None:
+                sock.settimeout(_TLS_HANDSHAKE_TIMEOUT)
+            try:
+                sock = address.ssl_context.wrap_socket(sock, server_hostname=address.host)
+            except socket.timeout:
+                raise TimeoutError(
+                    f"timed out in the TLS handshake with {address}: is it a TLS port?"
+                    " (a plain Redis port never answers one; use redis:// there)"
+                ) from None
+            sock.settimeout(timeout)
     except BaseException:
         sock.close()
         raise
@@ -138,16 +155,22 @@ class Connection:
         self.address = address
         try:
             self.sock = _open_socket(address)
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError:
+            raise  # the TLS handshake's, which says so
+        except socket.timeout as exc:
             raise TimeoutError(f"timed out connecting to {address}") from exc
         except OSError as exc:
             if address.ssl_context is not None:
                 import ssl
 
                 if isinstance(exc, ssl.SSLCertVerificationError):
+                    # The hint only where the issuer is unknown: a certificate
+                    # for another name, or expired, is refused whatever the CA.
+                    hint = ""
+                    if exc.verify_code in _UNKNOWN_ISSUER:
+                        hint = " (give ssl_ca_certs or ssl_context to trust its CA)"
                     raise ConnectionError(
-                        f"TLS certificate of {address} not trusted: {exc.verify_message}"
-                        " (give ssl_ca_certs or ssl_context to trust its CA)"
+                        f"TLS certificate of {address} not trusted: {exc.verify_message}{hint}"
                     ) from exc
             raise ConnectionError(f"could not connect to {address}: {_describe(exc)}") from exc
         except UnicodeError as exc:  # the IDNA codec refused the host name (an empty or long label)

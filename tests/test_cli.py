@@ -510,6 +510,22 @@ def demo_checks(result: "subprocess.CompletedProcess[str]") -> None:
     assert "exactly once" in out
 
 
+def test_an_unreadable_ssl_ca_certs_is_a_usage_error(tmp_path: Any) -> None:
+    """Status 2 and one line naming the file, not "unexpected error" and 70 (a bug)."""
+    missing = str(tmp_path / "missing-ca.crt")
+    err = one_line_error(hq("len", "q", url=f"rediss://127.0.0.1:{free_port()}/0?ssl_ca_certs={missing}"), 2)
+    assert missing in err
+
+
+def test_demo_reports_a_refused_certificate(make_server: Any) -> None:
+    """A TLS server answered, but its certificate is not trusted: the demo
+    says so (status 3), rather than take it for no server at all and run on
+    a private one of its own."""
+    server = make_server(tls=True)
+    err = one_line_error(hq("demo", url=f"rediss://localhost:{server.port}/0"), 3)
+    assert "not trusted" in err
+
+
 def test_demo_against_a_running_server(redis_url: str, client: resp.Client) -> None:
     before = set(client.execute("KEYS", "*"))
     result = demo(redis_url)

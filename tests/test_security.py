@@ -5,6 +5,7 @@ certificate and host name by default.
 
 import logging
 import os
+import ssl
 import threading
 import time
 import traceback
@@ -167,6 +168,7 @@ def test_rediss_refuses_self_signed_certificate_by_default(make_server: Any) -> 
             client.ping()
         message = str(info.value)
         assert "certificate" in message and "not trusted" in message, message
+        assert "give ssl_ca_certs" in message  # an unknown CA: trusting it is the cure
 
 
 def test_rediss_with_the_ca_verifies_and_connects(make_server: Any) -> None:
@@ -197,19 +199,78 @@ def test_rediss_refuses_a_host_name_mismatch(make_server: Any) -> None:
     ca = f"{server.tls_dir}/ca.crt"
     with pytest.raises(resp.ConnectionError) as info:
         resp.Client("localhost", server.port, ssl_ca_certs=ca, socket_timeout=5).ping()
-    assert "localhost" in str(info.value) and "not trusted" in str(info.value), str(info.value)
+    message = str(info.value)
+    assert "localhost" in message and "not trusted" in message, message
+    # The CA is trusted already: the name is wrong, which trusting a CA cannot cure.
+    assert "give ssl_ca_certs" not in message, message
     # The same certificate is good for the address it names.
     with resp.Client("127.0.0.1", server.port, ssl_ca_certs=ca, socket_timeout=5) as client:
         assert client.ping()
 
 
 def test_rediss_to_a_plain_server_fails_clearly(make_server: Any) -> None:
+    # A plain Redis port never answers a TLS handshake: it waits for the end
+    # of a command line that the ClientHello never brings.
     server = make_server()
     client = resp.Client("127.0.0.1", server.port, ssl=True, socket_timeout=0.5)
     start = time.monotonic()
-    with pytest.raises((resp.ConnectionError, resp.TimeoutError)):
+    with pytest.raises(resp.TimeoutError) as info:
         client.ping()
     assert time.monotonic() - start < 0.5 + 1.5
+    assert "TLS handshake" in str(info.value), str(info.value)
+
+
+def test_rediss_to_a_plain_server_does_not_hang_without_a_timeout(make_server: Any, monkeypatch: Any,
+                                                                   key: str) -> None:
+    """With no timeout at all, neither for a command nor to connect, the TLS
+    handshake alone is bounded (10 s, shortened here); the bound does not stay
+    on the connection, whose commands wait as long as they take."""
+    monkeypatch.setattr(resp.connection, "_TLS_HANDSHAKE_TIMEOUT", 1.0)
+    server = make_server()
+    outcome: List[BaseException] = []
+
+    def ping() -> None:
+        try:
+            resp.Client("127.0.0.1", server.port, ssl=True).ping()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=ping, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "a rediss:// client hung on a plain port"
+    assert len(outcome) == 1 and isinstance(outcome[0], resp.TimeoutError), outcome
+    assert "TLS handshake" in str(outcome[0])
+    tls = make_server(tls=True)
+    with resp.Client("localhost", tls.port, ssl_ca_certs=f"{tls.tls_dir}/ca.crt") as client:
+        assert client.blpop(key, 2) is None  # a wait past the handshake's bound
+
+
+def test_empty_password_or_user_name_is_none(make_server: Any, key: str) -> None:
+    """As in a URL (``redis://:@host``), in redis-py and in HotQueue 0.2.8,
+    where ``password=os.environ.get("REDIS_PASSWORD", "")`` is common:
+    ``password=""`` sends no ``AUTH``."""
+    server = make_server()
+    for options in ({"password": ""}, {"username": "", "password": ""}, {"username": ""}):
+        with resp.Client("127.0.0.1", server.port, socket_timeout=5, **options) as client:
+            assert client.ping(), options
+    queue = HotQueue(key, host="127.0.0.1", port=server.port, password="", socket_timeout=5)
+    queue.put("x")
+    assert queue.get() == "x"
+    queue.client.close()
+
+
+def test_an_unreadable_ssl_ca_certs_is_named(tmp_path: Any) -> None:
+    """ssl's own message names no file; the exception's class stays."""
+    missing = str(tmp_path / "missing-ca.crt")
+    with pytest.raises(FileNotFoundError) as info:
+        resp.Client("127.0.0.1", free_port(), ssl_ca_certs=missing)
+    assert missing in str(info.value)
+    not_a_certificate = tmp_path / "not-a-ca.crt"
+    not_a_certificate.write_text("hello\n")
+    with pytest.raises(ssl.SSLError) as error:
+        resp.Client("127.0.0.1", free_port(), ssl_ca_certs=str(not_a_certificate))
+    assert str(not_a_certificate) in str(error.value)
 
 
 def test_auth_unknown_to_the_server_does_not_echo_the_password(make_server: Any) -> None:
