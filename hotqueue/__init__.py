@@ -16,10 +16,15 @@ __version__ = "0.3.0"
 __all__ = ["HotQueue", "key_for_name", "ReliableUnsupportedError", "__version__"]
 
 
-def __getattr__(name: str) -> object:
-    # Reliable mode's module loads on first use: ``import hotqueue`` stays light.
-    if name == "ReliableUnsupportedError":
-        from .reliable import ReliableUnsupportedError
+if not TYPE_CHECKING:
+    # Hidden from type checkers, which see the import above: a module
+    # __getattr__ would make every other name, a misspelt one included,
+    # type-check as an object.
 
-        return ReliableUnsupportedError
-    raise AttributeError(f"module 'hotqueue' has no attribute {name!r}")
+    def __getattr__(name: str) -> object:
+        # Reliable mode's module loads on first use: ``import hotqueue`` stays light.
+        if name == "ReliableUnsupportedError":
+            from .reliable import ReliableUnsupportedError
+
+            return ReliableUnsupportedError
+        raise AttributeError(f"module 'hotqueue' has no attribute {name!r}")

@@ -61,15 +61,20 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> "Any":
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'resp' has no attribute {name!r}")
-    from importlib import import_module
+if not TYPE_CHECKING:
+    # Hidden from type checkers, which see the lazy names imported above: a
+    # module __getattr__ would make every other name, a misspelt one
+    # included, type-check as Any.
 
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    def __getattr__(name: str) -> "Any":
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'resp' has no attribute {name!r}")
+        from importlib import import_module
+
+        value = getattr(import_module(f".{module}", __name__), name)
+        globals()[name] = value
+        return value
 
 __all__ = [
     "MAX_TIMEOUT",

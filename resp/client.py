@@ -104,9 +104,9 @@ class Client:
         unix_socket_path: "Optional[str]" = None,
         ssl: bool = False,
         ssl_context: "Optional[_ssl.SSLContext]" = None,
-        ssl_ca_certs: "Optional[str]" = None,
         client_name: "Optional[str]" = None,
         max_connections: "Optional[int]" = None,
+        ssl_ca_certs: "Optional[str]" = None,  # after SPEC's parameters: positional calls keep their meaning
     ) -> None:
         if not isinstance(host, str) or not host:
             raise TypeError("host must be a non-empty str")

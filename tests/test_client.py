@@ -386,6 +386,17 @@ def test_close_and_context_manager(redis_url: str) -> None:
         assert wait_until(lambda: named() == 0)
 
 
+def test_positional_arguments_in_the_order_of_the_spec(redis_url: str, closing: Closing) -> None:
+    # SPEC section 2: host, port, db, password, username, socket_timeout,
+    # socket_connect_timeout, unix_socket_path, ssl, ssl_context, client_name,
+    # max_connections; options beyond those come after them.
+    address = resp.Client.from_url(redis_url)
+    client = closing(resp.Client(address.address.host, address.address.port, address.db, None, None, 5.0,
+                                 None, None, False, None, "positional-name", 4))
+    assert client.execute("CLIENT", "GETNAME") == b"positional-name"
+    assert client.address.ssl_context is None  # a plain connection, as ssl=False says
+
+
 def test_repr(client: resp.Client) -> None:
     assert "resp.Client" in repr(client)
     assert "db=0" in repr(client)
