@@ -234,13 +234,13 @@ class HotQueue:
         :param block: wait for a message when the queue is empty.
         :param timeout: with ``block``, give up after this many seconds and
             return ``None``; ``None`` or ``0`` waits forever. Floats allowed.
-        :raises ValueError: a negative or NaN ``timeout``.
+        :raises ValueError: a negative or NaN ``timeout``, or one over ``resp.MAX_TIMEOUT``.
         :raises resp.ConnectionError, resp.TimeoutError: Redis is unreachable.
 
         A stored value that ``serializer.loads`` cannot read raises that
         serializer's own error, and the message is gone from Redis.
         """
-        if timeout is not None and (type(timeout) is not int or timeout < 0):
+        if timeout is not None and (type(timeout) is not int or not 0 <= timeout <= resp.MAX_TIMEOUT):
             _check_timeout(timeout)
         data = self._pop(block, timeout) if block else self._client.lpop(self._key)
         if data is None:

@@ -26,7 +26,7 @@ from .commands import (
     blocking_timeout_arg,
 )
 from .connection import Address, Connection, NothingSentError
-from .errors import AuthenticationError, ResponseError, _auth_refused
+from .errors import AuthenticationError, MaxClientsError, ResponseError, _auth_refused
 from .pool import Pool
 from .protocol import encode_parts
 
@@ -216,7 +216,7 @@ class Client:
                 for args in setup:
                     reply = conn.read_reply(deadline)
                     if isinstance(reply, ResponseError):
-                        if args[0] == "AUTH":
+                        if args[0] == "AUTH" and not isinstance(reply, MaxClientsError):
                             raise AuthenticationError(str(_auth_refused(reply, self._password)))
                         raise reply
         except BaseException:

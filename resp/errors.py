@@ -22,6 +22,7 @@ __all__ = [
     "NoPermissionError",
     "ReadOnlyError",
     "BusyLoadingError",
+    "MaxClientsError",
     "MovedError",
     "AskError",
     "TryAgainError",
@@ -82,6 +83,13 @@ class ReadOnlyError(ResponseError):
 
 class BusyLoadingError(ResponseError):
     """The server is still loading its dataset (``LOADING``)."""
+
+
+class MaxClientsError(ResponseError, ConnectionError):
+    """The server turned a new connection away, as it does once it has
+    ``maxclients`` clients (``ERR max number of clients reached``), and closed
+    it: nothing was run. Also a ``ConnectionError``, so a consumer waits and
+    tries again."""
 
 
 class _RedirectError(ResponseError):
@@ -169,9 +177,16 @@ def _demoted(exc: ResponseError) -> bool:
     return exc.kind == "UNBLOCKED" and "instance state changed" in str(exc)
 
 
+#: How a server full up (``maxclients``) greets a new connection before closing
+#: it; a cluster node says "… clients + cluster connections reached".
+_MAX_CLIENTS = "ERR max number of clients"
+
+
 def error_from_reply(message: str) -> ResponseError:
     """Return the ``ResponseError`` (or subclass) for one error reply's text."""
     kind = message.split(" ", 1)[0]
+    if kind == "ERR" and message.startswith(_MAX_CLIENTS):
+        return MaxClientsError(message)
     return _ERROR_CLASSES.get(kind, ResponseError)(message)
 
 

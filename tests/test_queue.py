@@ -403,6 +403,15 @@ def test_get_timeout_validation(queue: HotQueue, bad: float) -> None:
     assert len(queue) == 1
 
 
+@pytest.mark.parametrize("too_long", [10**12, 1e12])
+def test_get_refuses_a_timeout_over_the_maximum_int_or_float(queue: HotQueue, too_long: float) -> None:
+    queue.put(1)
+    for block in (False, True):
+        with pytest.raises(ValueError):
+            queue.get(block=block, timeout=too_long)
+    assert len(queue) == 1  # nothing was taken
+
+
 def test_float_timeout(queue: HotQueue) -> None:
     start = time.monotonic()
     assert queue.get(block=True, timeout=0.3) is None

@@ -9,6 +9,7 @@ message pushed after the restart is processed exactly once.
 
 import logging
 import re
+import socket
 import threading
 import time
 from typing import Any, Callable, Iterator, List
@@ -236,3 +237,64 @@ def test_max_attempts_matches_the_schedule() -> None:
     # 0, 0.1, 0.3, 0.7, 1.5: five attempts in 1.6 s, plus the slack of one.
     assert max_attempts(1.6) == 6
     assert max_attempts(0.05) == 2
+
+
+def occupy(server: RedisServer, count: int) -> List[socket.socket]:
+    """Open ``count`` raw connections that the server has taken as clients."""
+    hogs: List[socket.socket] = []
+    while len(hogs) < count:
+        hog = socket.create_connection((server.host, server.port), timeout=5)
+        hog.sendall(b"PING\r\n")
+        if hog.recv(100).startswith(b"-ERR max number of clients"):
+            hog.close()  # the fixture's own probe was still counted: try again
+            time.sleep(0.05)
+            continue
+        hogs.append(hog)
+    return hogs
+
+
+@pytest.mark.parametrize("password", [None, "secret"])
+def test_a_server_at_maxclients_is_ridden_out(make_server: Any, stop_later: Any, key: str, caplog: Any,
+                                              password: Any) -> None:
+    """A server that has ``maxclients`` clients greets a new connection with
+    an error and closes it: ``put`` raises a ``ConnectionError`` (not an
+    ``AuthenticationError`` when a password is set), and ``consume()`` waits
+    until there is room, as it waits out an outage."""
+    caplog.set_level(logging.WARNING, logger="hotqueue")
+    server = make_server(args=["--maxclients", "2"] + (["--requirepass", password] if password else []))
+    queue = HotQueue(key, host="127.0.0.1", port=server.port, password=password, socket_timeout=2)
+    hogs = occupy(server, 2)
+    got: List[Any] = []
+    failure: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            for msg in queue.consume():
+                if msg == STOP:
+                    return
+                got.append(msg)
+        except BaseException as exc:  # reported below, not lost in the thread
+            failure.append(exc)
+
+    try:
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        stop_later(queue)
+        wait_until(lambda: len(warnings(caplog, queue)) >= 2 or bool(failure))
+        assert not failure, failure
+        with pytest.raises(resp.ConnectionError) as info:
+            queue.put("turned away")
+        assert not isinstance(info.value, resp.AuthenticationError)
+    finally:
+        for hog in hogs:
+            hog.close()
+    deadline = time.monotonic() + 10
+    while True:  # the server notices the closed connections on its next turn
+        try:
+            queue.put("served")
+            break
+        except resp.ConnectionError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    wait_until(lambda: got == ["served"] or bool(failure))
+    assert not failure and got == ["served"]
