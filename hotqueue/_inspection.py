@@ -5,7 +5,7 @@ import contextlib
 import json
 from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional
 
-from ._scripts import REQUEUE_DEAD, keys_for
+from ._scripts import CLEAR_DEAD, REQUEUE_DEAD, is_dead_letter_meta, keys_for
 
 if TYPE_CHECKING:
     from .queue import HotQueue
@@ -33,19 +33,31 @@ class DeadLetter(NamedTuple):
 
 
 def _parse_dead(entry: bytes, serializer: Any) -> DeadLetter:
-    line, _, data = entry.partition(b"\n")
-    try:
-        meta = json.loads(line)
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-    except ValueError:
-        meta, data = {"reason": "(not written by hotqueue)"}, entry
+    line, newline, data = entry.partition(b"\n")
+    meta: Any = None
+    # The same split as REQUEUE_DEAD's, so that ``data`` is what requeue puts back.
+    if newline and is_dead_letter_meta(line):
+        with contextlib.suppress(ValueError, RecursionError):
+            meta = json.loads(line.decode("utf-8", "replace"))
+    else:
+        data = entry
+    if not isinstance(meta, dict):
+        meta = {"reason": "(not written by hotqueue)"}
     message: Any = data
     if serializer is not None:
         with contextlib.suppress(Exception):
             message = serializer.loads(data)
-    return DeadLetter(message, str(meta.get("reason", "")), int(meta.get("attempts", 0)),
-                      str(meta.get("consumer", "")), float(meta.get("failed_at", 0.0)), data)
+    return DeadLetter(message, str(meta.get("reason", "")), _number(int, meta.get("attempts")),
+                      str(meta.get("consumer", "")), _number(float, meta.get("failed_at")), data)
+
+
+def _number(kind: Any, value: Any) -> Any:
+    # A field that another writer got wrong reads as 0, not as an error that
+    # would hide every dead letter from peek.
+    try:
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        return kind(0)
 
 
 class DeadLetters:
@@ -76,7 +88,8 @@ class DeadLetters:
             raise ValueError(f"count must be an int >= 0, not {count!r}")
         if count == 0:
             return []
-        entries = self.queue.client.execute("LRANGE", self.key, 0, count - 1)
+        # LRANGE takes 64-bit indexes: a larger count means "all of them".
+        entries = self.queue.client.execute("LRANGE", self.key, 0, min(count, 2**63) - 1)
         return [_parse_dead(entry, self.queue.serializer) for entry in entries]
 
     def requeue(self) -> int:
@@ -85,10 +98,12 @@ class DeadLetters:
         return int(REQUEUE_DEAD(self.queue.client, [self.key, self.queue.key], []))
 
     def clear(self) -> int:
-        """Delete every dead letter; return how many there were."""
-        pipe = self.queue.client.pipeline().command("MULTI").command("LLEN", self.key)
-        replies = pipe.command("DEL", self.key).command("EXEC").execute()
-        return int(replies[-1][0])
+        """Delete every dead letter, atomically; return how many there were.
+
+        :raises resp.WrongTypeError: the key holds something other than a
+            list, which is left as it is.
+        """
+        return int(CLEAR_DEAD(self.queue.client, [self.key], []))
 
 
 # -- statistics ------------------------------------------------------------------
@@ -133,7 +148,7 @@ def stats(queue: "HotQueue") -> QueueStats:
     """
     keys = keys_for(queue.key)
     client = queue.client
-    ids = sorted(m.decode() for m in client.execute("SMEMBERS", keys.consumers))
+    ids = sorted(client.execute("SMEMBERS", keys.consumers))  # bytes: see recover
     pipe = client.pipeline().command("LLEN", keys.main).command("LLEN", keys.dead)
     for cid in ids:
         pipe.command("LLEN", keys.processing(cid)).command("GET", keys.heartbeat(cid))
@@ -148,5 +163,5 @@ def stats(queue: "HotQueue") -> QueueStats:
                 age = max(int(json.loads(value)["ttl_ms"]) - pttl, 0) / 1000
             except (ValueError, KeyError, TypeError):
                 age = None
-        consumers.append(ConsumerStats(cid, in_flight, age))
+        consumers.append(ConsumerStats(cid.decode("utf-8", "backslashreplace"), in_flight, age))
     return QueueStats(replies[0], replies[1], consumers)

@@ -5,7 +5,7 @@ its messages, each in one atomic step."""
 import hashlib
 import json
 import time
-from typing import Any, NamedTuple, Optional, Sequence, Union
+from typing import Any, AnyStr, NamedTuple, Optional, Sequence, Union
 
 import resp
 
@@ -40,13 +40,21 @@ class Keys(NamedTuple):
         """The dead-letter list."""
         return self.prefix + "dead"
 
-    def processing(self, consumer_id: str) -> str:
-        """The processing list of one consumer."""
-        return self.prefix + "processing:" + consumer_id
+    def processing(self, consumer_id: AnyStr) -> AnyStr:
+        """The processing list of one consumer (``bytes`` for an id given as
+        ``bytes``, as the set of consumers gives it back)."""
+        return self._of_consumer("processing:", consumer_id)
 
-    def heartbeat(self, consumer_id: str) -> str:
-        """The heartbeat key of one consumer."""
-        return self.prefix + "heartbeat:" + consumer_id
+    def heartbeat(self, consumer_id: AnyStr) -> AnyStr:
+        """The heartbeat key of one consumer (``bytes`` for an id given as ``bytes``)."""
+        return self._of_consumer("heartbeat:", consumer_id)
+
+    def _of_consumer(self, kind: str, consumer_id: AnyStr) -> AnyStr:
+        # An id read from the set may not be UTF-8 (written by another
+        # client): as bytes, its keys are still exactly those it wrote.
+        if isinstance(consumer_id, bytes):
+            return (self.prefix + kind).encode() + consumer_id
+        return self.prefix + kind + consumer_id
 
 
 def _hash_tag(key: str) -> Optional[str]:
@@ -188,18 +196,37 @@ return {requeued, dead}
 """)
 
 # KEYS: dead, main. Moves every dead letter's message to the tail of the queue.
+# An entry whose first line is not "{…}" was not written by hotqueue: all of
+# it is the message (as ``is_dead_letter_meta`` tells ``peek``).
 REQUEUE_DEAD = Script("local LISTS = {KEYS[1], KEYS[2]}" + _CHECK_LISTS + """
 local moved = 0
 while true do
   local entry = redis.call('LPOP', KEYS[1])
   if not entry then break end
   local cut = string.find(entry, '\\n', 1, true)
-  if cut then entry = string.sub(entry, cut + 1) end
+  if cut and string.sub(entry, 1, 1) == '{' and string.sub(entry, cut - 1, cut - 1) == '}' then
+    entry = string.sub(entry, cut + 1)
+  end
   redis.call('RPUSH', KEYS[2], entry)
   moved = moved + 1
 end
 return moved
 """)
+
+# KEYS: dead. Deletes the dead letters; returns how many there were. A value
+# of another type is left alone (WRONGTYPE), not deleted with them.
+CLEAR_DEAD = Script("local LISTS = {KEYS[1]}" + _CHECK_LISTS + """
+local count = redis.call('LLEN', KEYS[1])
+redis.call('DEL', KEYS[1])
+return count
+""")
+
+
+def is_dead_letter_meta(line: bytes) -> bool:
+    """Whether ``line``, the first line of a dead letter holding a newline, is
+    hotqueue's JSON object (the message follows it) rather than the start of
+    an entry written by something else (all of which is the message)."""
+    return line[:1] == b"{" and line[-1:] == b"}"
 
 
 def meta(reason: str, consumer_id: str) -> str:

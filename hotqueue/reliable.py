@@ -152,7 +152,9 @@ def recover(queue: "HotQueue", max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
     _check_max_attempts(max_attempts)
     keys = keys_for(queue.key)
     client = queue.client
-    ids = sorted(m.decode() for m in client.execute("SMEMBERS", keys.consumers))
+    # Bytes: an id that another client wrote may not be UTF-8, and must not
+    # stop the recovery of every other consumer.
+    ids = sorted(client.execute("SMEMBERS", keys.consumers))
     if not ids:
         return 0
     script_keys = [keys.main, keys.consumers, keys.attempts, keys.dead]

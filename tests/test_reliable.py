@@ -1135,3 +1135,59 @@ def test_consumer_id_must_be_a_non_empty_str(queue: HotQueue, bad: Any, error: t
     with pytest.raises(error, match="consumer_id"):
         with queue.reserve(timeout=0.1, consumer_id=bad):
             pass
+
+
+# -- foreign values at the keys -------------------------------------------------------
+
+
+def test_clearing_dead_letters_at_a_key_of_another_type_refuses_and_keeps_it(queue: HotQueue) -> None:
+    dead = keys_for(queue.key).dead
+    queue.client.execute("SET", dead, "not ours")
+    with pytest.raises(resp.WrongTypeError):
+        queue.dead_letters.clear()
+    assert queue.client.execute("GET", dead) == b"not ours"
+
+
+def test_requeue_gives_back_the_bytes_peek_shows_for_an_entry_not_written_by_hotqueue(queue: HotQueue) -> None:
+    # A pickle of protocol 0 has newlines in it; a JSON object alone is no header.
+    foreign = [pickle.dumps("line 1\nline 2", protocol=0), b'{"id": 7}', b"plain"]
+    queue.client.rpush(keys_for(queue.key).dead, *foreign)
+    letters = queue.dead_letters.peek()
+    assert [d.data for d in letters] == foreign
+    assert letters[0].message == "line 1\nline 2"
+    assert {d.reason for d in letters} == {"(not written by hotqueue)"}
+    assert queue.dead_letters.requeue() == 3
+    assert queue.client.execute("LRANGE", queue.key, 0, -1) == foreign
+
+
+def test_a_dead_letter_with_odd_details_does_not_hide_the_others_from_peek(queue: HotQueue) -> None:
+    queue.client.rpush(keys_for(queue.key).dead, b'{"attempts": "many", "failed_at": null}\nodd',
+                       b'{"attempts": 1e400}\n' + pickle.dumps("huge"), b'{"reason": "fine", "attempts": 2}\nok')
+    letters = queue.dead_letters.peek()
+    assert [(d.data, d.attempts, d.failed_at) for d in letters] == [
+        (b"odd", 0, 0.0), (pickle.dumps("huge"), 0, 0.0), (b"ok", 2, 0.0)]
+    assert letters[1].message == "huge" and letters[2].reason == "fine"
+
+
+def test_peek_with_a_count_past_64_bits_returns_them_all(queue: HotQueue) -> None:
+    queue.put("a")
+    with pytest.raises(ValueError):
+        with queue.reserve(timeout=1, max_attempts=1) as msg:
+            raise ValueError(msg)
+    assert [d.message for d in queue.dead_letters.peek(10**20)] == ["a"]
+
+
+def test_a_consumer_id_that_is_not_utf8_stops_no_recovery(redis_url: str, key: str, queue: HotQueue) -> None:
+    """Another client put an id that is not UTF-8 in the set of consumers:
+    recover, stats, the CLI and every new consumer still work, and the
+    message it held is recovered."""
+    keys = keys_for(queue.key)
+    queue.client.execute("SADD", keys.consumers, b"\xffghost")
+    queue.client.rpush(keys.prefix.encode() + b"processing:\xffghost", pickle.dumps("held"))
+    assert queue.stats().consumers == [("\\xffghost", 1, None)]
+    stats = run_cli(redis_url, "stats", key)
+    assert stats.returncode == 0 and "  \\xffghost: 1 in flight, heartbeat expired" in stats.stdout
+    assert queue.recover() == 1 and queue.stats() == (1, 0, [])
+    queue.client.execute("SADD", keys.consumers, b"\xfe")
+    with queue.reserve(timeout=1) as msg:
+        assert msg == "held"
