@@ -185,7 +185,21 @@ def _writing() -> Iterator[None]:
     except BrokenPipeError:
         raise
     except OSError as exc:
+        _discard_output()
         raise CLIError(f"cannot write the output: {exc}", EXIT_OUTPUT) from None
+
+
+def _discard_output() -> None:
+    # Point standard output at /dev/null: what is still buffered for it
+    # would otherwise fail again as Python exits, which then prints a
+    # traceback and changes the exit status to 120.
+    try:
+        fileno = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # no stdout, or a stream of its own (io.StringIO)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fileno)
+    os.close(devnull)
 
 
 def say(text: Any) -> None:
@@ -590,8 +604,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_TERMINATED
     except BrokenPipeError:
         # Nothing reads our output any more: stop quietly, as `yes | head` does.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _discard_output()
         return EXIT_BROKEN_PIPE
     except CLIError as exc:
         return _fail(str(exc), exc.status)
