@@ -6,9 +6,13 @@ Rules this module keeps (from the Sentinel clients guidelines):
    with a short timeout; the first that answers moves to the front of the list.
    ``SENTINEL get-master-addr-by-name`` names the primary, and ``ROLE`` on the
    new connection confirms it; if it is not a primary, start over (a bounded
-   number of times, as a failover may be under way). A user whose ACL denies
-   ``ROLE`` (it is in ``@admin``) trusts the sentinels; ``READONLY`` still
-   catches a replica (rule 2).
+   number of times, as a failover may be under way). A sentinel whose primary
+   cannot be reached or is not one goes to the back of the list, so that a
+   stale sentinel does not keep the client from the primary the others name.
+   When the sentinels name another primary than before, every pooled
+   connection to the old one is closed: one client never uses two primaries.
+   A user whose ACL denies ``ROLE`` (it is in ``@admin``) trusts the
+   sentinels; ``READONLY`` still catches a replica (rule 2).
 2. A ``READONLY`` reply, or ``UNBLOCKED`` (a blocked command released because
    the server became a replica), means the server is no longer the primary and
    did *not* run the command: every pooled connection is closed, and a single
@@ -50,6 +54,10 @@ __all__ = ["SentinelClient"]
 #: How often a new connection starts over when the address the sentinels give
 #: is not (yet) a primary, and the first wait between tries (doubling).
 ROLE_ATTEMPTS, ROLE_WAIT = 6, 0.1
+#: Seconds a new connection to the primary (connect, handshake, ``ROLE``) may
+#: take when no ``socket_connect_timeout`` or ``socket_timeout`` is given: a
+#: primary frozen mid-failover accepts connections and never answers.
+PRIMARY_CONNECT_TIMEOUT = 10.0
 
 
 class SentinelClient(Client):
@@ -113,6 +121,7 @@ class SentinelClient(Client):
                 self.sentinels.append(_node_address(sentinel))
         if not self.sentinels:
             raise ValueError("a SentinelClient needs at least one sentinel")
+        self._primary: Optional[Tuple[str, int]] = None  # the primary last connected to
 
     def __repr__(self) -> str:
         return f"<resp.SentinelClient {self.service_name!r} via {len(self.sentinels)} sentinels db={self.db}>"
@@ -121,9 +130,13 @@ class SentinelClient(Client):
         """Ask the sentinels, in turn, where the primary is; the first that
         answers moves to the front of ``sentinels``.
 
-        :raises UnknownServiceError: every sentinel that answered knows no such service.
-        :raises NoSentinelReachableError: none answered.
+        :raises UnknownServiceError: every sentinel answered, and none knows the service.
+        :raises NoSentinelReachableError: none that knows the service answered.
         """
+        return self._resolve()[1]
+
+    def _resolve(self) -> Tuple[Tuple[str, int], Tuple[str, int]]:
+        # The sentinel that answered, and the primary's address it gave.
         failures = []
         unknown = refused = 0
         for sentinel in list(self.sentinels):
@@ -146,9 +159,11 @@ class SentinelClient(Client):
             sentinels = self.sentinels
             if sentinel in sentinels and sentinels[0] != sentinel:
                 self.sentinels = [sentinel] + [s for s in sentinels if s != sentinel]
-            return reply[0].decode(), int(reply[1])
-        if unknown:
+            return sentinel, (reply[0].decode(), int(reply[1]))
+        if unknown and not failures:
             raise UnknownServiceError(f"the sentinels monitor no service named {self.service_name!r}")
+        if unknown:  # the sentinels that know it may be the ones that did not answer
+            failures.append(f"{unknown} monitor no service named {self.service_name!r}")
         if refused:  # a configuration error, not one to wait out
             raise AuthenticationError("a sentinel refused sentinel_password: " + "; ".join(failures))
         raise NoSentinelReachableError("no sentinel answered: " + "; ".join(failures))
@@ -177,16 +192,27 @@ class SentinelClient(Client):
             if attempt:  # a failover is under way: the sentinels will catch up
                 time.sleep(wait)
                 wait *= 2
-            host, port = self.primary_address()
+            sentinel, (host, port) = self._resolve()
+            if self._primary != (host, port):
+                if self._primary is not None:
+                    self._pool.close()  # connections to the old primary, busy ones as they come back
+                self._primary = (host, port)
             old = self.address
-            conn = self._connect_to(Address(host, port, None, old.ssl_context, old.connect_timeout))
+            timeout = PRIMARY_CONNECT_TIMEOUT if old.connect_timeout is None else old.connect_timeout
+            try:
+                conn = self._connect_to(Address(host, port, None, old.ssl_context, timeout))
+            except (ConnectionError, TimeoutError):
+                self._pass_over(sentinel)
+                raise
             self.address = conn.address  # for repr: the primary last connected to
             try:
-                deadline = None if old.connect_timeout is None else time.monotonic() + old.connect_timeout
+                deadline = time.monotonic() + timeout
                 conn.send(encode_parts(("ROLE",)), deadline)
                 role = conn.read_reply(deadline)
-            except BaseException:
+            except BaseException as exc:
                 conn.close()
+                if isinstance(exc, (ConnectionError, TimeoutError)):
+                    self._pass_over(sentinel)
                 raise
             if isinstance(role, ResponseError):
                 # ROLE is in @admin and @dangerous: a least-privilege ACL user
@@ -199,9 +225,17 @@ class SentinelClient(Client):
             if isinstance(role, list) and role and role[0] == b"master":
                 return conn
             conn.close()  # not a primary: start over, after a wait (none after the last try)
+            self._pass_over(sentinel)
         raise ConnectionError(
             f"the sentinels name {host}:{port} as the primary of {self.service_name!r}, but it is not one"
         )
+
+    def _pass_over(self, sentinel: Tuple[str, int]) -> None:
+        # The primary ``sentinel`` named cannot be reached or is not one: ask
+        # the others first next time (a new list, as in primary_address).
+        sentinels = self.sentinels
+        if sentinel in sentinels and sentinels[-1] != sentinel:
+            self.sentinels = [s for s in sentinels if s != sentinel] + [sentinel]
 
     def _call(self, parts: List[Any], timeout: Optional[float], count: Optional[int] = None,
               blocking: bool = False) -> Reply:

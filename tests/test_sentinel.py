@@ -578,3 +578,86 @@ def test_an_ipv6_sentinel_without_a_port_gets_the_default_one() -> None:
     """``[::1]`` has no port: its colons are inside the brackets."""
     client = resp.from_url("redis+sentinel://[::1],[::1]:26380,localhost/mymaster")
     assert client.sentinels == [("::1", 26379), ("::1", 26380), ("localhost", 26379)]
+
+
+def test_a_client_never_uses_two_primaries_at_once(make_server) -> None:
+    """Once a new connection finds that the sentinels name another primary,
+    the connections to the old one are dropped (the busy ones as they come
+    back): after a forced failover the old primary takes writes and pops for
+    seconds, and a client using both would lose some and deliver others twice."""
+    old, new = make_server(), make_server()
+    fake = FakeSentinel([old.port, new.port])
+    client = resp.SentinelClient([("127.0.0.1", fake.port)], "mymaster")
+    key = unique()
+    try:
+        assert client.rpush(key, "before") == 1  # a pooled connection to `old`
+        waiting = threading.Thread(target=client.blpop, args=(key + "-other", 1))
+        waiting.start()  # holds that connection for a second
+        with resp.Client("127.0.0.1", old.port) as admin:
+            wait_for("BLPOP to block", lambda: b"blocked_clients:1" in admin.execute("INFO", "clients"))
+        assert client.ping()  # a new connection: the sentinel names `new` now
+        waiting.join(10)  # the connection to `old` comes back to the pool
+        client.rpush(key, "after")
+        with resp.Client("127.0.0.1", old.port) as on_old, resp.Client("127.0.0.1", new.port) as on_new:
+            assert on_old.execute("LRANGE", key, 0, -1) == [b"before"]
+            assert on_new.execute("LRANGE", key, 0, -1) == [b"after"]
+    finally:
+        client.close()
+        fake.close()
+
+
+def test_a_stale_sentinel_naming_an_unreachable_primary_is_asked_last(sentinels: SentinelSet) -> None:
+    """A sentinel that answers with an address where nothing listens (it
+    missed a failover) goes to the back of the list: the next connection asks
+    the others, instead of failing on that address for ever."""
+    stale = FakeSentinel([closed_port()])
+    try:
+        client = resp.SentinelClient([("127.0.0.1", stale.port), *sentinels.addresses], "mymaster")
+        with pytest.raises(resp.ConnectionError):
+            client.ping()
+        assert client.ping()
+        assert client.sentinels[-1] == ("127.0.0.1", stale.port)
+        client.close()
+    finally:
+        stale.close()
+
+
+def test_a_service_unknown_to_the_only_sentinel_that_answered_is_waited_out(sentinels: SentinelSet) -> None:
+    """"Unknown service" only when every sentinel answered: while the ones
+    that know it are unreachable, the error is one ``consume`` waits out."""
+    other = SentinelServer("sentinel monitor other 127.0.0.1 1 2\n")  # knows no "mymaster"
+    other.start()
+    try:
+        client = resp.SentinelClient([("127.0.0.1", other.port), ("127.0.0.1", closed_port())], "mymaster")
+        with pytest.raises(resp.NoSentinelReachableError, match="monitor no service named 'mymaster'"):
+            client.ping()
+        client.sentinels.append(sentinels.addresses[0])  # one that knows it answers again
+        assert client.ping()
+    finally:
+        other.cleanup()
+
+
+def test_a_primary_frozen_mid_failover_holds_up_a_new_connection_only_so_long(
+    sentinels: SentinelSet, make_server: Callable[..., RedisServer], monkeypatch
+) -> None:
+    """Without timeouts, a new connection to a frozen primary (the kernel
+    accepts, nobody answers) gives up after PRIMARY_CONNECT_TIMEOUT; the next
+    asks the sentinels again and finds the primary they name now."""
+    monkeypatch.setattr(resp.sentinel, "PRIMARY_CONNECT_TIMEOUT", 1.0, raising=False)
+    frozen = make_server()
+    assert frozen.process is not None
+    fake = FakeSentinel([frozen.port, sentinels.primary_port()])  # primary_port: after the failover test too
+    client = resp.SentinelClient([("127.0.0.1", fake.port)], "mymaster")
+    queue = HotQueue(unique(), client=client)
+    HotQueue(queue.name, client=resp.SentinelClient(sentinels.addresses, "mymaster")).put("moved")
+    got: List[object] = []
+    frozen.process.send_signal(signal.SIGSTOP)
+    try:
+        consumer = threading.Thread(target=lambda: got.extend(queue.consume(timeout=1)), daemon=True)
+        consumer.start()
+        consumer.join(10)
+        assert got == ["moved"], "the consumer is still waiting for the frozen primary"
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+        client.close()
+        fake.close()
