@@ -8,7 +8,8 @@ Rules this module keeps:
    anything else is ``discard``-ed, which closes it.
 3. A connection is handed out only in the process that opened it: after
    ``os.fork()`` the child closes what it inherited (never ``shutdown()``, which
-   would break the parent's side) and connects afresh.
+   would break the parent's side) and connects afresh. Every pool is reset in
+   the child by a fork hook, before any thread of the child can use it.
 4. An idle connection that has become readable (the server closed it, or sent
    bytes nobody asked for) is dropped, not reused.
 5. Past ``max_connections``, threads get connections first come, first
@@ -17,6 +18,7 @@ Rules this module keeps:
 
 import _thread
 import os
+from weakref import WeakSet
 
 from .connection import Connection
 from .errors import TimeoutError
@@ -32,8 +34,21 @@ __all__ = ["Pool"]
 # answer, refreshed in the child by a fork hook (run by os.fork() and by every
 # fork that goes on running Python). Platforms without the hook have no fork.
 _pid = [os.getpid()]
+# Every pool, reset in a forked child by the same hook. Not on first use: the
+# child's threads could each find the pool inherited and reset it, one
+# wiping what another had just set up (its lock, held; its connections,
+# counted), which broke the bound or left every thread waiting on that lock.
+_POOLS: "WeakSet[Pool]" = WeakSet()
+
+
+def _reset_inherited() -> None:
+    _pid[0] = os.getpid()
+    for pool in list(_POOLS):
+        pool._after_fork()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+    os.register_at_fork(after_in_child=_reset_inherited)
 
 
 class Pool:
@@ -57,6 +72,7 @@ class Pool:
         self._wait_timeout = wait_timeout
         self._retired = False  # see retire()
         self._reset()
+        _POOLS.add(self)
 
     def _reset(self) -> None:
         self._pid = os.getpid()

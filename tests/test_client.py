@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -859,6 +860,61 @@ def test_fork_child_uses_its_own_connection(redis_url: str, key: str, closing: C
     assert os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0
     assert client.execute("CLIENT", "ID") == parent_id  # the parent's connection is intact
     assert client.lpop(key) == b"from child"
+
+
+def _first_commands_at_once(client: resp.Client, name: str) -> int:
+    # In a forked child: 8 threads make their first commands on the inherited
+    # client at the same moment, switching threads as often as they can.
+    # 0: all ran, and no more connections stayed open than the bound.
+    sys.setswitchinterval(1e-6)
+    errors: List[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def work(t: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(10):
+                assert client.execute("ECHO", f"{t}:{i}") == f"{t}:{i}".encode()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(thread.is_alive() for thread in threads):
+        print("threads hung")
+        return 3
+    if errors:
+        print(repr(errors[0]))
+        return 1
+    sys.setswitchinterval(0.005)
+    with resp.Client(client.address.host, client.address.port) as observer:
+        opened = observer.execute("CLIENT", "LIST").decode().count(f"name={name} ")
+    return 0 if opened <= 2 else 2
+
+
+def test_a_forked_childs_threads_share_the_inherited_client_from_the_start(redis_url: str,
+                                                                           closing: Closing) -> None:
+    """The child's pool is reset once, as it is forked: threads that find it
+    inherited all at once do not each reset it, wiping the lock or the count
+    another one holds (an error, a hang, or past max_connections)."""
+    name = "forked-" + uuid.uuid4().hex[:8]
+    client = closing(resp.Client.from_url(redis_url, client_name=name, max_connections=2))
+    for _ in range(30):  # each child meets the race a few times in ten
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            status = 4
+            try:
+                status = _first_commands_at_once(client, name)
+            finally:
+                sys.stdout.flush()
+                os._exit(status)
+        _, wait_status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0, (
+            "1: a command failed, 2: past max_connections, 3: hung")
 
 
 def test_threads_share_one_client(client: resp.Client, key: str) -> None:
