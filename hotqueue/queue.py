@@ -75,6 +75,11 @@ def key_for_name(name: str) -> str:
     return "hotqueue:" + name
 
 
+#: ``resp.MAX_TIMEOUT`` as an int: ``get`` compares an int timeout with it
+#: on every call, and an int with an int is the cheaper comparison.
+_MAX_WHOLE_TIMEOUT = int(resp.MAX_TIMEOUT)
+
+
 def _check_timeout(timeout: "Optional[float]") -> None:
     if timeout is None:
         return
@@ -240,7 +245,7 @@ class HotQueue:
         A stored value that ``serializer.loads`` cannot read raises that
         serializer's own error, and the message is gone from Redis.
         """
-        if timeout is not None and (type(timeout) is not int or not 0 <= timeout <= resp.MAX_TIMEOUT):
+        if timeout is not None and (type(timeout) is not int or not 0 <= timeout <= _MAX_WHOLE_TIMEOUT):
             _check_timeout(timeout)
         data = self._pop(block, timeout) if block else self._client.lpop(self._key)
         if data is None:
