@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 
 from .client import Client
 from .commands import _allowed_command_name, _blpop_keys, _command_name, _timeout_index, blocking_timeout_arg
+from .connection import Address
 from .errors import (
     AskError,
     ClusterDownError,
@@ -214,6 +215,24 @@ def _str(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def _ask_bounded(node: Client, timeout: float, *args: CommandArg) -> Reply:
+    # One command, all of it within ``timeout``: a new connection's handshake
+    # (AUTH, CLIENT SETNAME) included, which waits as long as the connect
+    # timeout allows, forever when there is none.
+    address = node.address
+    if address.connect_timeout is not None:
+        return node._call(encode_parts(args), timeout)
+    conn = node._connect_to(Address(address.host, address.port, address.unix_socket_path,
+                                    address.ssl_context, timeout))
+    try:
+        reply = conn.call(encode_parts(args), time.monotonic() + timeout)
+    finally:
+        conn.close()
+    if isinstance(reply, ResponseError):
+        raise reply
+    return reply
+
+
 class ClusterClient:
     """A client for a Redis Cluster, with the command methods of ``Client``.
 
@@ -328,7 +347,7 @@ class ClusterClient:
         slots: List[Optional[str]] = [None] * SLOTS
         timeout = SLOT_MAP_TIMEOUT if node.socket_timeout is None else node.socket_timeout
         try:
-            shards = node._call(encode_parts(("CLUSTER", "SHARDS")), timeout)
+            shards = _ask_bounded(node, timeout, "CLUSTER", "SHARDS")
         except ResponseError as exc:
             if "unknown subcommand" not in str(exc).lower():
                 raise
@@ -349,7 +368,7 @@ class ClusterClient:
                         for start, end in zip(ranges[::2], ranges[1::2]):
                             slots[int(start) : int(end) + 1] = [owner] * (int(end) - int(start) + 1)
             return slots
-        for start, end, primary, *_replicas in node._call(encode_parts(("CLUSTER", "SLOTS")), timeout):
+        for start, end, primary, *_replicas in _ask_bounded(node, timeout, "CLUSTER", "SLOTS"):
             host = _str(primary[0]) or node.address.host  # "" means: the node asked
             slots[start : end + 1] = [f"{host}:{primary[1]}"] * (end - start + 1)
         return slots

@@ -109,8 +109,8 @@ class SentinelClient(Client):
             raise ValueError(f"sentinel_timeout must be a positive number of seconds, not {sentinel_timeout!r}")
         self.sentinel_timeout = float(sentinel_timeout)
         self._sentinel_auth: Tuple[str, ...] = ()
-        if sentinel_password is not None:
-            self._sentinel_auth = ("AUTH", sentinel_password) if sentinel_username is None else (
+        if sentinel_password:  # "" is none, as password="" is (and in redis-py)
+            self._sentinel_auth = ("AUTH", sentinel_password) if not sentinel_username else (
                 "AUTH", sentinel_username, sentinel_password)
         self.sentinels: List[Tuple[str, int]] = []
         for sentinel in [sentinels] if isinstance(sentinels, str) else sentinels:

@@ -931,3 +931,29 @@ def test_a_pipeline_half_answered_ask_sends_the_asked_commands_on(
     assert cc.execute("LRANGE", here, 0, -1) == [b"old", b"a"]
     assert cc.execute("LRANGE", there, 0, -1) == [b"b"]
     assert cc.delete(here, there) == 2
+
+
+def test_a_frozen_startup_node_with_a_password_is_passed_over(make_server: Callable[..., RedisServer]) -> None:
+    """With a password, the slot map's bound covers the new connection's
+    AUTH too: a frozen node (its kernel still accepts) never answers it."""
+    frozen = make_server(args=["--requirepass", "secret"])
+    client = resp.ClusterClient([f"127.0.0.1:{frozen.port}"], password="secret")
+    outcome: List[object] = []
+
+    def push() -> None:
+        try:
+            client.rpush(unique("frozen-auth"), "x")
+        except resp.ConnectionError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=push, daemon=True)
+    os.kill(frozen.process.pid, signal.SIGSTOP)
+    try:
+        worker.start()
+        worker.join(15)
+        assert len(outcome) == 1, "the client waited on the frozen node's AUTH"
+        assert "no cluster node answered" in str(outcome[0])
+    finally:
+        os.kill(frozen.process.pid, signal.SIGCONT)
+        worker.join(10)
+        client.close()

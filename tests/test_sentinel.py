@@ -661,3 +661,19 @@ def test_a_primary_frozen_mid_failover_holds_up_a_new_connection_only_so_long(
         frozen.process.send_signal(signal.SIGCONT)
         client.close()
         fake.close()
+
+
+def test_an_empty_sentinel_password_is_none(make_server: Callable[..., RedisServer]) -> None:
+    """sentinel_password='' sends no AUTH, as password='' does (a sentinel
+    without requirepass refuses AUTH '', which reads as no sentinel answered)."""
+    primary = make_server()
+    sentinel = SentinelServer(f"sentinel monitor k2 127.0.0.1 {primary.port} 1\n")
+    try:
+        sentinel.start()
+        client = resp.SentinelClient([("127.0.0.1", sentinel.port)], "k2", sentinel_password="",
+                                     sentinel_username="")
+        assert client.primary_address() == ("127.0.0.1", primary.port)
+        assert client.ping()
+        client.close()
+    finally:
+        sentinel.cleanup()
