@@ -14,7 +14,8 @@ Rules it keeps:
   on stderr, never a traceback.
 - ``get`` and ``consume`` hold Ctrl-C and SIGTERM until the message they may
   have taken is printed (at most ``STOP_GRACE`` seconds): stopped between
-  sending a pop and printing its reply, they would lose that message.
+  sending a pop and printing its reply, they would lose that message. The
+  demo holds them too, until its next line.
 
 Messages on the command line are strings. With ``--serializer pickle`` (the
 default, like the library) a message is stored as that ``str``; with ``json``
@@ -207,6 +208,7 @@ def say(text: Any) -> None:
     _need_stdout("nothing was printed")
     with _writing():
         print(text, flush=True)
+    _raise_held()
 
 
 def write_message(value: Any, serializer: str, one_line: bool = False) -> None:
@@ -397,6 +399,14 @@ def add_demo(parser: argparse.ArgumentParser) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the tutorial end to end, starting a private redis-server if none
     answers (with pickle, as the tutorial does, whatever --serializer says)."""
+    # Ctrl-C and SIGTERM stop it between two lines of the transcript (see
+    # say): raised anywhere, one could end the tutorial's consume() quietly
+    # or fall in a weakref callback, which only prints it.
+    with _signals_held():
+        return _demo_command(args)
+
+
+def _demo_command(args: argparse.Namespace) -> int:
     from . import _demo  # only the demo needs multiprocessing and subprocess
 
     url = args.url
@@ -619,6 +629,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _fail(message: str, status: int) -> int:
+    if _interrupted:
+        # Ctrl-C came first and ended a consume() quietly (the demo's, say):
+        # what failed after it failed for that reason.
+        return EXIT_INTERRUPTED
     sys.stderr.write(f"hotqueue: error: {' '.join(message.split())}\n")
     return status
 

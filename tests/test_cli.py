@@ -526,6 +526,26 @@ def test_demo_reports_a_refused_certificate(make_server: Any) -> None:
     assert "not trusted" in err
 
 
+def test_a_failure_after_ctrl_c_exits_130_quietly(redis_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C came, and what came after it failed (a Ctrl-C that ends the
+    demo's ``consume()`` quietly leaves it short of messages): status 130 and
+    no error line, not "demo failed" and 1."""
+    from hotqueue import _demo
+
+    def interrupted_consume(queue: HotQueue, write: Any) -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # to the handler main() installed
+            time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass  # as consume() ends on Ctrl-C
+        raise _demo.DemoError("consume() yielded []; the tutorial expects ['first', 'second', 'third']")
+
+    monkeypatch.setattr(_demo, "_consume", interrupted_consume)
+    assert main(["--url", redis_url, "demo"]) == 130
+    assert capsys.readouterr().err == ""
+
+
 def test_demo_against_a_running_server(redis_url: str, client: resp.Client) -> None:
     before = set(client.execute("KEYS", "*"))
     result = demo(redis_url)
