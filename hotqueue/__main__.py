@@ -8,10 +8,10 @@ Rules it keeps:
   add a subcommand by adding a row.
 - Exit status: 0 done; 1 the queue was empty or the wait timed out; 2 bad
   usage or input; 3 Redis could not be reached or refused the command; 4 a
-  message could not be decoded; 74 the output could not be written (a full
-  disk); 130 interrupted (Ctrl-C); 141 the output
-  was closed (``| head``); 143 terminated (SIGTERM). Every error is one line
-  on stderr, never a traceback.
+  message could not be decoded; 70 an unexpected error (a bug); 74 the
+  output could not be written (a full disk); 130 interrupted (Ctrl-C); 141
+  the output was closed (``| head``); 143 terminated (SIGTERM). Every error
+  is one line on stderr, never a traceback.
 - ``get`` and ``consume`` hold Ctrl-C and SIGTERM until the message they may
   have taken is printed (at most ``STOP_GRACE`` seconds): stopped between
   sending a pop and printing its reply, they would lose that message. The
@@ -266,16 +266,19 @@ def decode(data: bytes, serializer: str) -> Any:
 
 def _hand_out(queue: HotQueue, data: bytes, serializer: str, one_line: bool = False) -> None:
     """Print a message just taken from ``queue``. If the output fails (its
-    reader left after the last check, or it is no stream we can write), put
+    reader left after the last check, or it is no stream we can write), or a
+    held signal's ``STOP_GRACE`` runs out while the output is not read, put
     the message back at the head of the queue, where it was, before the error
     goes on."""
     message = decode(data, serializer)
     try:
         write_message(message, serializer, one_line)
-    except Exception as failure:
+    except BaseException as failure:
         try:
             queue.client.execute("LPUSH", queue.key, data)
         except resp.RespError as exc:
+            if not isinstance(failure, Exception):
+                raise failure from None  # the signal's own exit status
             raise CLIError(f"the output failed, and the message taken could not be put back: it is lost ({exc})",
                            EXIT_BROKEN_PIPE if isinstance(failure, OSError) else EXIT_SOFTWARE) from None
         raise
@@ -522,7 +525,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     parser = Parser(prog="python -m hotqueue", description="Use a Redis list as a FIFO message queue.",
                     epilog="Exit status: 0 done, 1 empty or timed out, 2 bad usage, 3 Redis unreachable "
-                           "or refusing, 4 undecodable message, 74 output not written, 130 interrupted, "
+                           "or refusing, 4 undecodable message, 70 a bug, 74 output not written, 130 interrupted, "
                            "141 output closed, 143 terminated.")
     add_connection(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -11,8 +11,9 @@ Layers, each in its own module: ``protocol`` (sans-IO parser and encoder),
 ``connection`` (one socket), ``pool`` (idle connections), ``client`` (commands),
 ``pipeline`` (``Pipeline``), ``commands`` (which commands block or are refused),
 ``errors``. Beyond one server: ``cluster`` (``ClusterClient``, a ``Client`` per
-node), ``sentinel`` (``SentinelClient``, a ``Client`` that asks Sentinel where
-the primary is) and ``urls`` (``parse_url``, and ``from_url`` for every URL form).
+node), ``cluster_pipeline`` (``ClusterPipeline``), ``sentinel``
+(``SentinelClient``, a ``Client`` that asks Sentinel where the primary is) and
+``urls`` (``parse_url``, and ``from_url`` for every URL form).
 """
 
 from .client import Client

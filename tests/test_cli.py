@@ -786,3 +786,35 @@ def test_an_output_that_cannot_be_written_is_its_own_error(redis_url: str, queue
         err = one_line_error(result, 74)
         assert "cannot write the output" in err and "No space left" in err, args
     assert [queue.get(), queue.get(), queue.get()] == ["kept", "too", None]
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_the_output_is_not_read_loses_no_message(redis_url: str, queue: HotQueue, sig: int,
+                                                                 status: int) -> None:
+    """``consume`` blocked writing to a pipe that nobody empties when Ctrl-C or
+    SIGTERM comes: after its grace it stops in the middle of the write, and
+    the message it was printing goes back to the head of the queue."""
+    sent = [f"m{i:05d}-" + "x" * 200 for i in range(2000)]  # more than a pipe holds
+    queue.put(*sent)
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as pipe:  # read only once the consumer has gone
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", redis_url, "consume", queue.name],
+                                    stdout=write_end, stderr=subprocess.PIPE, env=env(), cwd=ROOT)
+        finally:
+            os.close(write_end)
+        try:
+            deadline = time.monotonic() + 10
+            while len(queue) > len(sent) - 10 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1)  # the pipe fills up, and consume waits to write
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        printed = pipe.read().decode().splitlines()
+    assert (proc.returncode, err) == (status, b"")
+    assert 0 < len(printed) < len(sent)
+    assert printed + list(iter(queue.get, None)) == sent
