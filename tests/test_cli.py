@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import pytest
 
@@ -58,6 +58,23 @@ def demo(url: str) -> "subprocess.CompletedProcess[str]":
         out, err = proc.communicate(timeout=30)
         pytest.fail(f"the demo hung: {out}{err}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def signal_once(proc: "subprocess.Popen[bytes]", sig: int, ready: Callable[[], bool], settle: float = 0.0) -> bytes:
+    """Send ``sig`` to ``proc`` once ``ready()`` (or it ended, or 10 s passed),
+    ``settle`` seconds later; return its stderr once it has exited (killed
+    if it has not within 30 s)."""
+    try:
+        deadline = time.monotonic() + 10
+        while not ready() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(settle)
+        proc.send_signal(sig)
+        return proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def one_line_error(result: "subprocess.CompletedProcess[str]", status: int) -> str:
@@ -726,15 +743,7 @@ def test_consume_stopped_by_a_signal_loses_no_message(redis_url: str, queue: Hot
     with open(out, "wb") as stdout:
         proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", redis_url, "consume", queue.name,
                                  *extra], stdout=stdout, stderr=subprocess.PIPE, env=env(), cwd=ROOT)
-        try:
-            while out.stat().st_size < 10000 and proc.poll() is None:  # draining
-                time.sleep(0.01)
-            proc.send_signal(sig)
-            _, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        err = signal_once(proc, sig, lambda: out.stat().st_size >= 10000)  # while it drains
     assert (proc.returncode, err) == (status, b"")
     printed = out.read_text().splitlines()
     assert 0 < len(printed) < len(sent)
@@ -803,17 +812,8 @@ def test_a_signal_while_the_output_is_not_read_loses_no_message(redis_url: str, 
                                     stdout=write_end, stderr=subprocess.PIPE, env=env(), cwd=ROOT)
         finally:
             os.close(write_end)
-        try:
-            deadline = time.monotonic() + 10
-            while len(queue) > len(sent) - 10 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(1)  # the pipe fills up, and consume waits to write
-            proc.send_signal(sig)
-            _, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        # Once it has begun, the pipe fills up and consume waits to write.
+        err = signal_once(proc, sig, lambda: len(queue) <= len(sent) - 10, settle=1.0)
         printed = pipe.read().decode().splitlines()
     assert (proc.returncode, err) == (status, b"")
     assert 0 < len(printed) < len(sent)
