@@ -274,6 +274,9 @@ def _hand_out(queue: HotQueue, data: bytes, serializer: str, one_line: bool = Fa
     try:
         write_message(message, serializer, one_line)
     except BaseException as failure:
+        # What is left of it in the output's buffer must not follow it (nor
+        # block the exit on a pipe nobody reads): it goes back whole.
+        _discard_output()
         try:
             queue.client.execute("LPUSH", queue.key, data)
         except resp.RespError as exc:
