@@ -14,6 +14,10 @@ Rules this module keeps:
    bytes nobody asked for) is dropped, not reused.
 5. Past ``max_connections``, threads get connections first come, first
    served; a connection waiting in a blocking command holds no place.
+6. Without ``max_connections`` there are no places to count, and a command
+   takes and gives back its connection without the lock: the idle list is all
+   that is shared, and ``list.pop()`` and ``list.append()`` are atomic. (The
+   ``with`` of a lock costs more than the rest of ``acquire`` and ``release``.)
 """
 
 import _thread
@@ -107,6 +111,8 @@ class Pool:
         """
         if self._pid != _pid[0]:
             self._after_fork()
+        if self._max_connections is None:
+            return self._acquire_unbounded(held)
         while True:
             conn: Optional[Connection] = None
             counted = False
@@ -149,6 +155,28 @@ class Pool:
                     self._forget()
                 raise
             self.discard(conn)
+
+    def _acquire_unbounded(self, held: "Optional[List[Connection]]") -> "Tuple[Connection, bool]":
+        # acquire() with no bound (rule 6). An interrupt as pop() returns
+        # loses the connection to the garbage collector, which closes it.
+        idle = self._idle  # close() may put a new list in its place
+        while True:
+            try:
+                conn = idle.pop()
+            except IndexError:
+                break
+            if not conn.is_readable():
+                if held is not None:
+                    held.append(conn)
+                return conn, True
+            self.discard(conn)
+        generation = self._generation
+        conn = self._connect()
+        conn.generation = generation
+        conn.counted = False  # there are no places
+        if held is not None:
+            held.append(conn)
+        return conn, False
 
     def replace(self, conn: Connection, held: "Optional[List[Connection]]" = None) -> Connection:
         """Close a connection that must not be reused and return a fresh one
@@ -201,6 +229,24 @@ class Pool:
         closed if there is none."""
         if conn.pid != _pid[0]:
             return  # opened by the parent of a fork: not ours to close or keep
+        if self._max_connections is None:
+            if conn.generation == self._generation and not self._retired:
+                # The lease changes first: once the connection is idle another
+                # thread may take it, and the caller, if interrupted, must
+                # then leave it alone (an interrupt before the append leaves
+                # it to the garbage collector).
+                conn.lease += 1
+                idle = self._idle
+                idle.append(conn)
+                if conn.generation == self._generation and not self._retired:
+                    return
+                # close() or retire() ran meanwhile and may have missed it.
+                try:
+                    idle.remove(conn)
+                except ValueError:
+                    return  # taken by close(), which closes it, or by a command, whose release will
+            self.discard(conn)
+            return
         with self._lock:
             if conn.generation == self._generation and not self._retired:
                 counted, open_count, lease = conn.counted, self._open_count, conn.lease
@@ -256,7 +302,11 @@ class Pool:
         with self._lock:
             self._generation += 1
             idle, self._idle = self._idle, []
-        for conn in idle:
+        while idle:  # pop(), not a for loop: a release without the lock may take one out meanwhile
+            try:
+                conn = idle.pop()
+            except IndexError:
+                break
             self.discard(conn)
 
     def retire(self) -> None:

@@ -8,6 +8,7 @@ the bound on connections.
 """
 
 import array
+import gc
 import os
 import shutil
 import signal
@@ -1264,6 +1265,104 @@ def test_an_interrupt_inside_release_neither_loses_the_place_nor_closes_an_idle_
     assert pool._open_count == 1
     assert [conn.sock.fileno() >= 0 for conn in pool._idle] == [True]
     client.close()
+
+
+# -- a pool without a bound: no lock (see rule 6 in resp/pool.py) --------------------
+
+
+def test_an_interrupt_as_an_unbounded_pool_hands_out_a_connection_leaves_it_to_no_command(
+        redis_url: str, closing: Closing) -> None:
+    # The connection popped is lost to the interrupt, and closed by the
+    # garbage collector: it is neither idle in the pool nor left open.
+    client = closing(resp.Client.from_url(redis_url, socket_timeout=5))
+    observer = closing(resp.Client.from_url(redis_url))
+    popped_id = client.execute("CLIENT", "ID")
+    pool = client._pool
+    pool._idle = _PopThenInterrupt(pool._idle)
+    with pytest.raises(KeyboardInterrupt):
+        client.ping()
+    pool._idle = []
+    gc.collect()  # PyPy has no reference counts
+    assert wait_until(lambda: popped_id not in client_ids(observer))
+    assert client.execute("CLIENT", "ID") != popped_id
+
+
+def test_an_interrupt_inside_an_unbounded_release_leaves_the_connection_idle_and_open(
+        redis_url: str, closing: Closing) -> None:
+    # Interrupted once the connection is idle: another thread may have taken
+    # it already, so the interrupted command must not close it; the next
+    # command uses it.
+    client = closing(resp.Client.from_url(redis_url, socket_timeout=5))
+    first_id = client.execute("CLIENT", "ID")
+    pool = client._pool
+    pool._idle = _AppendThenInterrupt(pool._idle)
+    with pytest.raises(KeyboardInterrupt):
+        client.ping()
+    assert [conn.sock.fileno() >= 0 for conn in pool._idle] == [True]
+    pool._idle = list(pool._idle)
+    assert client.execute("CLIENT", "ID") == first_id
+
+
+class _CloseAround(list):  # type: ignore[type-arg]
+    # An idle list whose append() runs the pool's close() just before or
+    # just after it adds the connection: a close() in another thread landing
+    # inside a release that takes no lock.
+    def __init__(self, pool: Any, close_first: bool) -> None:
+        super().__init__(pool._idle)
+        self.pool, self.close_first = pool, close_first
+
+    def append(self, conn: Any) -> None:
+        if self.close_first:
+            self.pool.close()
+        super().append(conn)
+        if not self.close_first:
+            self.pool.close()
+
+
+@pytest.mark.parametrize("close_first", [True, False], ids=["close-then-append", "append-then-close"])
+def test_a_close_inside_an_unbounded_release_still_closes_that_connection(
+        redis_url: str, closing: Closing, close_first: bool) -> None:
+    client = closing(resp.Client.from_url(redis_url, socket_timeout=5))
+    assert client.ping()
+    pool = client._pool
+    [conn] = pool._idle
+    pool._idle = _CloseAround(pool, close_first)
+    assert client.ping()  # takes conn, then gives it back as close() runs
+    assert conn.sock.fileno() == -1
+    assert list(pool._idle) == [] and not isinstance(pool._idle, _CloseAround)
+    assert client.ping()  # a fresh connection
+
+
+def test_threads_share_an_unbounded_pool_while_it_is_closed_again_and_again(
+        redis_url: str, closing: Closing) -> None:
+    # Every reply reaches the command that asked for it, and after the last
+    # close() not one connection is left open.
+    name = "closing-" + uuid.uuid4().hex[:8]
+    client = resp.Client.from_url(redis_url, socket_timeout=5, client_name=name)
+    observer = closing(resp.Client.from_url(redis_url))
+    errors: List[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(300):
+                value = f"{t}:{i}".encode()
+                got = client.execute("ECHO", value)
+                if got != value:
+                    raise AssertionError(f"sent {value!r}, got {got!r}")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        client.close()
+        time.sleep(0.001)
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    client.close()
+    assert wait_until(lambda: f"name={name} " not in observer.execute("CLIENT", "LIST").decode())
 
 
 class _ReturnThenInterrupt:
