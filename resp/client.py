@@ -83,7 +83,8 @@ class Client:
         reading its whole reply; ``None`` waits as long as the connection lives.
     :param socket_connect_timeout: seconds to connect; defaults to ``socket_timeout``.
     :param ssl: use TLS, verifying the server's certificate and host name
-        against the system's CAs, or ``ssl_ca_certs``, or ``ssl_context``.
+        against the system's CAs, or ``ssl_ca_certs``, or ``ssl_context``
+        (any of the three asks for TLS; with ``unix_socket_path``, ``ValueError``).
     :param client_name: sent as ``CLIENT SETNAME`` on every new connection:
         printable ASCII without spaces, as the server requires (else ``ValueError``).
     :param max_connections: bound on open connections, not counting those
@@ -129,6 +130,10 @@ class Client:
             raise ValueError(f"client_name must be printable ASCII without spaces, not {client_name!r}")
         if not isinstance(ssl, bool):
             raise TypeError(f"ssl must be True or False, not {type(ssl).__name__}")
+        if unix_socket_path is not None and (ssl or ssl_context is not None or ssl_ca_certs is not None):
+            # Not silently in plain text: the caller asked for TLS.
+            raise ValueError("TLS is not available on a unix socket: give ssl, ssl_context and ssl_ca_certs"
+                             " only with host and port")
         if max_connections is not None and (
             isinstance(max_connections, bool) or not isinstance(max_connections, int)
             or max_connections < 1

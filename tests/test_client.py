@@ -1197,6 +1197,8 @@ def test_a_failed_replace_gives_back_only_a_place_held(make_server: MakeServer) 
         ({"username": b"user"}, TypeError),
         ({"client_name": 5}, TypeError),
         ({"unix_socket_path": 5}, TypeError),
+        ({"unix_socket_path": "/nonexistent/redis.sock", "ssl": True}, ValueError),
+        ({"unix_socket_path": "/nonexistent/redis.sock", "ssl_ca_certs": "/nonexistent/ca.pem"}, ValueError),
         ({"no_such_option": 1}, TypeError),
     ],
     ids=repr,
@@ -1207,6 +1209,16 @@ def test_invalid_options_raise_before_any_io(options: Any, error: Any) -> None:
     options = {"port": free_port(), **options}
     with pytest.raises(error):
         resp.Client(**options)
+
+
+def test_tls_on_a_unix_socket_is_refused_not_dropped() -> None:
+    # TLS asked for, in any of its three ways, is never silently plain text.
+    import ssl
+
+    with pytest.raises(ValueError, match="unix socket"):
+        resp.Client(unix_socket_path="/nonexistent/redis.sock", ssl_context=ssl.create_default_context())
+    with pytest.raises(ValueError, match="unix socket"):
+        resp.Client.from_url("unix:///nonexistent/redis.sock?ssl_ca_certs=/nonexistent/ca.pem")
 
 
 def test_constructor_does_no_io() -> None:
