@@ -477,6 +477,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def add_recover(parser: argparse.ArgumentParser) -> None:
     add_queue(parser)
+    parser.add_argument("--max-attempts", type=int, default=5, metavar="N",
+                        help="the workers' max_attempts: a message reaching N failures goes to the dead letters"
+                             " instead (default 5)")
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -484,7 +487,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     expired back to the head of the queue; print how many."""
     _need_stdout("nothing was recovered")
     try:
-        say(open_queue(args).recover())
+        say(open_queue(args).recover(args.max_attempts))
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     return EXIT_OK

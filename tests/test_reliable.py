@@ -1088,6 +1088,22 @@ def test_cli_stats_and_recover(redis_url: str, key: str, queue: HotQueue) -> Non
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "hash tag" in refused.stderr
 
 
+def test_cli_recover_takes_the_workers_max_attempts(redis_url: str, key: str, queue: HotQueue) -> None:
+    # Counted against the limit the workers use, not always 5: with
+    # --max-attempts 1 a dead consumer's message has had its last try.
+    keys = keys_for(queue.key)
+    queue.client.execute("SADD", keys.consumers, "ghost")
+    queue.client.rpush(keys.processing("ghost"), pickle.dumps("poison"))
+    refused = run_cli(redis_url, "recover", "--max-attempts", "0", key)
+    assert refused.returncode == 2 and "max_attempts" in refused.stderr
+    assert len(queue.dead_letters) == 0 and queue.stats().in_flight == 1  # nothing moved
+    done = run_cli(redis_url, "recover", "--max-attempts", "1", key)
+    assert (done.returncode, done.stdout) == (0, "0\n"), done.stderr
+    [letter] = queue.dead_letters.peek(10)
+    assert (letter.message, letter.attempts) == ("poison", 1) and letter.reason.startswith("abandoned")
+    assert len(queue) == 0
+
+
 def test_queues_whose_names_share_a_hash_tag_share_no_key(redis_url: str, key: str) -> None:
     """A tag in the name (a tenant's queues kept on one cluster node) must not
     merge the queues' consumers, attempts or dead letters."""
