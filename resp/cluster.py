@@ -27,7 +27,6 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -282,7 +281,6 @@ class ClusterClient:
         self._nodes: Dict[str, Client] = {}
         self._slots: List[Optional[str]] = [None] * SLOTS
         self._stale = True
-        self._lock = threading.Lock()
         for seed in seeds:
             self._node(seed)  # checks the options now, without connecting
 
@@ -305,11 +303,11 @@ class ClusterClient:
     def _node(self, name: str) -> Client:
         node = self._nodes.get(name)
         if node is None:
-            with self._lock:
-                node = self._nodes.get(name)
-                if node is None:
-                    host, port = _split_node(name)
-                    node = self._nodes[name] = Client(host, port, **self._options)
+            # No lock: setdefault() is atomic, so threads that race here all
+            # get the one client that went in (the others' made no
+            # connection), and a fork can find nothing held.
+            host, port = _split_node(name)
+            node = self._nodes.setdefault(name, Client(host, port, **self._options))
         return node
 
     def refresh(self) -> None:
@@ -332,9 +330,9 @@ class ClusterClient:
             # Let go of nodes the map no longer names (failed over, removed):
             # their idle sockets would stay open until close().
             keep = {*filter(None, slots), *self._seeds}
-            with self._lock:
-                gone = [self._nodes.pop(old) for old in list(self._nodes) if old not in keep]
-            for client in gone:
+            # pop(old, None): another thread's refresh may have taken it first.
+            gone = [self._nodes.pop(old, None) for old in list(self._nodes) if old not in keep]
+            for client in filter(None, gone):
                 # For good: a command still running on it finishes first, and
                 # a thread that took it from the map just before may still
                 # start one; either way the connection is closed afterwards.

@@ -459,6 +459,44 @@ def test_bad_seeds_and_urls() -> None:
         port.llen("x")
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_fork_while_another_thread_meets_a_new_node_leaves_the_child_usable() -> None:
+    # A thread busy adding nodes to the client when the process forks: the
+    # child must not find anything of the client's held by that thread (a
+    # lock would stay held there for good, and its next new node would hang).
+    cluster = resp.ClusterClient(startup_nodes=[("127.0.0.1", 1)])
+    stop = threading.Event()
+
+    def meet_nodes() -> None:
+        while not stop.is_set():
+            for port in range(20000, 20200):
+                cluster._node(f"127.0.0.1:{port}")
+                cluster._nodes.pop(f"127.0.0.1:{port}", None)
+
+    thread = threading.Thread(target=meet_nodes)
+    thread.start()
+    hung = 0
+    try:
+        for _ in range(20):
+            time.sleep(0.005)
+            pid = os.fork()
+            if pid == 0:  # the child: a new node, then out
+                cluster._node("127.0.0.1:2")
+                os._exit(0)
+            deadline = time.monotonic() + 5
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    hung += 1
+                    break
+                time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert hung == 0, f"{hung} of 20 forked children hung meeting a new node"
+
+
 def test_blpop_takes_a_bytes_like_key_as_one_key(cc: resp.ClusterClient) -> None:
     # Not the keys b"k", b"e", b"y" … named by its bytes' numbers, which
     # raised CrossSlotError here (or, all in one slot, popped from them).
