@@ -304,7 +304,17 @@ def add_put(parser: argparse.ArgumentParser) -> None:
 def cmd_put(args: argparse.Namespace) -> int:
     """Put every MSG on the queue, all at once or none."""
     queue = open_queue(args)
-    queue.put(*[to_message(text, args.serializer) for text in args.messages])
+    messages = [to_message(text, args.serializer) for text in args.messages]
+    # Ctrl-C or SIGTERM lets a put on its way finish (within STOP_GRACE), and
+    # the exit says which way it went: a second run must not double it.
+    with _signals_held():
+        try:
+            queue.put(*messages)
+        except (KeyboardInterrupt, Terminated):  # the grace ran out: the server is gone or hung
+            _say_why("stopped while putting: the messages may or may not be on the queue")
+            raise
+        if _held is not None:
+            _say_why("stopped after the messages were put")
     return EXIT_OK
 
 
@@ -577,8 +587,7 @@ def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
 
 def _on_sigalrm(signum: int, frame: Optional[FrameType]) -> None:
     # STOP_GRACE has passed since a held signal: stop wherever we are.
-    if _held is not None:
-        raise _held
+    _raise_held()
 
 
 def _raise_held() -> None:
@@ -635,6 +644,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail(f"Redis error: {exc}", EXIT_REDIS)
     except Exception as exc:  # a bug: still one line, never a traceback
         return _fail(f"unexpected error: {type(exc).__name__}: {exc}", EXIT_SOFTWARE)
+
+
+def _say_why(text: str) -> None:
+    # A note on standard error, beside an exit status that cannot tell it.
+    sys.stderr.write(f"hotqueue: {text}\n")
 
 
 def _fail(message: str, status: int) -> int:

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable, List, Optional
 
@@ -748,6 +749,69 @@ def test_consume_stopped_by_a_signal_loses_no_message(redis_url: str, queue: Hot
     printed = out.read_text().splitlines()
     assert 0 < len(printed) < len(sent)
     assert printed + list(iter(queue.get, None)) == sent
+
+
+class _SlowToAnswer:
+    """A server that takes one connection, reads one command, and answers
+    ``:1`` only once ``answer()`` is called (never, if it is not)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.received = b""
+        self.conn: Optional[socket.socket] = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.conn, _ = self.listener.accept()
+        while b"RPUSH" not in self.received or not self.received.endswith(b"\r\n"):
+            chunk = self.conn.recv(65536)
+            if not chunk:
+                return
+            self.received += chunk
+
+    def answer(self) -> None:
+        assert self.conn is not None
+        self.conn.sendall(b":1\r\n")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("answered", [True, False], ids=["answered-in-the-grace", "never-answered"])
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_put_stopped_by_a_signal_says_whether_it_was_stored(answered: bool, sig: int, status: int) -> None:
+    """A signal while the RPUSH waits for its reply: the put finishes if the
+    server answers within the grace, and standard error says which way it
+    went, so that the user knows whether to put it again."""
+    server = _SlowToAnswer()
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", server.url, "put", "q", "only once"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 10
+        while b"only once" not in server.received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert b"only once" in server.received
+        start = time.monotonic()
+        proc.send_signal(sig)
+        if answered:
+            time.sleep(0.5)
+            server.answer()
+        err = proc.communicate(timeout=30)[1].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.close()
+    assert proc.returncode == status, err
+    if answered:
+        assert err == "hotqueue: stopped after the messages were put\n"
+    else:
+        assert err == "hotqueue: stopped while putting: the messages may or may not be on the queue\n"
+        assert time.monotonic() - start < 10  # the grace, not forever
 
 
 def test_a_signal_while_consume_rides_out_an_outage_still_stops_it(make_server: Any) -> None:
