@@ -165,17 +165,27 @@ class Pool:
                 conn = idle.pop()
             except IndexError:
                 break
-            if not conn.is_readable():
-                if held is not None:
-                    held.append(conn)
-                return conn, True
+            # Until it is in held, only this frame has it: whatever is raised
+            # (an interrupt in is_readable() included) closes it here.
+            try:
+                if not conn.is_readable():
+                    if held is not None:
+                        held.append(conn)
+                    return conn, True
+            except BaseException:
+                self.discard(conn)
+                raise
             self.discard(conn)
         generation = self._generation
         conn = self._connect()
-        conn.generation = generation
-        conn.counted = False  # there are no places
-        if held is not None:
-            held.append(conn)
+        try:
+            conn.generation = generation
+            conn.counted = False  # there are no places
+            if held is not None:
+                held.append(conn)
+        except BaseException:
+            self.discard(conn)
+            raise
         return conn, False
 
     def replace(self, conn: Connection, held: "Optional[List[Connection]]" = None) -> Connection:

@@ -1315,6 +1315,32 @@ def test_an_interrupt_inside_an_unbounded_release_leaves_the_connection_idle_and
     assert client.execute("CLIENT", "ID") == first_id
 
 
+def test_an_interrupt_as_an_unbounded_pool_checks_an_idle_connection_closes_it(
+        redis_url: str, closing: Closing, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Interrupted between taking the idle connection and handing it to the
+    # command (a Ctrl-C handled inside is_readable()): the command never
+    # held it, so acquire itself must close it, as the bounded pool does.
+    # Left open, it stays connected after close() for as long as the
+    # KeyboardInterrupt (its traceback) is kept.
+    client = closing(resp.Client.from_url(redis_url, socket_timeout=5))
+    observer = closing(resp.Client.from_url(redis_url))
+    conn_id = client.execute("CLIENT", "ID")
+    [conn] = client._pool._idle
+
+    def interrupted(self: Any) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resp.connection.Connection, "is_readable", interrupted)
+    with pytest.raises(KeyboardInterrupt) as kept:  # keeps the traceback alive
+        client.ping()
+    monkeypatch.undo()
+    client.close()
+    assert conn not in client._pool._idle
+    assert conn.sock.fileno() == -1, "the connection taken was left open"
+    assert wait_until(lambda: conn_id not in client_ids(observer))
+    assert kept.value is not None
+
+
 class _CloseAround(list):  # type: ignore[type-arg]
     # An idle list whose append() runs the pool's close() just before or
     # just after it adds the connection: a close() in another thread landing
