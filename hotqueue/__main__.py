@@ -313,6 +313,17 @@ def cmd_put(args: argparse.Namespace) -> int:
         except (KeyboardInterrupt, Terminated):  # the grace ran out: the server is gone or hung
             _say_why("stopped while putting: the messages may or may not be on the queue")
             raise
+        except Exception as exc:
+            if _held is None:
+                raise
+            # The put failed after the signal came: _fail would say nothing
+            # after Ctrl-C (and SIGTERM would exit 3), so say here which way
+            # it went, and exit as the signal asks.
+            if isinstance(exc, resp.ResponseError):  # refused: nothing stored
+                _say_why(f"stopped: the messages were not put (Redis refused: {exc})")
+            else:  # a connection dropped after the RPUSH went out, say
+                _say_why(f"stopped while putting: the messages may or may not be on the queue ({exc})")
+            raise _held from None
         if _held is not None:
             _say_why("stopped after the messages were put")
     return EXIT_OK
@@ -648,7 +659,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _say_why(text: str) -> None:
     # A note on standard error, beside an exit status that cannot tell it.
-    sys.stderr.write(f"hotqueue: {text}\n")
+    _to_stderr(f"hotqueue: {' '.join(text.split())}\n")
+
+
+def _to_stderr(line: str) -> None:
+    # With standard error closed (``2>&-``: no sys.stderr) or gone, the line
+    # is dropped: the exit status must still be the one it goes with.
+    if sys.stderr is None:
+        return
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except OSError:
+        pass
 
 
 def _fail(message: str, status: int) -> int:
@@ -656,7 +679,7 @@ def _fail(message: str, status: int) -> int:
         # Ctrl-C came first and ended a consume() quietly (the demo's, say):
         # what failed after it failed for that reason.
         return EXIT_INTERRUPTED
-    sys.stderr.write(f"hotqueue: error: {' '.join(message.split())}\n")
+    _to_stderr(f"hotqueue: error: {' '.join(message.split())}\n")
     return status
 
 

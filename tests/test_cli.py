@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import pytest
 
@@ -812,6 +812,66 @@ def test_a_put_stopped_by_a_signal_says_whether_it_was_stored(answered: bool, si
     else:
         assert err == "hotqueue: stopped while putting: the messages may or may not be on the queue\n"
         assert time.monotonic() - start < 10  # the grace, not forever
+
+
+def _put_held_then(server: "_SlowToAnswer", sig: int, then: Callable[[], None],
+                   **popen: Any) -> Tuple[int, str]:
+    """Run ``put q 'only once'`` against ``server``, send ``sig`` while its
+    RPUSH waits for a reply, then call ``then``; return its exit status and
+    standard error."""
+    popen.setdefault("stderr", subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", server.url, "put", "q", "only once"],
+                            stdout=subprocess.PIPE, env=env(), cwd=ROOT, **popen)
+    try:
+        deadline = time.monotonic() + 10
+        while b"only once" not in server.received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert b"only once" in server.received
+        proc.send_signal(sig)
+        time.sleep(0.3)
+        then()
+        err = proc.communicate(timeout=30)[1] or b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.close()
+    return proc.returncode, err.decode()
+
+
+@pytest.mark.parametrize("failure", ["refused", "dropped"])
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_put_stopped_by_a_signal_then_failing_still_says_which_way_it_went(failure: str, sig: int,
+                                                                             status: int) -> None:
+    """The put fails within the grace (the server refuses it, or drops the
+    connection after the RPUSH went out): the exit is still the signal's,
+    and standard error says so (after Ctrl-C it said nothing at all)."""
+    server = _SlowToAnswer()
+
+    def fail() -> None:
+        assert server.conn is not None
+        if failure == "refused":
+            server.conn.sendall(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n")
+        else:
+            server.conn.close()
+
+    returncode, err = _put_held_then(server, sig, fail)
+    assert returncode == status, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    if failure == "refused":
+        assert err.startswith("hotqueue: stopped: the messages were not put (Redis refused: WRONGTYPE"), err
+    else:
+        assert err.startswith("hotqueue: stopped while putting: the messages may or may not be on the queue"), err
+
+
+@pytest.mark.parametrize("answered", [True, False], ids=["answered-in-the-grace", "never-answered"])
+def test_a_put_stopped_by_sigterm_with_stderr_closed_still_exits_143(answered: bool) -> None:
+    """Run with standard error closed (``2>&-``: Python has no sys.stderr),
+    the note on stderr must not turn the exit into 1."""
+    server = _SlowToAnswer()
+    returncode, _ = _put_held_then(server, signal.SIGTERM, server.answer if answered else (lambda: None),
+                                   stderr=None, preexec_fn=lambda: os.close(2))
+    assert returncode == 143
 
 
 def test_a_signal_while_consume_rides_out_an_outage_still_stops_it(make_server: Any) -> None:
