@@ -658,17 +658,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _say_why(text: str) -> None:
-    # A note on standard error, beside an exit status that cannot tell it.
-    _to_stderr(f"hotqueue: {' '.join(text.split())}\n")
-
-
-def _to_stderr(line: str) -> None:
+    # One line on standard error, beside an exit status that cannot tell it.
     # With standard error closed (``2>&-``: no sys.stderr) or gone, the line
     # is dropped: the exit status must still be the one it goes with.
     if sys.stderr is None:
         return
     try:
-        sys.stderr.write(line)
+        sys.stderr.write(f"hotqueue: {' '.join(text.split())}\n")
         sys.stderr.flush()
     except OSError:
         pass
@@ -679,7 +675,7 @@ def _fail(message: str, status: int) -> int:
         # Ctrl-C came first and ended a consume() quietly (the demo's, say):
         # what failed after it failed for that reason.
         return EXIT_INTERRUPTED
-    _to_stderr(f"hotqueue: error: {' '.join(message.split())}\n")
+    _say_why(f"error: {message}")
     return status
 
 
