@@ -460,6 +460,7 @@ def test_bad_seeds_and_urls() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # what is tested
 def test_a_fork_while_another_thread_meets_a_new_node_leaves_the_child_usable() -> None:
     # A thread busy adding nodes to the client when the process forks: the
     # child must not find anything of the client's held by that thread (a
