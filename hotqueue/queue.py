@@ -247,18 +247,17 @@ class HotQueue:
         """
         if timeout is not None and (type(timeout) is not int or not 0 <= timeout <= _MAX_WHOLE_TIMEOUT):
             _check_timeout(timeout)
-        data = self._pop(block, timeout) if block else self._client.lpop(self._key)
-        if data is None:
-            return None
-        serializer = self.serializer
-        return data if serializer is None else serializer.loads(data)
-
-    def _pop(self, block: bool, timeout: "Optional[float]") -> "Optional[bytes]":
-        # The stored bytes of the first message, or None: empty or timed out.
         if block:
             popped = self._client.blpop(self._key, timeout or 0)
-            return None if popped is None else popped[1]
-        return self._client.lpop(self._key)  # type: ignore[no-any-return]
+            if popped is None:
+                return None
+            data = popped[1]
+        else:
+            data = self._client.lpop(self._key)
+            if data is None:
+                return None
+        serializer = self.serializer
+        return data if serializer is None else serializer.loads(data)
 
     def consume(self, **kwargs: "Any") -> "Iterator[Any]":
         """Yield messages as they arrive, until the queue is empty (with
@@ -289,10 +288,14 @@ class HotQueue:
         if unknown:
             raise TypeError(f"consume() got unexpected argument(s): {', '.join(sorted(unknown))}")
         backoff = BACKOFF_FIRST
-        pop = self._pop
+        client, key, server_timeout = self._client, self._key, timeout or 0
         while True:
             try:
-                data = pop(block, timeout)
+                if block:  # as get() does, without its checks each time
+                    popped = client.blpop(key, server_timeout)
+                    data = None if popped is None else popped[1]
+                else:
+                    data = client.lpop(key)
             except KeyboardInterrupt:
                 return
             # A failover or a slot migration is ridden out by popping again:

@@ -236,7 +236,7 @@ class Reader:
                         raise ProtocolError(f"negative array length {length}")
                 pos = end + 2
                 if length > 0:
-                    if len(stack) >= MAX_DEPTH:
+                    if stack and len(stack) >= MAX_DEPTH:
                         raise ProtocolError(f"arrays nested deeper than {MAX_DEPTH}")
                     items: List[Any] = []
                     pos = _take_short_bulks(buffer, pos, items, length)
@@ -456,6 +456,23 @@ def _head(command: str, key: str) -> bytes:
     return head
 
 
+#: Whole commands of a name, a key and an int (``BLPOP key timeout``), by
+#: their arguments; bounded as _HEADS is.
+_WHOLES: "Dict[Tuple[object, ...], bytes]" = {}
+
+
+def _whole(command: str, key: str, number: int) -> bytes:
+    # The bytes of such a command, remembered in _WHOLES.
+    digits = b"%d" % number
+    head = _HEADS.get((command, key)) or _head(command, key)
+    whole = b"*3\r\n%b$%d\r\n%b\r\n" % (head, len(digits), digits)
+    if len(whole) <= _MAX_HEAD:
+        if len(_WHOLES) >= _MAX_HEADS:
+            _WHOLES.clear()
+        _WHOLES[(command, key, number)] = whole
+    return whole
+
+
 def encode_parts(args: "Tuple[CommandArg, ...]") -> "List[Union[bytes, memoryview]]":
     """Encode one command as a list of byte strings to send in order.
 
@@ -471,6 +488,8 @@ def encode_parts(args: "Tuple[CommandArg, ...]") -> "List[Union[bytes, memoryvie
         # RPUSH key value, BLPOP key timeout: no loop, no format.
         first, second, third = args
         if type(third) is int:
+            if type(first) is str and type(second) is str:  # BLPOP key timeout
+                return [_WHOLES.get(args) or _whole(first, second, third)]
             third = b"%d" % third
         elif type(third) is str:
             third = third.encode()

@@ -728,9 +728,19 @@ def test_remembered_command_heads_stay_bounded() -> None:
     for n in range(3 * protocol._MAX_HEADS):
         assert parse_request(resp.encode_command("LLEN", f"key{n}")) == [b"LLEN", b"key%d" % n]
         assert len(protocol._HEADS) <= protocol._MAX_HEADS
+        # Whole commands of a name, a key and an int, as BLPOP key timeout.
+        assert parse_request(resp.encode_command("BLPOP", "q", n)) == [b"BLPOP", b"q", b"%d" % n]
+        assert len(protocol._WHOLES) <= protocol._MAX_HEADS
     long_key = "k" * protocol._MAX_HEAD
     assert parse_request(resp.encode_command("LLEN", long_key)) == [b"LLEN", long_key.encode()]
     assert ("LLEN", long_key) not in protocol._HEADS
+    assert parse_request(resp.encode_command("BLPOP", long_key, 5)) == [b"BLPOP", long_key.encode(), b"5"]
+    assert ("BLPOP", long_key, 5) not in protocol._WHOLES
+    # An int remembered is not confused with the bool or float equal to it.
+    assert parse_request(resp.encode_command("BLPOP", "q", 1)) == [b"BLPOP", b"q", b"1"]
+    with pytest.raises(TypeError):
+        encode_parts(("BLPOP", "q", True))
+    assert parse_request(resp.encode_command("BLPOP", "q", 1.0)) == [b"BLPOP", b"q", b"1.0"]
 
 
 def test_an_unencodable_key_raises_and_is_not_remembered() -> None:
@@ -738,7 +748,10 @@ def test_an_unencodable_key_raises_and_is_not_remembered() -> None:
         encode_parts(("LPOP", "\ud800"))
     with pytest.raises(UnicodeEncodeError):
         encode_parts(("RPUSH", "q", "\ud800"))
+    with pytest.raises(UnicodeEncodeError):
+        encode_parts(("BLPOP", "\ud800", 0))
     assert ("LPOP", "\ud800") not in protocol._HEADS
+    assert ("BLPOP", "\ud800", 0) not in protocol._WHOLES
 
 
 # -- the large-value path ------------------------------------------------------
