@@ -627,12 +627,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     global _interrupted
     _interrupted = False
     logging.basicConfig(format="hotqueue: %(message)s", level=logging.WARNING)
+    # The handlers before ours, put back on the way out: a program that
+    # calls main() keeps its own (SIGTERM would otherwise raise Terminated
+    # in it ever after).
+    before: Dict[int, Any] = {}
     try:
-        signal.signal(signal.SIGINT, _on_sigint)
-        signal.signal(signal.SIGTERM, _on_sigterm)
-        signal.signal(signal.SIGALRM, _on_sigalrm)
+        for signum, handler in ((signal.SIGINT, _on_sigint), (signal.SIGTERM, _on_sigterm),
+                                (signal.SIGALRM, _on_sigalrm)):
+            before[signum] = signal.signal(signum, handler)
     except ValueError:
         pass  # not the main thread: the signals keep their default behaviour
+    try:
+        return _run(argv)
+    finally:
+        for number, previous in before.items():
+            if previous is not None:  # None: not set from Python, cannot be put back
+                signal.signal(number, previous)
+
+
+def _run(argv: Optional[Sequence[str]]) -> int:
     try:
         args = make_parser().parse_args(argv)
         status = args.run(args)

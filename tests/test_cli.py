@@ -696,6 +696,26 @@ def test_get_and_consume_print_to_a_text_stream_without_a_buffer(redis_url: str,
     assert len(queue) == 0
 
 
+def test_main_run_from_python_puts_the_signal_handlers_back(redis_url: str, queue: HotQueue) -> None:
+    """A program that calls main() keeps its own handlers afterwards: SIGTERM
+    does not go on raising the command line's Terminated in it."""
+    def own(signum: int, frame: Any) -> None:
+        pass
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
+    saved = {signum: signal.signal(signum, own) for signum in signals}
+    try:
+        queue.put("m")
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["--url", redis_url, "get", queue.name]) == 0
+            with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+                main(["--url", redis_url, "no-such-command"])  # argparse's exit, too
+        assert {signum: signal.getsignal(signum) for signum in signals} == dict.fromkeys(signals, own)
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
 def test_a_message_whose_printing_fails_for_any_reason_goes_back(redis_url: str, queue: HotQueue) -> None:
     class Unwritable(io.StringIO):
         def write(self, text: str) -> int:
