@@ -17,11 +17,13 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+import hotqueue
 import resp
 from hotqueue import HotQueue
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUR_DIRS = (os.path.join(ROOT, "resp") + os.sep, os.path.join(ROOT, "hotqueue") + os.sep)
+# Where the packages were imported from: this tree, or where tox installed them.
+OUR_DIRS = tuple(os.path.dirname(str(package.__file__)) + os.sep for package in (resp, hotqueue))
 
 #: Python functions of this project one operation runs, at most.
 BUDGETS = {
