@@ -4,13 +4,12 @@ How many Python functions one queue operation runs, counted with
 ``sys.setprofile``: the same on every machine, however loaded, where a timing
 is not. A layer or a helper added to the path of ``put`` or ``get`` fails here
 before it shows as a slower benchmark (HotQueue 0.2.8 on redis-py and hiredis
-runs 82 for one ``get``). The budgets are today's counts: raising one is a decision, taken knowingly.
-
-And what ``import hotqueue`` loads: at most 40 modules (the benchmark's limit).
+runs 82 for one ``get``). The budgets are today's counts: raising one is a
+decision, taken knowingly. (What ``import hotqueue`` loads is held to its
+limit in ``test_layering.py``.)
 """
 
 import os
-import subprocess
 import sys
 from collections import Counter
 from typing import Any, Callable, Iterator
@@ -21,7 +20,6 @@ import hotqueue
 import resp
 from hotqueue import HotQueue
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Where the packages were imported from: this tree, or where tox installed them.
 OUR_DIRS = tuple(os.path.dirname(str(package.__file__)) + os.sep for package in (resp, hotqueue))
 
@@ -85,21 +83,10 @@ def test_one_operation_runs_few_functions(queue: HotQueue, name: str) -> None:
 
 
 def test_the_budget_check_can_fail(queue: HotQueue, client: resp.Client) -> None:
-    # A pool with no connection to reuse connects afresh: many more functions
-    # than the budget, which the same check must notice.
+    # A pool with no connection to reuse connects afresh: more functions than
+    # the budget, which the same check must notice.
     queue.put(b"m")
     client.close()
     calls = calls_made(queue.get)
     assert sum(calls.values()) > BUDGETS["get"], dict(calls)
 
-
-_PROBE = "import sys; before = set(sys.modules); import hotqueue; print(len(set(sys.modules) - before))"
-
-
-def test_import_hotqueue_loads_at_most_40_modules() -> None:
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {ROOT!r}); {_PROBE}"],
-        capture_output=True, text=True, check=True, timeout=60,
-    )
-    count = int(result.stdout)
-    assert 10 <= count <= 40, count  # at least hotqueue's and resp's own modules
