@@ -219,7 +219,10 @@ class Reader:
                 if length >= 0:
                     start = end + 2
                     stop = start + length
-                    if buffer[stop : stop + 2] != b"\r\n":
+                    try:
+                        if buffer[stop] != 13 or buffer[stop + 1] != 10:  # CR LF
+                            return self._wait_for_bulk(pos, start, stop)
+                    except IndexError:
                         return self._wait_for_bulk(pos, start, stop)
                     value = buffer[start:stop]
                     pos = stop + 2
@@ -374,7 +377,10 @@ def _take_short_bulks(buffer: bytes, pos: int, items: "List[Any]", count: int) -
             break
         start = end + 2
         stop = start + size
-        if buffer[stop : stop + 2] != b"\r\n":
+        try:
+            if buffer[stop] != 13 or buffer[stop + 1] != 10:
+                break
+        except IndexError:
             break
         items.append(buffer[start:stop])
         pos = stop + 2
