@@ -12,7 +12,6 @@ code: consume only from a Redis that only trusted programs write to, or use
 ``serializer=json``.
 """
 
-import functools
 import time
 
 import resp
@@ -350,6 +349,8 @@ class HotQueue:
         _check_timeout(kwargs.get("timeout"))
 
         def decorator(func: "Callable[..., Any]") -> "Callable[..., None]":
+            import functools  # here: it would add collections to every import of hotqueue
+
             @functools.wraps(func)
             def wrapper(*call_args: "Any") -> None:
                 if kwargs.get("reliable"):

@@ -11,9 +11,9 @@ Rules this module keeps:
 3. No retries and no parsing by hand: replies come from ``protocol.Reader``.
 """
 
+import _socket  # socket's C core: socket.py would load enum and selectors for every import
 import os
 import select
-import socket
 import time
 from weakref import WeakSet
 
@@ -101,10 +101,28 @@ class Address:
         return f"{host}:{self.port}"
 
 
-def _open_socket(address: Address) -> socket.socket:
+def _connect_tcp(host: str, port: int, timeout: "Optional[float]") -> _socket.socket:
+    # socket.create_connection: each address of the host in turn, until one connects.
+    error: "Optional[OSError]" = None
+    for family, kind, proto, _, sockaddr in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+        except BaseException:
+            sock.close()
+            raise
+    raise error if error is not None else OSError(f"no address found for {host!r}")
+
+
+def _open_socket(address: Address) -> _socket.socket:
     timeout = address.connect_timeout
     if address.unix_socket_path is not None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
             sock.connect(address.unix_socket_path)
@@ -112,19 +130,19 @@ def _open_socket(address: Address) -> socket.socket:
             sock.close()
             raise
         return sock
-    sock = socket.create_connection((address.host, address.port), timeout)
+    sock = _connect_tcp(address.host, address.port, timeout)
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
         for name, value in _KEEPALIVE.items():
-            if hasattr(socket, name):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+            if hasattr(_socket, name):
+                sock.setsockopt(_socket.IPPROTO_TCP, getattr(_socket, name), value)
         if address.ssl_context is not None:
             if timeout is None:
                 sock.settimeout(_TLS_HANDSHAKE_TIMEOUT)
             try:
-                sock = address.ssl_context.wrap_socket(sock, server_hostname=address.host)
-            except socket.timeout:
+                sock = address.ssl_context.wrap_socket(sock, server_hostname=address.host)  # type: ignore[arg-type]  # any stream socket
+            except _socket.timeout:
                 raise TimeoutError(
                     f"timed out in the TLS handshake with {address}: is it a TLS port?"
                     " (a plain Redis port never answers one; use redis:// there)"
@@ -157,7 +175,7 @@ class Connection:
             self.sock = _open_socket(address)
         except TimeoutError:
             raise  # the TLS handshake's, which says so
-        except socket.timeout as exc:
+        except _socket.timeout as exc:
             raise TimeoutError(f"timed out connecting to {address}") from exc
         except OSError as exc:
             if address.ssl_context is not None:
@@ -278,7 +296,7 @@ class Connection:
 
     def _write_error(self, exc: OSError, sent_any: bool) -> OSError:
         # socket.timeout is an OSError too (the builtin TimeoutError on 3.10+).
-        if isinstance(exc, socket.timeout):
+        if isinstance(exc, _socket.timeout):
             return TimeoutError(f"timed out writing to {self.address}")
         error = ConnectionError if sent_any else NothingSentError
         return error(f"error writing to {self.address}: {_describe(exc)}")
@@ -391,7 +409,7 @@ class Connection:
 
     def _read_error(self, exc: OSError) -> OSError:
         # socket.timeout is an OSError too (the builtin TimeoutError on 3.10+).
-        if isinstance(exc, socket.timeout):
+        if isinstance(exc, _socket.timeout):
             return TimeoutError(f"timed out reading from {self.address}")
         return ConnectionError(f"error reading from {self.address}: {_describe(exc)}")
 

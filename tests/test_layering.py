@@ -80,9 +80,12 @@ def test_resp_never_loads_hotqueue() -> None:
 
 # Paid for only by the programs that use them: pickle by the first queue with
 # the default serializer, logging by the first warning, ssl by TLS, urllib by
-# URLs, threading by a bounded pool that fills up; ``from __future__`` is not
-# used.
-NOT_LOADED_BY_IMPORT = {"pickle", "logging", "ssl", "urllib", "threading", "__future__"}
+# URLs, threading by a bounded pool that fills up, functools by the first
+# @queue.worker; ``from __future__`` is not used. Nor is socket's Python layer
+# (connections are opened with its C module, _socket), which would bring enum
+# and selectors.
+NOT_LOADED_BY_IMPORT = {"pickle", "logging", "ssl", "urllib", "threading", "__future__",
+                        "socket", "enum", "selectors", "functools"}
 
 
 @pytest.mark.parametrize("package", ["resp", "hotqueue"])
