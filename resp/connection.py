@@ -105,7 +105,11 @@ def _connect_tcp(host: str, port: int, timeout: "Optional[float]") -> _socket.so
     # socket.create_connection: each address of the host in turn, until one connects.
     error: "Optional[OSError]" = None
     for family, kind, proto, _, sockaddr in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
-        sock = _socket.socket(family, kind, proto)
+        try:
+            sock = _socket.socket(family, kind, proto)
+        except OSError as exc:  # IPv6 turned off in the kernel, say: try the next address
+            error = exc
+            continue
         try:
             sock.settimeout(timeout)
             sock.connect(sockaddr)

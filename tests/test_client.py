@@ -591,6 +591,34 @@ def test_nothing_listening_raises_connection_error() -> None:
     assert isinstance(info.value, resp.RespError)
 
 
+def test_each_address_of_the_host_is_tried_in_turn(redis_url: str, monkeypatch: Any, closing: Closing) -> None:
+    # As socket.create_connection does: an address family the kernel lacks
+    # (IPv6 turned off, say) and a refused address are passed over.
+    import _socket
+
+    server = resp.Client.from_url(redis_url).address
+    reachable = socket.getaddrinfo(server.host, server.port, 0, socket.SOCK_STREAM)[0]
+    addresses = [
+        (12345, socket.SOCK_STREAM, 0, "", ("nowhere",)),  # socket() itself fails
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", free_port())),  # refused
+        reachable,
+    ]
+    asked: List[Tuple[Any, ...]] = []
+
+    def getaddrinfo(*args: Any) -> List[Tuple[Any, ...]]:
+        asked.append(args)
+        return addresses
+
+    monkeypatch.setattr(_socket, "getaddrinfo", getaddrinfo)
+    client = closing(resp.Client(host="several.example", port=server.port, socket_timeout=5))
+    assert client.ping() is True
+    assert asked and asked[0][:2] == ("several.example", server.port)
+    del addresses[2]
+    client.close()
+    with pytest.raises(resp.ConnectionError, match="refused"):
+        client.ping()
+
+
 def test_blocking_command_outlives_socket_timeout(redis_url: str, key: str) -> None:
     with resp.Client.from_url(redis_url, socket_timeout=0.5) as client:
         started = time.monotonic()
