@@ -597,6 +597,7 @@ def test_each_address_of_the_host_is_tried_in_turn(redis_url: str, monkeypatch: 
     import _socket
 
     server = resp.Client.from_url(redis_url).address
+    assert server.unix_socket_path is None, "this test needs the server over TCP"
     reachable = socket.getaddrinfo(server.host, server.port, 0, socket.SOCK_STREAM)[0]
     addresses = [
         (12345, socket.SOCK_STREAM, 0, "", ("nowhere",)),  # socket() itself fails
