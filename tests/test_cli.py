@@ -565,11 +565,13 @@ def test_a_failure_after_ctrl_c_exits_130_quietly(redis_url: str, monkeypatch: p
 
 
 def test_demo_against_a_running_server(redis_url: str, client: resp.Client) -> None:
-    before = set(client.execute("KEYS", "*"))
+    # Only the demo's own keys are looked at: REDIS_URL may name a server
+    # that other programs use meanwhile.
+    before = set(client.execute("KEYS", "hotqueue-demo-*"))
     result = demo(redis_url)
     demo_checks(result)
     assert "started a private redis-server" not in result.stdout
-    assert set(client.execute("KEYS", "*")) == before  # its queues are gone
+    assert set(client.execute("KEYS", "hotqueue-demo-*")) == before  # its queues are gone
 
 
 def test_demo_starts_its_own_server() -> None:
@@ -627,7 +629,7 @@ def test_demo_interrupted_stops_its_server(sig: int, status: int) -> None:
 def test_demo_output_closed_while_the_workers_print(redis_url: str, client: resp.Client) -> None:
     """``demo | head`` cut while the worker processes print: the demo exits
     141 quietly, as the other subcommands do, and still deletes its queues."""
-    before = set(client.execute("KEYS", "*"))
+    before = set(client.execute("KEYS", "hotqueue-demo-*"))  # the demo's own keys (a shared REDIS_URL)
     proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", redis_url, "demo"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
     try:
@@ -643,7 +645,7 @@ def test_demo_output_closed_while_the_workers_print(redis_url: str, client: resp
             proc.terminate()
             proc.wait(30)
     assert (proc.returncode, err) == (141, "")
-    assert set(client.execute("KEYS", "*")) == before  # its queues are gone
+    assert set(client.execute("KEYS", "hotqueue-demo-*")) == before  # its queues are gone
 
 
 def test_demo_ctrl_c_in_a_terminal_stops_its_server() -> None:
