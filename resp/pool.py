@@ -18,6 +18,11 @@ Rules this module keeps:
    takes and gives back its connection without the lock: the idle list is all
    that is shared, and ``list.pop()`` and ``list.append()`` are atomic. (The
    ``with`` of a lock costs more than the rest of ``acquire`` and ``release``.)
+7. A connection being opened while ``close()`` runs is closed when it comes
+   back: it may lead where ``close()`` meant to leave. Unless the connect
+   function closed the pool itself before opening it (``SentinelClient``, on
+   finding a new primary): it stamps the connection with the generation that
+   ``close()`` began, and the later of the two stands.
 """
 
 import _thread
@@ -139,7 +144,7 @@ class Pool:
                 if conn is None:
                     generation = self._generation
                     conn = self._connect()
-                    conn.generation = generation
+                    conn.generation = max(generation, conn.generation)  # rule 7
                     conn.counted = counted
                     if held is not None:
                         held.append(conn)
@@ -179,7 +184,7 @@ class Pool:
         generation = self._generation
         conn = self._connect()
         try:
-            conn.generation = generation
+            conn.generation = max(generation, conn.generation)  # rule 7
             conn.counted = False  # there are no places
             if held is not None:
                 held.append(conn)
@@ -201,7 +206,7 @@ class Pool:
             if conn.counted:
                 self._forget()
             raise
-        fresh.generation = generation
+        fresh.generation = max(generation, fresh.generation)  # rule 7
         fresh.counted = conn.counted
         if held is not None:
             held.append(fresh)
@@ -304,13 +309,15 @@ class Pool:
         for conn in inherited:
             conn.sock.close()
 
-    def close(self) -> None:
+    def close(self) -> int:
         """Close the idle connections now, and the busy ones when they are
-        released. The pool stays usable: a later command connects afresh."""
+        released. The pool stays usable: a later command connects afresh.
+        Returns the generation this begins (rule 7)."""
         if self._pid != os.getpid():
             self._after_fork()
         with self._lock:
             self._generation += 1
+            generation = self._generation
             idle, self._idle = self._idle, []
         while idle:  # pop(), not a for loop: a release without the lock may take one out meanwhile
             try:
@@ -318,6 +325,7 @@ class Pool:
             except IndexError:
                 break
             self.discard(conn)
+        return generation
 
     def retire(self) -> None:
         """Close the pool for good: the idle connections now, and every other

@@ -188,6 +188,7 @@ class SentinelClient(Client):
         # No lock held across the connection: one thread stuck on a frozen
         # old primary must not keep the others from the new one.
         wait = ROLE_WAIT
+        generation = 0  # the pool's own stands (pool rule 7)
         for attempt in range(ROLE_ATTEMPTS):
             if attempt:  # a failover is under way: the sentinels will catch up
                 time.sleep(wait)
@@ -195,7 +196,9 @@ class SentinelClient(Client):
             sentinel, (host, port) = self._resolve()
             if self._primary != (host, port):
                 if self._primary is not None:
-                    self._pool.close()  # connections to the old primary, busy ones as they come back
+                    # The connections to the old primary, busy ones as they
+                    # come back; not the one this opens, to the new primary.
+                    generation = self._pool.close()
                 self._primary = (host, port)
             old = self.address
             timeout = PRIMARY_CONNECT_TIMEOUT if old.connect_timeout is None else old.connect_timeout
@@ -219,10 +222,12 @@ class SentinelClient(Client):
                 # (or a server with ROLE renamed away) cannot run it. Trust the
                 # sentinels then; a READONLY reply still catches a replica.
                 if role.kind == "NOPERM" or "unknown command" in str(role).lower():
+                    conn.generation = generation
                     return conn
                 conn.close()
                 raise role
             if isinstance(role, list) and role and role[0] == b"master":
+                conn.generation = generation
                 return conn
             conn.close()  # not a primary: start over, after a wait (none after the last try)
             self._pass_over(sentinel)

@@ -827,6 +827,29 @@ def test_close_while_busy_closes_that_connection_when_it_returns(redis_url: str,
     assert wait_until(lambda: named() == 0)  # ... and closed when it came back
 
 
+@pytest.mark.parametrize("max_connections", [None, 2])
+def test_a_connection_opened_while_the_pool_closes_is_closed_when_it_returns(
+        redis_url: str, max_connections: Optional[int]) -> None:
+    """close() while a command is still connecting: that connection counts as
+    busy, and is closed when it comes back (pool rule 7)."""
+    client = resp.Client.from_url(redis_url, max_connections=max_connections)
+    connect_to = client._connect_to
+
+    def connect_while_closing(address: Any) -> Any:
+        conn = connect_to(address)
+        client.close()  # as another thread's close() would, meanwhile
+        return conn
+
+    try:
+        client._connect_to = connect_while_closing  # type: ignore[method-assign]
+        first = client.execute("CLIENT", "ID")
+        del client._connect_to
+        assert client.execute("CLIENT", "ID") != first  # a new connection
+        assert client.execute("CLIENT", "ID") == client.execute("CLIENT", "ID")  # which is kept
+    finally:
+        client.close()
+
+
 def test_a_retired_pool_closes_every_connection_that_comes_back(redis_url: str) -> None:
     """``Pool.retire()`` (for a cluster node that left the slot map): the idle
     connection closes at once, a busy one when it is released, and one opened

@@ -606,6 +606,31 @@ def test_a_client_never_uses_two_primaries_at_once(make_server) -> None:
         fake.close()
 
 
+def test_the_first_connection_to_a_new_primary_is_kept(make_server) -> None:
+    """The connection that found the new primary closed the pool (the
+    connections to the old one) before it was opened: it goes back to the
+    pool after its command, not closed as one opened while the pool was
+    closing would be. It was closed, and the next command asked the
+    sentinels and checked ROLE again."""
+    old, new = make_server(), make_server()
+    fake = FakeSentinel([old.port, new.port])
+    client = resp.SentinelClient([("127.0.0.1", fake.port)], "mymaster")
+    try:
+        assert client.ping()  # to `old`
+        with resp.Client("127.0.0.1", old.port) as admin:
+            admin.execute("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # a new connection next
+        client.rpush(unique(), "x")  # the sentinel names `new` now; one connection to it
+        with resp.Client("127.0.0.1", new.port) as admin:
+            connections = int(admin.execute("INFO", "stats").split(b"total_connections_received:")[1].split()[0])
+            for _ in range(3):
+                assert client.ping()
+            assert fake.asked == 2
+            assert admin.execute("INFO", "stats").count(b"total_connections_received:%d\r" % connections) == 1
+    finally:
+        client.close()
+        fake.close()
+
+
 def test_a_stale_sentinel_naming_an_unreachable_primary_is_asked_last(sentinels: SentinelSet) -> None:
     """A sentinel that answers with an address where nothing listens (it
     missed a failover) goes to the back of the list: the next connection asks
