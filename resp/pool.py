@@ -144,8 +144,10 @@ class Pool:
                 if conn is None:
                     generation = self._generation
                     conn = self._connect()
-                    conn.generation = max(generation, conn.generation)  # rule 7
+                    # Before any call: an interrupt as one returns must find
+                    # it marked as holding a place only if it took one.
                     conn.counted = counted
+                    conn.generation = max(generation, conn.generation)  # rule 7
                     if held is not None:
                         held.append(conn)
                     return conn, False
@@ -184,8 +186,8 @@ class Pool:
         generation = self._generation
         conn = self._connect()
         try:
+            conn.counted = False  # there are no places (first: see acquire)
             conn.generation = max(generation, conn.generation)  # rule 7
-            conn.counted = False  # there are no places
             if held is not None:
                 held.append(conn)
         except BaseException:
@@ -198,18 +200,23 @@ class Pool:
         in its place. Its place under the bound passes to the new one, so no
         other thread can take it in between and leave this one waiting.
         ``held``: as for ``acquire``, the fresh one goes in it before this returns."""
+        counted = conn.counted
+        conn.counted = False  # its place is this frame's now, until fresh holds it
+        fresh: Optional[Connection] = None
         try:
             conn.close()
             generation = self._generation
             fresh = self._connect()
+            fresh.counted = counted  # before any call (see acquire)
+            fresh.generation = max(generation, fresh.generation)  # rule 7
+            if held is not None:
+                held.append(fresh)
         except BaseException:
-            if conn.counted:
+            if fresh is not None:
+                self.discard(fresh)  # gives its place back, if it holds one
+            elif counted:
                 self._forget()
             raise
-        fresh.generation = max(generation, fresh.generation)  # rule 7
-        fresh.counted = conn.counted
-        if held is not None:
-            held.append(fresh)
         return fresh
 
     def _wait_for_room(self) -> None:
@@ -293,9 +300,20 @@ class Pool:
         """Close a connection that must not be reused. A second call does
         nothing: its place under the bound is given back once."""
         if conn.pid == os.getpid() and conn.sock.fileno() >= 0:
-            conn.close()
-            if conn.counted:
-                self._forget()
+            try:
+                conn.close()
+            finally:
+                # Even if interrupted in close(): the socket may be closed
+                # already, and a second discard would then give nothing back.
+                # Inline, not _forget(): an interrupt at the entry of a call
+                # between marking it and giving its place back would lose it.
+                if conn.counted:
+                    with self._lock:
+                        if conn.counted:
+                            conn.counted = False  # given back once, whatever comes
+                            self._open_count -= 1
+                            if self._line:
+                                self._released.notify_all()  # type: ignore[union-attr]  # made by the waiter
 
     def _forget(self) -> None:
         with self._lock:

@@ -194,12 +194,16 @@ class SentinelClient(Client):
                 time.sleep(wait)
                 wait *= 2
             sentinel, (host, port) = self._resolve()
-            if self._primary != (host, port):
-                if self._primary is not None:
+            previous = self._primary
+            if previous != (host, port):
+                # Set before the pool is closed: a thread that checks after
+                # the close (its connection stamped with that generation)
+                # must see the new primary, or it keeps one to the old.
+                self._primary = (host, port)
+                if previous is not None:
                     # The connections to the old primary, busy ones as they
                     # come back; not the one this opens, to the new primary.
                     generation = self._pool.close()
-                self._primary = (host, port)
             old = self.address
             timeout = PRIMARY_CONNECT_TIMEOUT if old.connect_timeout is None else old.connect_timeout
             try:

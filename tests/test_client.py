@@ -1187,6 +1187,104 @@ def test_an_interrupt_anywhere_in_a_command_gives_its_place_back(
     client.close()
 
 
+def _interrupt_after(monkeypatch: Any, owner: Any, name: str, real: Any) -> List[int]:
+    # Make owner.name (a builtin, looked up in owner's globals) raise
+    # KeyboardInterrupt as its first call returns: a signal handled there.
+    raised: List[int] = []
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        if not raised:
+            raised.append(1)
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(owner, name, interrupted, raising=False)
+    return raised
+
+
+def test_an_interrupt_as_a_blocking_command_connects_gives_back_no_place(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blocking command's new connection holds no place under the bound:
+    interrupted as the pool finishes setting it up, it gives none back (the
+    count went to -1, one connection over the bound for good)."""
+    client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=1)
+    pool = client._pool
+    raised = _interrupt_after(monkeypatch, resp.pool, "max", max)
+    with pytest.raises(KeyboardInterrupt):
+        client.execute("BLPOP", "nothing-" + uuid.uuid4().hex, 1)
+    assert raised
+    monkeypatch.undo()
+    assert pool._open_count == 0
+    client.close()
+
+
+def _replaced_at_next_command(client: resp.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The idle connection fails its next write before sending anything (and
+    # looks alive to acquire): the pool replaces it (Pool.replace).
+    assert client.ping()
+    client._pool._idle[0].sock.shutdown(socket.SHUT_RDWR)
+    monkeypatch.setattr(resp.connection.Connection, "is_readable", lambda self: False)
+
+
+def test_an_interrupt_as_replace_sets_up_the_fresh_connection_keeps_the_place(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupted after connecting, before the fresh connection was in the
+    command's hands: it is discarded, and its place given back (it was lost
+    for good: every later command waited for it, then timed out)."""
+    client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=1)
+    _replaced_at_next_command(client, monkeypatch)
+    raised = _interrupt_after(monkeypatch, resp.pool, "max", max)
+    with pytest.raises(KeyboardInterrupt):
+        client.execute("ECHO", "x")
+    assert raised
+    monkeypatch.undo()
+    assert client._pool._open_count == 0
+    assert client.ping()
+    client.close()
+
+
+def test_an_interrupt_as_replace_closes_the_dead_connection_gives_its_place_back_once(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupted inside the dead connection's close(): its place is given
+    back once, not by replace and again by the command's discard (the count
+    went to -1)."""
+    client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=1)
+    _replaced_at_next_command(client, monkeypatch)
+    raised = _interrupt_once(monkeypatch, resp.connection.Connection, "close")
+    with pytest.raises(KeyboardInterrupt):
+        client.execute("ECHO", "x")
+    assert raised
+    monkeypatch.undo()
+    assert client._pool._open_count == 0
+    client.close()
+
+
+def test_an_interrupt_inside_discard_still_gives_the_place_back(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """discard() closed the socket, then was interrupted before it gave the
+    place back: a second discard found the socket closed and did nothing, so
+    the place was lost, and every later command timed out waiting for it."""
+    client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=1)
+    pool = client._pool
+    conn, _ = pool.acquire()
+    pool.close()  # the busy connection is closed when it comes back
+    real_close = resp.connection.Connection.close
+
+    def close_then_interrupt(self: Any) -> None:
+        real_close(self)
+        raise KeyboardInterrupt  # as the call returns
+
+    monkeypatch.setattr(resp.connection.Connection, "close", close_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        pool.release(conn)  # a changed generation: discard
+    monkeypatch.undo()
+    pool.discard(conn)  # what an interrupted command does next
+    assert pool._open_count == 0
+    assert client.ping()
+    client.close()
+
+
 def test_pool_replace_keeps_the_place_under_the_bound(redis_url: str) -> None:
     # A dead connection's place passes to its replacement: a thread waiting
     # for a place does not get it in between (and the replacing one is not

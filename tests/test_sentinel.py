@@ -631,6 +631,42 @@ def test_the_first_connection_to_a_new_primary_is_kept(make_server) -> None:
         fake.close()
 
 
+def test_a_stale_answer_while_another_thread_switches_primaries_keeps_one_primary(make_server) -> None:
+    """Thread A finds the new primary and closes the pool; before it records
+    the new primary, thread C is told the old one by a stale sentinel. C must
+    see that the primary changed (and close the pool again), not keep a
+    connection to the old primary beside A's to the new one."""
+    old, new = make_server(), make_server()
+    fake = FakeSentinel([old.port, new.port, old.port])  # the third answer is stale
+    client = resp.SentinelClient([("127.0.0.1", fake.port)], "mymaster", socket_timeout=5)
+    pool = client._pool
+    real_close = pool.close
+    closed, c_done = threading.Event(), threading.Event()
+
+    def close_then_pause() -> int:
+        generation = real_close()
+        if threading.current_thread().name == "A" and not closed.is_set():
+            closed.set()
+            c_done.wait(10)  # A held up right after close() returns
+        return generation
+
+    try:
+        assert client.ping()  # to `old`
+        client.close()  # nothing idle: the next commands connect
+        pool.close = close_then_pause  # type: ignore[method-assign]
+        a = threading.Thread(target=client.ping, name="A")
+        a.start()
+        assert closed.wait(10)
+        assert client.ping()  # C, told `old`
+        c_done.set()
+        a.join(10)
+        ports = {conn.sock.getpeername()[1] for conn in pool._idle}
+        assert len(ports) == 1, (ports, old.port, new.port)
+    finally:
+        client.close()
+        fake.close()
+
+
 def test_a_stale_sentinel_naming_an_unreachable_primary_is_asked_last(sentinels: SentinelSet) -> None:
     """A sentinel that answers with an address where nothing listens (it
     missed a failover) goes to the back of the list: the next connection asks
