@@ -383,7 +383,9 @@ class HotQueue:
         to ``dead_letters``. While the block runs a heartbeat (``heartbeat_ttl``
         seconds, default 10) marks the message as taken; if the process dies,
         another consumer or ``recover()`` puts it back. Needs Redis 6.2+
-        (``hotqueue.reliable.ReliableUnsupportedError`` otherwise).
+        (``hotqueue.reliable.ReliableUnsupportedError`` otherwise). A message
+        that is ``None`` looks like no message here: a queue that carries
+        ``None`` is read with ``consume(reliable=True)``.
         """
         from .reliable import reserve
 

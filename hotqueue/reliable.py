@@ -125,6 +125,16 @@ def _unsupported(exc: resp.ResponseError) -> bool:
     return "unknown command" in str(exc).lower()
 
 
+def _reason(exc: BaseException) -> str:
+    # What a failure record says of exc: its repr, or its type when the repr
+    # itself fails (a failure that cannot be recorded would never be counted,
+    # and the message would come back for ever).
+    try:
+        return repr(exc)
+    except Exception:
+        return f"{type(exc).__qualname__} (its repr failed)"
+
+
 def _check_max_attempts(max_attempts: int) -> None:
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ValueError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
@@ -405,6 +415,11 @@ class Consumer:
                 self._unsure = True
                 raise
             if data is None:
+                # This consumer holds nothing now (see _unsure): whatever its
+                # list has is a take given up on that reached the server late,
+                # after the settlement whose reply would have shown it.
+                if client.llen(self._processing):
+                    self._return_held()
                 if block and (deadline is None or time.monotonic() < deadline):
                     continue  # a slice of the wait ended: wait on
                 return None
@@ -418,9 +433,10 @@ class Consumer:
             try:
                 return data, serializer.loads(data)
             except Exception as exc:
-                log.error("queue %r: cannot deserialize a message, dead-lettered: %r", self.queue.name, exc)
+                reason = "cannot deserialize: " + _reason(exc)
+                log.error("queue %r: %s; dead-lettered", self.queue.name, reason)
                 try:
-                    self._fail(data, f"cannot deserialize: {exc!r}", 1)
+                    self._fail(data, reason, 1)
                 except BaseException:
                     self._unsure = True  # maybe still held: the next fetch gives it back
                     raise
@@ -446,7 +462,7 @@ class Consumer:
         """Record a failed attempt at a fetched message: back to the head of the
         queue, or to the dead letters after ``max_attempts``. Returns True when
         it was dead-lettered."""
-        return self._fail(data, repr(exc), self.max_attempts)
+        return self._fail(data, _reason(exc), self.max_attempts)
 
     def _fail(self, data: bytes, reason: str, max_attempts: int) -> bool:
         keys = self.keys
@@ -475,7 +491,8 @@ class Consumer:
         The ack and the failure wait for a server out of reach, as ``work``
         does, rather than give back a message that was handled or let a failure
         go uncounted; what the block raised is what comes out, never a
-        ``ConnectionError`` of the settlement in its place."""
+        ``ConnectionError`` of the settlement in its place. A message that is
+        ``None`` looks like no message: ``fetch`` tells the two apart."""
         got = self.fetch(block, timeout)
         if got is None:
             yield None
@@ -546,8 +563,8 @@ class Consumer:
             try:
                 func(*args, msg)
             except Exception as exc:
-                log.warning("queue %r: handler %s failed: %r", self.queue.name,
-                            getattr(func, "__name__", func), exc)
+                log.warning("queue %r: handler %s failed: %s", self.queue.name,
+                            getattr(func, "__name__", func), _reason(exc))
                 self._ride_out(self.fail, data, exc)
                 continue
             except BaseException:

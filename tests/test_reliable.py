@@ -881,6 +881,16 @@ def test_an_unreadable_message_whose_dead_lettering_drops_is_not_left_held(
     assert queue.stats() == (0, 1, [])
 
 
+def _first_take_held_up(proxy: FaultProxy, redis_url: str, key: str, seconds: float) -> HotQueue:
+    # The queue named key through proxy, on a client that gives up on a reply
+    # after 0.5 s, with the first take (LMOVE) held up for seconds on its way.
+    slow = HotQueue(key, client=resp.Client.from_url(redis_url, host="127.0.0.1", port=proxy.port,
+                                                     socket_timeout=0.5))
+    take = b"LMOVE\r\n$%d\r\n%s" % (len(slow.key), slow.key.encode())
+    proxy.inject(("delay_request", seconds), marker=take)
+    return slow
+
+
 def test_a_take_that_reaches_the_server_late_is_not_left_hidden_in_the_processing_list(
         redis_url: str, key: str, queue: HotQueue) -> None:
     """A take (``LMOVE``) is held up in the network past the client's socket
@@ -893,10 +903,7 @@ def test_a_take_that_reaches_the_server_late_is_not_left_hidden_in_the_processin
     queue.put("m1", "m2", "m3")
     handled: List[str] = []
     with proxy_for(redis_url) as proxy:
-        slow = HotQueue(key, client=resp.Client.from_url(redis_url, host="127.0.0.1", port=proxy.port,
-                                                         socket_timeout=0.5))
-        take = b"LMOVE\r\n$%d\r\n%s" % (len(queue.key), queue.key.encode())
-        proxy.inject(("delay_request", 1.0), marker=take)
+        slow = _first_take_held_up(proxy, redis_url, key, 1.0)
         with Consumer(slow, consumer_id="c", heartbeat_ttl=30) as consumer:
             for data, msg in consumer.deliveries(block=False):
                 if not handled:
@@ -908,6 +915,78 @@ def test_a_take_that_reaches_the_server_late_is_not_left_hidden_in_the_processin
         slow.client.close()
     assert held == [] and sorted(handled) == ["m1", "m2", "m3"]
     assert queue.stats() == (0, 0, [])
+
+
+def test_a_late_take_that_lands_after_the_settlement_is_given_back_by_the_next_empty_fetch(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """As above, but the late take lands after the message handled meanwhile
+    was acked, and the queue is empty then: nothing settled shows it. A fetch
+    that finds the queue empty gives it back (it stayed hidden in the
+    processing list, every fetch returning None, for as long as the consumer
+    lived)."""
+    keys = keys_for(queue.key)
+    queue.put("m1", "m2")
+    with proxy_for(redis_url) as proxy:
+        slow = _first_take_held_up(proxy, redis_url, key, 1.5)
+        with Consumer(slow, consumer_id="c", heartbeat_ttl=30) as consumer:
+            with pytest.raises(resp.TimeoutError):
+                consumer.fetch(block=False)  # the take held up
+            data, msg = consumer.fetch(block=False)
+            assert msg == "m1"
+            assert consumer.ack(data)  # nothing else held yet
+            wait_until("the late take", lambda: queue.client.llen(keys.processing("c")) == 1)
+            assert consumer.fetch(block=False) is None  # the queue was empty: m2 goes back
+            data, msg = consumer.fetch(block=False)
+            assert msg == "m2"
+            assert consumer.ack(data)
+        assert proxy.injected["delay_request"] == 1
+        slow.client.close()
+    assert queue.stats() == (0, 0, [])
+
+
+def test_a_failure_whose_repr_fails_is_still_counted(queue: HotQueue) -> None:
+    """repr() of the handler's exception (or of the serializer's) raises: the
+    failure is recorded under the exception's type. It raised TypeError in
+    fail() instead, so the failure was never counted and the message came
+    back for ever."""
+
+    class Odd(Exception):
+        def __repr__(self) -> str:
+            return None  # type: ignore[return-value]  # repr() raises TypeError
+
+    queue.put("poison")
+    for _ in range(2):
+        with pytest.raises(Odd):
+            with queue.reserve(timeout=1, max_attempts=2):
+                raise Odd("x")
+    assert len(queue) == 0
+    [entry] = queue.dead_letters.peek(1)
+    assert "Odd (its repr failed)" in str(entry)
+
+    class Unreadable:
+        @staticmethod
+        def dumps(msg: Any) -> bytes:
+            return b"x"
+
+        @staticmethod
+        def loads(data: bytes) -> Any:
+            raise Odd("unreadable")
+
+    odd = HotQueue(queue.name + "-odd", serializer=Unreadable, client=queue.client)
+    odd.put("y")
+    with odd.reserve(block=False) as msg:
+        assert msg is None  # dead-lettered, and the queue is empty
+    assert len(odd.dead_letters) == 1 and len(odd) == 0
+    odd.clear()
+
+    queue.put("poison again")
+
+    @queue.worker(reliable=True, max_attempts=1, timeout=0.5)
+    def handle(msg: Any) -> None:
+        raise Odd("x")
+
+    handle()  # logs it, dead-letters it, and ends when the queue stays empty
+    assert len(queue) == 0 and len(queue.dead_letters) == 2
 
 
 @pytest.mark.parametrize("fault", ["cut_before", "cut_after"])
