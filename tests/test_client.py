@@ -8,6 +8,7 @@ the bound on connections.
 """
 
 import array
+import builtins
 import gc
 import os
 import shutil
@@ -1151,19 +1152,23 @@ def test_a_thread_waiting_for_a_connection_gets_one_in_its_turn(redis_url: str, 
     client.close()
 
 
-def _interrupt_once(monkeypatch: Any, owner: Any, name: str) -> List[int]:
+def _interrupt_once(monkeypatch: Any, owner: Any, name: str, as_it_returns: bool = False) -> List[int]:
     # Make owner.name raise KeyboardInterrupt on its first call, as a Ctrl-C
-    # landing there would; later calls run the real one.
-    real = getattr(owner, name)
+    # landing there would (as_it_returns: after running it, a signal handled
+    # as the call returns); later calls run the real one. A builtin that
+    # owner (a module) only looks up, such as max, is patched into it.
+    real = getattr(owner, name) if hasattr(owner, name) else getattr(builtins, name)
     raised: List[int] = []
 
     def interrupted(*args: Any, **kwargs: Any) -> Any:
-        if not raised:
-            raised.append(1)
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        if raised:
+            return real(*args, **kwargs)
+        raised.append(1)
+        if as_it_returns:
+            real(*args, **kwargs)
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(owner, name, interrupted)
+    monkeypatch.setattr(owner, name, interrupted, raising=False)
     return raised
 
 
@@ -1187,22 +1192,6 @@ def test_an_interrupt_anywhere_in_a_command_gives_its_place_back(
     client.close()
 
 
-def _interrupt_after(monkeypatch: Any, owner: Any, name: str, real: Any) -> List[int]:
-    # Make owner.name (a builtin, looked up in owner's globals) raise
-    # KeyboardInterrupt as its first call returns: a signal handled there.
-    raised: List[int] = []
-
-    def interrupted(*args: Any, **kwargs: Any) -> Any:
-        result = real(*args, **kwargs)
-        if not raised:
-            raised.append(1)
-            raise KeyboardInterrupt
-        return result
-
-    monkeypatch.setattr(owner, name, interrupted, raising=False)
-    return raised
-
-
 def test_an_interrupt_as_a_blocking_command_connects_gives_back_no_place(
         redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A blocking command's new connection holds no place under the bound:
@@ -1210,7 +1199,7 @@ def test_an_interrupt_as_a_blocking_command_connects_gives_back_no_place(
     count went to -1, one connection over the bound for good)."""
     client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=1)
     pool = client._pool
-    raised = _interrupt_after(monkeypatch, resp.pool, "max", max)
+    raised = _interrupt_once(monkeypatch, resp.pool, "max", as_it_returns=True)
     with pytest.raises(KeyboardInterrupt):
         client.execute("BLPOP", "nothing-" + uuid.uuid4().hex, 1)
     assert raised
@@ -1234,7 +1223,7 @@ def test_an_interrupt_as_replace_sets_up_the_fresh_connection_keeps_the_place(
     for good: every later command waited for it, then timed out)."""
     client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=1)
     _replaced_at_next_command(client, monkeypatch)
-    raised = _interrupt_after(monkeypatch, resp.pool, "max", max)
+    raised = _interrupt_once(monkeypatch, resp.pool, "max", as_it_returns=True)
     with pytest.raises(KeyboardInterrupt):
         client.execute("ECHO", "x")
     assert raised
