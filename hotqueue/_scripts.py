@@ -126,38 +126,49 @@ class Script:
         return client.execute("EVAL", self.source, len(keys), *keys, *args)
 
 
-# ACK and FAIL also return how many messages the processing list still holds
-# once the settled one is gone: a move that reached the server after the
-# consumer had given up on it (a late packet) leaves one there, unhandled.
+# KEYS: main, processing, heartbeat, consumers. ARGV: consumer id. Moves the
+# head of the queue into the processing list, only while the consumer counts
+# as alive (its heartbeat is there and it is in the set), so that recovery,
+# which empties a list before it forgets its consumer, always finds what a
+# take moved: one held up in the network past a recovery moves nothing.
+# Whatever the list holds already is a take the consumer gave up on (its
+# reply lost, or late) or a message it did not settle: back to the head of
+# the queue first, since a consumer that takes holds nothing. Returns the
+# message, nil when the queue is empty, or 0 when the consumer is not alive.
+TAKE = Script("""
+if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 0 then return 0 end
+while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do end
+return redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+""")
 
-# KEYS: processing, attempts. ARGV: message. Returns {1, left}, or {0, left}
-# when the message was no longer there (recovered while its handler ran).
+# KEYS: processing, attempts. ARGV: message. Returns 1, or 0 when the message
+# was no longer there (recovered while its handler ran).
 # Clearing the count comes after the one write that matters, so it may not
 # fail (pcall): a foreign value at attempts leaves the ack done.
 ACK = Script("""
 local removed = redis.call('LREM', KEYS[1], 1, ARGV[1])
 if removed > 0 then redis.pcall('HDEL', KEYS[2], redis.sha1hex(ARGV[1])) end
-return {removed, redis.call('LLEN', KEYS[1])}
+return removed
 """)
 
 # KEYS: processing, main, dead, attempts. ARGV: message, max_attempts, meta
-# (a JSON object). Returns {attempts, 1 if dead-lettered else 0, left};
+# (a JSON object). Returns {attempts, 1 if dead-lettered else 0};
 # attempts is 0 when the message was no longer in the processing list.
 FAIL = Script("local LISTS = {KEYS[2], KEYS[3]}" + _CHECK_LISTS + """
 local meta = cjson.decode(ARGV[3])
-if not redis.call('LPOS', KEYS[1], ARGV[1]) then return {0, 0, redis.call('LLEN', KEYS[1])} end
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then return {0, 0} end
 local digest = redis.sha1hex(ARGV[1])
 -- Counted before the message leaves: HINCRBY can fail (a foreign value).
 local attempts = redis.call('HINCRBY', KEYS[4], digest, 1)
 redis.call('LREM', KEYS[1], 1, ARGV[1])
 if attempts < tonumber(ARGV[2]) then
   redis.call('LPUSH', KEYS[2], ARGV[1])
-  return {attempts, 0, redis.call('LLEN', KEYS[1])}
+  return {attempts, 0}
 end
 redis.call('HDEL', KEYS[4], digest)
 meta['attempts'] = attempts
 redis.call('RPUSH', KEYS[3], cjson.encode(meta) .. '\\n' .. ARGV[1])
-return {attempts, 1, redis.call('LLEN', KEYS[1])}
+return {attempts, 1}
 """)
 
 # KEYS: main, consumers, attempts, dead, then (processing, heartbeat) of each

@@ -2,8 +2,8 @@
 
 ``get`` removes a message before the worker has handled it, so a worker killed
 mid-task loses it. A *reliable consumer* instead moves each message, in one
-atomic ``BLMOVE``, from the queue into a processing list of its own, and
-removes it only once the handler has succeeded::
+atomic step, from the queue into a processing list of its own, and removes it
+only once the handler has succeeded::
 
     >>> with queue.reserve(timeout=5) as msg:           # doctest: +SKIP
     ...     handle(msg)        # acked on a clean exit, failed on an exception
@@ -37,8 +37,8 @@ a tag share no key: ``{tenant}:21:hotqueue:{tenant}jobs:dead``. A name with a
 Rules this module keeps:
 
 1. A message is always in exactly one place: the queue, one processing list or
-   the dead letters. Every move is a single ``LMOVE``/``BLMOVE`` or one Lua
-   script, so no crash can leave it in none or in two.
+   the dead letters. Every move is a single ``LMOVE`` or one Lua script, so no
+   crash can leave it in none or in two.
 2. A consumer holds at most one message at a time; acknowledging removes that
    message from its own processing list only (``LREM``), never another's.
 3. A handler that raises *fails* the message: it goes back to the head of the
@@ -52,10 +52,15 @@ Rules this module keeps:
    in-flight message back to the head of the queue, counting the abandoned
    delivery as a failed attempt (so a message that kills every worker that
    touches it ends in the dead letters too). A consumer that starts does the
-   same first for what an earlier consumer of its id left behind. It waits for
-   messages in ``BLMOVE``s of at most ``heartbeat_ttl / 3``, so that one left
-   waiting on the server by a lost machine ends before its heartbeat does.
-5. Needs ``LMOVE``/``BLMOVE`` (Redis 6.2+): a consumer checks for them before
+   same first for what an earlier consumer of its id left behind.
+5. A message enters a processing list only by the script ``TAKE``, which
+   moves one only while its consumer is alive on the server (heartbeat there,
+   in the set); recovery empties a list before it forgets the consumer. So
+   ``recover()`` and ``stats()`` find every message in a processing list, even
+   after a take held up in the network past a recovery (it moves nothing
+   then). A consumer waits for messages with a ``BLMOVE`` of the queue onto
+   itself (head to head: it moves nothing), then takes.
+6. Needs ``LMOVE``/``BLMOVE`` (Redis 6.2+): a consumer checks for them before
    taking anything and raises ``ReliableUnsupportedError`` at once on an older
    server; it never falls back to ``get``.
 
@@ -83,7 +88,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, T
 import resp
 
 from ._inspection import ConsumerStats, DeadLetter, DeadLetters, QueueStats, stats
-from ._scripts import ACK, FAIL, RECOVER, Keys, keys_for, meta
+from ._scripts import ACK, FAIL, RECOVER, TAKE, Keys, keys_for, meta
 from .queue import BACKOFF_FIRST, BACKOFF_MAX, RIDE_OUT, _check_timeout
 
 if TYPE_CHECKING:
@@ -232,10 +237,6 @@ class Consumer:
         self._heartbeat = self.keys.heartbeat(consumer_id)
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        # Set when a move may have happened on the server without its reply
-        # reaching us, and while a fetched message is not settled yet: the
-        # processing list may hold a message nobody handles (see fetch).
-        self._unsure = False
         # monotonic() of the last heartbeat that reached the server.
         self._last_beat = 0.0
 
@@ -360,7 +361,6 @@ class Consumer:
         client = self.queue.client
         while client.lmove(self._processing, self.keys.main, "RIGHT", "LEFT") is not None:
             moved += 1
-        self._unsure = False
         return moved
 
     # -- one message
@@ -381,77 +381,62 @@ class Consumer:
             raise RuntimeError("start the consumer first (use it as a context manager)")
         deadline = None if not timeout else time.monotonic() + timeout
         client = self.queue.client
+        keys = self.keys
+        take_keys = [keys.main, self._processing, self._heartbeat, keys.consumers]
         while True:
-            if self._unsure:
-                self._return_held()
             try:
-                # A move starts within ttl/3 of a heartbeat. A consumer whose
-                # heartbeat expired (it stalled, or lost Redis for longer than
-                # the TTL) has been recovered and left the set of consumers:
-                # a message it took before beating again would be in a list
-                # nothing ever looks at, lost for good if it died then.
                 if time.monotonic() - self._last_beat > self.heartbeat_ttl / 3:
-                    # The heartbeat thread is late (stalled, or waiting for
-                    # a place in a bounded pool): beat here.
+                    # The heartbeat thread is late (stalled, or waiting for a
+                    # place in a bounded pool): beat here, so that what is
+                    # taken is not recovered from under its handler.
                     self._send_heartbeat()
                     self._last_beat = time.monotonic()
-                if block:
-                    # Each BLMOVE waits at most ttl/3, so it ends before the
-                    # heartbeat expires: one left on the server by a lost
-                    # machine (whose half-open connection the server keeps for
-                    # minutes) cannot move a message into the list of a
-                    # consumer recovery has already given up.
+                # Anything still in the processing list (a take whose reply
+                # was lost, a message not settled) goes back first (TAKE).
+                data = TAKE(client, take_keys, [self.id])
+                if type(data) is int:
+                    # Not alive on the server: the heartbeat expired (this
+                    # process stalled, or lost Redis for longer than the TTL)
+                    # and recovery forgot this consumer. Register again first.
+                    self._last_beat = 0.0
+                    continue
+                if data is None:
+                    if not block or deadline is not None and time.monotonic() >= deadline:
+                        return None
+                    # Wait for a message without taking it: a BLMOVE of the
+                    # queue onto itself, head to head, moves nothing, so one
+                    # held up in the network or left waiting on the server
+                    # by a lost machine is harmless. In slices of ttl/3 at
+                    # most, so that a late heartbeat is made up for above.
                     wait = self.heartbeat_ttl / 3
                     if deadline is not None:
                         wait = min(wait, max(deadline - time.monotonic(), 0.001))
-                    data = client.blmove(self.keys.main, self._processing, wait, "LEFT", "RIGHT")
-                else:
-                    data = client.lmove(self.keys.main, self._processing, "LEFT", "RIGHT")
+                    client.blmove(keys.main, keys.main, wait, "LEFT", "LEFT")
+                    continue
             except resp.ResponseError as exc:
                 if _unsupported(exc):
                     raise ReliableUnsupportedError(f"reliable mode needs Redis 6.2 or newer: {exc}") from exc
                 raise
-            except BaseException:
-                self._unsure = True
-                raise
-            if data is None:
-                # This consumer holds nothing now (see _unsure): whatever its
-                # list has is a take given up on that reached the server late,
-                # after the settlement whose reply would have shown it.
-                if client.llen(self._processing):
-                    self._return_held()
-                if block and (deadline is None or time.monotonic() < deadline):
-                    continue  # a slice of the wait ended: wait on
-                return None
             # Held until ack, fail or release settles it. A settlement that
             # raised or was interrupted (or never came) leaves it so: the
             # next fetch gives it back before taking another.
-            self._unsure = True
             serializer = self.queue.serializer
             if serializer is None:
                 return data, data
             try:
                 return data, serializer.loads(data)
             except Exception as exc:
+                # Dead-lettered; if that fails, it stays held and the next
+                # fetch gives it back.
                 reason = "cannot deserialize: " + _reason(exc)
                 log.error("queue %r: %s; dead-lettered", self.queue.name, reason)
-                try:
-                    self._fail(data, reason, 1)
-                except BaseException:
-                    self._unsure = True  # maybe still held: the next fetch gives it back
-                    raise
-            except BaseException:
-                self._unsure = True  # Ctrl-C while reading it: the next fetch gives it back
-                raise
+                self._fail(data, reason, 1)
 
     def ack(self, data: bytes) -> bool:
         """Acknowledge a fetched message: remove it for good. Returns False
         (and logs a warning) when it was no longer held — recovered by another
         consumer because this one's heartbeat expired — so it may run twice."""
-        removed, left = ACK(self.queue.client, [self._processing, self.keys.attempts], [data])
-        # Anything left is a message moved here after we gave up on its move:
-        # the next fetch gives it back.
-        self._unsure = left > 0
+        removed = ACK(self.queue.client, [self._processing, self.keys.attempts], [data])
         if not removed:
             log.warning("queue %r: consumer %s acked a message it no longer held (recovered by "
                         "another consumer after its heartbeat expired, or acked already)",
@@ -466,9 +451,8 @@ class Consumer:
 
     def _fail(self, data: bytes, reason: str, max_attempts: int) -> bool:
         keys = self.keys
-        attempts, dead, left = FAIL(self.queue.client, [self._processing, keys.main, keys.dead, keys.attempts],
-                                     [data, max_attempts, meta(reason, self.id)])
-        self._unsure = left > 0  # as in ack
+        attempts, dead = FAIL(self.queue.client, [self._processing, keys.main, keys.dead, keys.attempts],
+                              [data, max_attempts, meta(reason, self.id)])
         if dead:
             log.error("queue %r: message dead-lettered after %d attempt(s): %s",
                       self.queue.name, attempts, reason[:200])

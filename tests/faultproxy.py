@@ -20,7 +20,8 @@ Faults are real socket events, not patched code:
   it carries anything.
 
 ``accepted`` counts the connections clients opened (used to bound reconnection
-attempts); ``injected`` counts the faults that were applied, by kind.
+attempts); ``injected`` counts the faults that were applied, by kind;
+``passed_late`` the requests held by ``delay_request`` that were passed on.
 
 ``inject(fault, marker)`` ties a fault to the request that contains
 ``marker`` (a command's unique value): then neither a late piece of an earlier
@@ -99,6 +100,8 @@ class _Link:
                 if isinstance(fault, tuple) and fault[0] == "delay_request":
                     time.sleep(fault[1])
                     self.upstream.sendall(data)
+                    with proxy._lock:
+                        proxy.passed_late += 1
                     continue
                 if fault is not None:
                     # Kept until the reply comes: the rest of a request that
@@ -160,6 +163,7 @@ class FaultProxy:
         self.accepted = 0
         self.upstream_failures = 0
         self.injected: Dict[str, int] = collections.Counter()
+        self.passed_late = 0  # requests held by delay_request, passed on by now
         self._faults: Deque[Tuple[Fault, Optional[bytes]]] = collections.deque()
         self._lock = threading.Lock()
         self._links: Set[_Link] = set()

@@ -787,23 +787,41 @@ def test_a_reliable_heartbeat_rides_a_slot_whose_keys_are_half_moved(cluster: Re
                                                                        cc: resp.ClusterClient) -> None:
     """Resharding moves a slot's keys a batch at a time: the heartbeat key may
     be on the target (ASK) while the consumers set is still on the source. The
-    heartbeat follows the ASK instead of raising AskError out of the worker."""
+    heartbeat follows the ASK instead of raising AskError out of the worker;
+    the take, whose keys are split between the nodes (TRYAGAIN), waits for
+    the slot to have moved and then goes on, raising nothing."""
     queue = HotQueue(unique("half-moved"), client=cc, serializer=None)
     slot = resp.key_slot(queue.key)
     source = cluster.owner(slot)
     target = other_primary(cluster, source)
     ids = cluster.node_ids()
+    outcome: List[object] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(next(consumer.deliveries(timeout=1), None))
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    def pttl_on_target() -> int:
+        return cluster.client(target).pipeline().command("ASKING").command(  # type: ignore[no-any-return]
+            "PTTL", consumer._heartbeat).execute()[1]
+
     with Consumer(queue, heartbeat_ttl=1.5) as consumer:
         cluster.client(target).execute("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
         cluster.client(source).execute("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
         cluster.client(source).execute("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", consumer._heartbeat)
+        fetching = threading.Thread(target=fetch)
         try:
             time.sleep(0.6)  # past heartbeat_ttl / 3: fetch beats first
-            assert next(consumer.deliveries(timeout=1), None) is None  # the wait ends, nothing raised
-            pttl = cluster.client(target).pipeline().command("ASKING").command("PTTL", consumer._heartbeat).execute()
-            assert pttl[1] > 1000  # beaten there, after ASKING
+            fetching.start()
+            wait_for("a heartbeat on the target", lambda: pttl_on_target() > 1000)  # beaten there, after ASKING
+            time.sleep(0.5)
+            assert outcome == []  # the take waits while the slot is half moved
         finally:
             cluster.migrate_slot(slot, target)
+            fetching.join(30)
+    assert outcome == [None]  # the wait ended, nothing raised
     assert queue.stats().consumers == []
 
 

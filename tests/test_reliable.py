@@ -23,6 +23,7 @@ from faultproxy import FaultProxy
 
 import resp
 from hotqueue import HotQueue
+from hotqueue._scripts import TAKE
 from hotqueue.reliable import Consumer, ReliableUnsupportedError, keys_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -881,24 +882,37 @@ def test_an_unreadable_message_whose_dead_lettering_drops_is_not_left_held(
     assert queue.stats() == (0, 1, [])
 
 
-def _first_take_held_up(proxy: FaultProxy, redis_url: str, key: str, seconds: float) -> HotQueue:
+def _take_marker(queue: HotQueue, consumer_id: str) -> bytes:
+    # The bytes that only a take by consumer_id carries: the queue's key, then
+    # its processing list's (a give-back names them the other way round).
+    processing = keys_for(queue.key).processing(consumer_id)
+    return b"%s\r\n$%d\r\n%s" % (queue.key.encode(), len(processing), processing.encode())
+
+
+def _first_take_held_up(proxy: FaultProxy, redis_url: str, key: str, seconds: float,
+                        socket_timeout: float = 0.5) -> HotQueue:
     # The queue named key through proxy, on a client that gives up on a reply
-    # after 0.5 s, with the first take (LMOVE) held up for seconds on its way.
+    # after socket_timeout, with the first take by consumer "c" held up for
+    # seconds on its way.
     slow = HotQueue(key, client=resp.Client.from_url(redis_url, host="127.0.0.1", port=proxy.port,
-                                                     socket_timeout=0.5))
-    take = b"LMOVE\r\n$%d\r\n%s" % (len(slow.key), slow.key.encode())
-    proxy.inject(("delay_request", seconds), marker=take)
+                                                     socket_timeout=socket_timeout))
+    slow.client.execute("SCRIPT", "LOAD", TAKE.source)  # the late take is an EVALSHA: no NOSCRIPT
+    proxy.inject(("delay_request", seconds), marker=_take_marker(slow, "c"))
     return slow
 
 
-def test_a_take_that_reaches_the_server_late_is_not_left_hidden_in_the_processing_list(
+def _late_take_ran(proxy: FaultProxy) -> None:
+    wait_until("the late take", lambda: proxy.passed_late == 1)
+    time.sleep(0.2)  # the server runs it as it arrives, on a connection of its own
+
+
+def test_a_take_that_reaches_the_server_late_while_a_message_is_held_takes_no_second(
         redis_url: str, key: str, queue: HotQueue) -> None:
-    """A take (``LMOVE``) is held up in the network past the client's socket
-    timeout: the consumer gives up on it, gives back what its processing list
-    holds (nothing yet) and takes a message again; then the late take runs too
-    and moves a second message into the list. Settling the message it handles
-    finds the other one there, and the next fetch gives it back: it is handled
-    while the consumer lives, not hidden from every consumer until it stops."""
+    """A take is held up in the network past the client's socket timeout: the
+    consumer gives up on it and takes a message again; then the late take
+    runs while that message is being handled. It gives back what the list
+    holds and takes the head again, so the consumer still holds one message,
+    and every message is handled once."""
     keys = keys_for(queue.key)
     queue.put("m1", "m2", "m3")
     handled: List[str] = []
@@ -907,23 +921,23 @@ def test_a_take_that_reaches_the_server_late_is_not_left_hidden_in_the_processin
         with Consumer(slow, consumer_id="c", heartbeat_ttl=30) as consumer:
             for data, msg in consumer.deliveries(block=False):
                 if not handled:
-                    wait_until("the late take", lambda: queue.client.llen(keys.processing("c")) == 2)
+                    _late_take_ran(proxy)
+                    assert queue.client.execute("LRANGE", keys.processing("c"), 0, -1) == [data]
                 handled.append(msg)
                 consumer.ack(data)
             held = queue.client.execute("LRANGE", keys.processing("c"), 0, -1)
         assert proxy.injected["delay_request"] == 1
         slow.client.close()
-    assert held == [] and sorted(handled) == ["m1", "m2", "m3"]
+    assert held == [] and handled == ["m1", "m2", "m3"]
     assert queue.stats() == (0, 0, [])
 
 
-def test_a_late_take_that_lands_after_the_settlement_is_given_back_by_the_next_empty_fetch(
+def test_a_late_take_that_lands_after_the_settlement_is_given_back_by_the_next_fetch(
         redis_url: str, key: str, queue: HotQueue) -> None:
     """As above, but the late take lands after the message handled meanwhile
-    was acked, and the queue is empty then: nothing settled shows it. A fetch
-    that finds the queue empty gives it back (it stayed hidden in the
-    processing list, every fetch returning None, for as long as the consumer
-    lived)."""
+    was acked, while the consumer holds nothing: it moves a message into the
+    list, which the next fetch gives back and takes again (before, one
+    stayed hidden there for as long as the consumer lived)."""
     keys = keys_for(queue.key)
     queue.put("m1", "m2")
     with proxy_for(redis_url) as proxy:
@@ -934,14 +948,43 @@ def test_a_late_take_that_lands_after_the_settlement_is_given_back_by_the_next_e
             data, msg = consumer.fetch(block=False)
             assert msg == "m1"
             assert consumer.ack(data)  # nothing else held yet
-            wait_until("the late take", lambda: queue.client.llen(keys.processing("c")) == 1)
-            assert consumer.fetch(block=False) is None  # the queue was empty: m2 goes back
+            _late_take_ran(proxy)
+            assert queue.client.llen(keys.processing("c")) == 1
             data, msg = consumer.fetch(block=False)
             assert msg == "m2"
             assert consumer.ack(data)
+            assert consumer.fetch(block=False) is None
         assert proxy.injected["delay_request"] == 1
         slow.client.close()
     assert queue.stats() == (0, 0, [])
+
+
+def test_a_take_held_up_past_a_recovery_moves_nothing(redis_url: str, key: str, queue: HotQueue) -> None:
+    """A take is held up in the network (TCP retransmissions across a
+    partition) for longer than ``heartbeat_ttl``, and the consumer's machine
+    is lost meanwhile: its heartbeat expires and recovery forgets it. When
+    the take arrives at last it must not move a message into that
+    consumer's list, which neither ``recover()`` nor ``stats()`` looks at
+    any more: the message stays in the queue."""
+    keys = keys_for(queue.key)
+    queue.put("m1")
+    with proxy_for(redis_url) as proxy:
+        lost = _first_take_held_up(proxy, redis_url, key, 3.0, socket_timeout=0.3)
+        consumer = Consumer(lost, consumer_id="c", heartbeat_ttl=0.5)
+        consumer.start()
+        with pytest.raises(resp.TimeoutError):
+            consumer.fetch(block=False)  # the take held up
+        proxy.silent = True  # the machine is lost: nothing more of it arrives
+        wait_until("the heartbeat to expire", lambda: not queue.client.execute("EXISTS", keys.heartbeat("c")))
+        assert queue.recover() == 0  # it held nothing
+        assert queue.client.execute("SMEMBERS", keys.consumers) == []
+        _late_take_ran(proxy)
+        in_queue = queue.client.execute("LRANGE", queue.key, 0, -1)
+        stranded = queue.client.execute("LRANGE", keys.processing("c"), 0, -1)
+        consumer._stopping.set()  # the lost machine's heartbeat thread, for the test's sake
+        lost.client.close()
+    assert stranded == [] and in_queue == [pickle.dumps("m1")]
+    assert queue.stats() == (1, 0, [])
 
 
 def test_a_failure_whose_repr_fails_is_still_counted(queue: HotQueue) -> None:
