@@ -196,7 +196,9 @@ class Consumer:
     ...             handle(msg)
 
     ``HotQueue.reserve``, ``consume(reliable=True)`` and
-    ``worker(reliable=True)`` make one for you. Use it from one thread at a time.
+    ``worker(reliable=True)`` make one for you. Use it from one thread at a
+    time, in the process that started it: in a forked child ``fetch`` raises
+    and ``stop`` leaves the parent's registration and message alone.
 
     :param max_attempts: failures (including deliveries to consumers that died)
         after which a message goes to the dead letters.
@@ -239,6 +241,7 @@ class Consumer:
         self._thread: Optional[threading.Thread] = None
         # monotonic() of the last heartbeat that reached the server.
         self._last_beat = 0.0
+        self._pid = 0  # of the process that started it: a forked child shares its id
 
     def __repr__(self) -> str:
         return f"<hotqueue.reliable.Consumer {self.id!r} of {self.queue.name!r}>"
@@ -306,6 +309,7 @@ class Consumer:
             if isinstance(reply, resp.ResponseError):
                 raise reply
         self._last_beat = time.monotonic()
+        self._pid = os.getpid()
         self._stopping.clear()
         try:
             recover(self.queue, self.max_attempts)
@@ -339,8 +343,8 @@ class Consumer:
         """Stop the heartbeat, put any message still held back at the head of
         the queue, and unregister. Safe to call twice."""
         thread, self._thread = self._thread, None
-        if thread is None:
-            return
+        if thread is None or self._pid != os.getpid():
+            return  # in a forked child the registration and the message are the parent's
         self._stopping.set()
         thread.join(self.heartbeat_ttl)
         self._retire()
@@ -375,10 +379,17 @@ class Consumer:
 
         A message the serializer cannot read goes straight to the dead letters
         (logged) and the next one is fetched.
+
+        :raises RuntimeError: the consumer was not started, or was started by
+            another process (this one is a fork of it): a consumer's id,
+            processing list and heartbeat belong to one process.
         """
         _check_timeout(timeout)
         if self._thread is None:
             raise RuntimeError("start the consumer first (use it as a context manager)")
+        if self._pid != os.getpid():
+            raise RuntimeError("this consumer was started by the parent of this forked process: "
+                               "start a Consumer of its own here")
         deadline = None if not timeout else time.monotonic() + timeout
         client = self.queue.client
         keys = self.keys

@@ -736,6 +736,38 @@ def test_a_server_without_lmove_is_refused_at_once(make_server: Callable[..., ob
     queue.client.close()
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the heartbeat thread
+def test_a_consumer_in_a_forked_child_neither_takes_nor_unregisters(queue: HotQueue) -> None:
+    """A started consumer's id, processing list and heartbeat are its
+    process's. In a forked child (a handler that forks, a process pool
+    started from a worker) ``fetch`` raises at once: its take would give back
+    the parent's message to take another under the parent's id. ``stop``
+    (a ``with`` block the child leaves) touches nothing on the server."""
+    keys = keys_for(queue.key)
+    queue.put("m1", "m2")
+    with Consumer(queue, consumer_id="c") as consumer:
+        data, msg = consumer.fetch(block=False)
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit status, never raise
+            code = 1
+            try:
+                try:
+                    consumer.fetch(block=False)
+                    code = 2
+                except RuntimeError:
+                    consumer.stop()
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        assert queue.client.execute("LRANGE", keys.processing("c"), 0, -1) == [data]
+        assert queue.client.execute("SMEMBERS", keys.consumers) == [b"c"]
+        assert queue.client.execute("EXISTS", keys.heartbeat("c")) == 1
+        assert msg == "m1" and consumer.ack(data)
+    assert queue.get() == "m2" and queue.stats() == (0, 0, [])
+
+
 def test_consumer_checks_its_options(queue: HotQueue) -> None:
     with pytest.raises(ValueError):
         Consumer(queue, max_attempts=0)
