@@ -141,6 +141,19 @@ while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do end
 return redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
 """)
 
+# KEYS: main, processing, heartbeat, consumers. ARGV: consumer id. A consumer
+# that stops: what its list holds goes back to the head of the queue, and it
+# leaves the set, in one step, so that no take (TAKE) can land between the two
+# and leave a message in the list of a consumer nobody knows any more. Returns
+# how many messages went back.
+RETIRE = Script("local LISTS = {KEYS[1], KEYS[2]}" + _CHECK_LISTS + """
+redis.call('SREM', KEYS[4], ARGV[1])
+local moved = 0
+while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do moved = moved + 1 end
+redis.call('DEL', KEYS[3])
+return moved
+""")
+
 # KEYS: processing, attempts. ARGV: message. Returns 1, or 0 when the message
 # was no longer there (recovered while its handler ran).
 # Clearing the count comes after the one write that matters, so it may not

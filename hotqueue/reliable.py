@@ -55,7 +55,8 @@ Rules this module keeps:
    same first for what an earlier consumer of its id left behind.
 5. A message enters a processing list only by the script ``TAKE``, which
    moves one only while its consumer is alive on the server (heartbeat there,
-   in the set); recovery empties a list before it forgets the consumer. So
+   in the set); recovery, and a consumer that stops, empty a list in the
+   same step (a script) as they forget the consumer. So
    ``recover()`` and ``stats()`` find every message in a processing list, even
    after a take held up in the network past a recovery (it moves nothing
    then). A consumer waits for messages with a ``BLMOVE`` of the queue onto
@@ -88,7 +89,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, T
 import resp
 
 from ._inspection import ConsumerStats, DeadLetter, DeadLetters, QueueStats, stats
-from ._scripts import ACK, FAIL, RECOVER, TAKE, Keys, keys_for, meta
+from ._scripts import ACK, FAIL, RECOVER, RETIRE, TAKE, Keys, keys_for, meta
 from .queue import BACKOFF_FIRST, BACKOFF_MAX, RIDE_OUT, _check_timeout
 
 if TYPE_CHECKING:
@@ -350,11 +351,9 @@ class Consumer:
         self._retire()
 
     def _retire(self) -> None:
+        keys = self.keys
         try:
-            self._return_held()
-            client = self.queue.client
-            client.pipeline().command("DEL", self._heartbeat).command(
-                "SREM", self.keys.consumers, self.id).execute()
+            RETIRE(self.queue.client, [keys.main, self._processing, self._heartbeat, keys.consumers], [self.id])
         except Exception as exc:
             # Harmless: the heartbeat expires and others recover what we held.
             log.warning("queue %r: consumer %s could not unregister: %r", self.queue.name, self.id, exc)

@@ -23,7 +23,7 @@ from faultproxy import FaultProxy
 
 import resp
 from hotqueue import HotQueue
-from hotqueue._scripts import TAKE
+from hotqueue._scripts import RETIRE, TAKE
 from hotqueue.reliable import Consumer, ReliableUnsupportedError, keys_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -1017,6 +1017,36 @@ def test_a_take_held_up_past_a_recovery_moves_nothing(redis_url: str, key: str, 
         lost.client.close()
     assert stranded == [] and in_queue == [pickle.dumps("m1")]
     assert queue.stats() == (1, 0, [])
+
+
+def test_a_take_that_lands_while_its_consumer_stops_is_given_back(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """A take is held up in the network past the client's socket timeout, and
+    the consumer stops meanwhile (``reserve`` whose fetch raised leaves its
+    ``with`` block), its unregistering held up too. The late take lands while
+    the consumer is still registered and moves a message into its list; the
+    unregistering, when it lands, gives it back in the same step as it forgets
+    the consumer. (Given back first and forgotten later, in two commands, the
+    message was left in the list of a consumer nobody knew any more.)"""
+    keys = keys_for(queue.key)
+    queue.put("m1")
+    heartbeat = keys.heartbeat("c").encode()
+    with proxy_for(redis_url) as proxy:
+        slow = _first_take_held_up(proxy, redis_url, key, 1.0)
+        slow.client.execute("SCRIPT", "LOAD", RETIRE.source)  # late, as an EVALSHA: no NOSCRIPT
+        consumer = Consumer(slow, consumer_id="c", heartbeat_ttl=30)
+        consumer.start()
+        # The next request naming the heartbeat after the take: the unregistering.
+        proxy.inject(("delay_request", 2.0), marker=b"$%d\r\n%s" % (len(heartbeat), heartbeat))
+        with pytest.raises(resp.TimeoutError):
+            consumer.fetch(block=False)  # the take held up
+        consumer.stop()  # its unregistering held up: logged, not raised
+        wait_until("both late requests", lambda: proxy.passed_late == 2)
+        time.sleep(0.2)  # the server runs each as it arrives
+        slow.client.close()
+    assert queue.client.execute("LRANGE", keys.processing("c"), 0, -1) == []
+    assert queue.client.execute("SMEMBERS", keys.consumers) == []
+    assert queue.get() == "m1" and queue.stats() == (0, 0, [])
 
 
 def test_a_failure_whose_repr_fails_is_still_counted(queue: HotQueue) -> None:
