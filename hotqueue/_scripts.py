@@ -129,8 +129,9 @@ class Script:
 # KEYS: main, processing, heartbeat, consumers. ARGV: consumer id. Moves the
 # head of the queue into the processing list, only while the consumer counts
 # as alive (its heartbeat is there and it is in the set), so that recovery,
-# which empties a list before it forgets its consumer, always finds what a
-# take moved: one held up in the network past a recovery moves nothing.
+# which empties a list in the same script as it forgets its consumer (as
+# RETIRE does), always finds what a take moved: one held up in the network
+# past a recovery moves nothing.
 # Whatever the list holds already is a take the consumer gave up on (its
 # reply lost, or late) or a message it did not settle: back to the head of
 # the queue first, since a consumer that takes holds nothing. Returns the

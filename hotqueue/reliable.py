@@ -53,22 +53,25 @@ Rules this module keeps:
    delivery as a failed attempt (so a message that kills every worker that
    touches it ends in the dead letters too). A consumer that starts does the
    same first for what an earlier consumer of its id left behind.
-5. A message enters a processing list only by the script ``TAKE``, which
-   moves one only while its consumer is alive on the server (heartbeat there,
-   in the set); recovery, and a consumer that stops, empty a list in the
-   same step (a script) as they forget the consumer. So
-   ``recover()`` and ``stats()`` find every message in a processing list, even
-   after a take held up in the network past a recovery (it moves nothing
-   then). A consumer waits for messages with a ``BLMOVE`` of the queue onto
-   itself (head to head: it moves nothing), then takes.
+5. A message enters a processing list only by the script ``TAKE``, which moves
+   one only while its consumer is alive on the server (heartbeat there, in the
+   set); recovery, and a consumer that stops, empty a list in the same step (a
+   script) as they forget the consumer. So ``recover()`` and ``stats()`` find
+   every message in a processing list, even after a take held up in the network
+   past a recovery (it moves nothing then). A consumer waits for messages with
+   a ``BLMOVE`` of the queue onto itself (head to head: it moves nothing), then
+   takes.
 6. Needs ``LMOVE``/``BLMOVE`` (Redis 6.2+): a consumer checks for them before
    taking anything and raises ``ReliableUnsupportedError`` at once on an older
    server; it never falls back to ``get``.
 
 Guarantee: at least once. A message is handled again (a duplicate) only when
 its handler did not finish with an acknowledgement: the consumer died or lost
-Redis for longer than ``heartbeat_ttl`` mid-message, or the handler raised. A
-dead letter is one list entry: a line of JSON (``reason``, ``attempts``,
+Redis for longer than ``heartbeat_ttl`` mid-message, or the handler raised.
+Not covered yet: an ack or failure held up in the network past the socket
+timeout, and sent again, names its message by its bytes and can land on the
+consumer's next message if that has the same bytes (README: "a late
+settlement"). A dead letter is one list entry: a line of JSON (``reason``, ``attempts``,
 ``consumer``, ``failed_at``), a newline, then the message's bytes unchanged.
 
 This module holds the consumer; ``_scripts`` holds the keys and the Lua
