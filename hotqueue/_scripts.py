@@ -40,6 +40,11 @@ class Keys(NamedTuple):
         """The dead-letter list."""
         return self.prefix + "dead"
 
+    @property
+    def deliveries(self) -> str:
+        """The hash of the numbers of the deliveries held, keyed by consumer id."""
+        return self.prefix + "deliveries"
+
     def processing(self, consumer_id: AnyStr) -> AnyStr:
         """The processing list of one consumer (``bytes`` for an id given as
         ``bytes``, as the set of consumers gives it back)."""
@@ -126,75 +131,124 @@ class Script:
         return client.execute("EVAL", self.source, len(keys), *keys, *args)
 
 
-# KEYS: main, processing, heartbeat, consumers. ARGV: consumer id. Moves the
-# head of the queue into the processing list, only while the consumer counts
-# as alive (its heartbeat is there and it is in the set), so that recovery,
-# which empties a list in the same script as it forgets its consumer (as
-# RETIRE does), always finds what a take moved: one held up in the network
-# past a recovery moves nothing.
-# Whatever the list holds already is a take the consumer gave up on (its
-# reply lost, or late) or a message it did not settle: back to the head of
-# the queue first, since a consumer that takes holds nothing. Returns the
-# message, nil when the queue is empty, or 0 when the consumer is not alive.
-TAKE = Script("""
+# Each take gives its message a number, kept in the hash ``deliveries`` under
+# the consumer's id until the message is settled, and every settlement names
+# it: an ack, a failure or a give-back held up in the network, and sent again,
+# that lands after the consumer has taken its next message (maybe with the
+# same bytes) finds another number there and does nothing.
+_CHECK_DELIVERIES = """
+local t = redis.call('TYPE', KEYS[DELIVERIES])['ok']
+if t ~= 'hash' and t ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[DELIVERIES] .. ' is not a hash')
+end
+"""
+
+
+def _settlement(check: str, body: str) -> Script:
+    # A script that acts only on the delivery it names (ARGV[1] the consumer
+    # id, ARGV[2] the number): 0 when another holds the consumer's place.
+    return Script(check + """
+if redis.call('HGET', KEYS[DELIVERIES], ARGV[1]) ~= ARGV[2] then return 0 end
+""" + body)
+
+
+# KEYS: main, processing, heartbeat, consumers, deliveries. ARGV: consumer id.
+# Moves the head of the queue into the processing list, only while the
+# consumer counts as alive (its heartbeat is there and it is in the set), so
+# that recovery, which empties a list in the same script as it forgets its
+# consumer (as RETIRE does), always finds what a take moved: one held up in
+# the network past a recovery moves nothing. A consumer that takes holds
+# nothing it knows of: a message already in its list (a take whose reply was
+# lost, or that landed late; one whose settlement never came) is delivered
+# again, under the number it has. Returns {message, number}, nil when the
+# queue is empty, or 0 when the consumer is not alive.
+TAKE = Script("local DELIVERIES = 5" + _CHECK_DELIVERIES + """
 if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 0 then return 0 end
-while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do end
-return redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+local msg = redis.call('LINDEX', KEYS[2], 0)
+if msg then
+  -- One held at a time: more (a consumer of another version) go back.
+  while redis.call('LLEN', KEYS[2]) > 1 do redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') end
+  local number = redis.call('HGET', KEYS[5], ARGV[1])
+  if number then return {msg, tonumber(number)} end
+else
+  msg = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not msg then return nil end
+end
+local number = redis.call('HINCRBY', KEYS[5], '', 1)  -- '' is no consumer's id
+redis.call('HSET', KEYS[5], ARGV[1], number)
+return {msg, number}
 """)
 
-# KEYS: main, processing, heartbeat, consumers. ARGV: consumer id. A consumer
-# that stops: what its list holds goes back to the head of the queue, and it
-# leaves the set, in one step, so that no take (TAKE) can land between the two
-# and leave a message in the list of a consumer nobody knows any more. Returns
-# how many messages went back.
-RETIRE = Script("local LISTS = {KEYS[1], KEYS[2]}" + _CHECK_LISTS + """
+# KEYS: main, processing, heartbeat, consumers, deliveries. ARGV: consumer id.
+# A consumer that stops: what its list holds goes back to the head of the
+# queue, and it leaves the set, in one step, so that no take can land between
+# the two and leave a message in the list of a consumer nobody knows any
+# more. Returns how many messages went back.
+RETIRE = Script("local DELIVERIES = 5" + _CHECK_DELIVERIES + "local LISTS = {KEYS[1], KEYS[2]}" + _CHECK_LISTS + """
 redis.call('SREM', KEYS[4], ARGV[1])
 local moved = 0
 while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do moved = moved + 1 end
 redis.call('DEL', KEYS[3])
+redis.call('HDEL', KEYS[5], ARGV[1])
 return moved
 """)
 
-# KEYS: processing, attempts. ARGV: message. Returns 1, or 0 when the message
-# was no longer there (recovered while its handler ran).
-# Clearing the count comes after the one write that matters, so it may not
-# fail (pcall): a foreign value at attempts leaves the ack done.
-ACK = Script("""
-local removed = redis.call('LREM', KEYS[1], 1, ARGV[1])
-if removed > 0 then redis.pcall('HDEL', KEYS[2], redis.sha1hex(ARGV[1])) end
+# KEYS: processing, main, deliveries. ARGV: consumer id, number. Gives the
+# delivery back to the head of the queue unhandled. Returns 1, or 0.
+RELEASE = _settlement(
+    "local DELIVERIES = 3" + _CHECK_DELIVERIES + "local LISTS = {KEYS[1], KEYS[2]}" + _CHECK_LISTS, """
+redis.call('HDEL', KEYS[3], ARGV[1])
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do end
+return 1
+""")
+
+# KEYS: processing, attempts, deliveries. ARGV: consumer id, number, message.
+# Returns 1, or 0 when the delivery was no longer held (recovered while its
+# handler ran, or settled already). Clearing the count comes after the one
+# write that matters, so it may not fail (pcall): a foreign value at attempts
+# leaves the ack done.
+ACK = _settlement("local DELIVERIES = 3" + _CHECK_DELIVERIES, """
+local removed = redis.call('LREM', KEYS[1], 1, ARGV[3])
+if removed > 0 then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.pcall('HDEL', KEYS[2], redis.sha1hex(ARGV[3]))
+end
 return removed
 """)
 
-# KEYS: processing, main, dead, attempts. ARGV: message, max_attempts, meta
-# (a JSON object). Returns {attempts, 1 if dead-lettered else 0};
-# attempts is 0 when the message was no longer in the processing list.
-FAIL = Script("local LISTS = {KEYS[2], KEYS[3]}" + _CHECK_LISTS + """
-local meta = cjson.decode(ARGV[3])
-if not redis.call('LPOS', KEYS[1], ARGV[1]) then return {0, 0} end
-local digest = redis.sha1hex(ARGV[1])
+# KEYS: processing, main, dead, attempts, deliveries. ARGV: consumer id,
+# number, message, max_attempts, meta (a JSON object). Returns {attempts, 1
+# if dead-lettered else 0}, or 0 when the delivery was no longer held.
+FAIL = _settlement(
+    "local DELIVERIES = 5" + _CHECK_DELIVERIES + "local LISTS = {KEYS[2], KEYS[3]}" + _CHECK_LISTS, """
+local meta = cjson.decode(ARGV[5])
+if not redis.call('LPOS', KEYS[1], ARGV[3]) then return 0 end
+local digest = redis.sha1hex(ARGV[3])
 -- Counted before the message leaves: HINCRBY can fail (a foreign value).
 local attempts = redis.call('HINCRBY', KEYS[4], digest, 1)
-redis.call('LREM', KEYS[1], 1, ARGV[1])
-if attempts < tonumber(ARGV[2]) then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('LREM', KEYS[1], 1, ARGV[3])
+redis.call('HDEL', KEYS[5], ARGV[1])
+if attempts < tonumber(ARGV[4]) then
+  redis.call('LPUSH', KEYS[2], ARGV[3])
   return {attempts, 0}
 end
 redis.call('HDEL', KEYS[4], digest)
 meta['attempts'] = attempts
-redis.call('RPUSH', KEYS[3], cjson.encode(meta) .. '\\n' .. ARGV[1])
+redis.call('RPUSH', KEYS[3], cjson.encode(meta) .. '\\n' .. ARGV[3])
 return {attempts, 1}
 """)
 
-# KEYS: main, consumers, attempts, dead, then (processing, heartbeat) of each
-# consumer. ARGV: max_attempts, meta, then the consumer ids. Every consumer
-# whose heartbeat is gone gets its messages moved back to the head of the
-# queue (or to the dead letters) and leaves the set. Returns {requeued, dead}.
-RECOVER = Script("local LISTS = {KEYS[1], KEYS[4]}" + _CHECK_LISTS + """
+# KEYS: main, consumers, attempts, dead, deliveries, then (processing,
+# heartbeat) of each consumer. ARGV: max_attempts, meta, then the consumer ids.
+# Every consumer whose heartbeat is gone gets its messages moved back to the
+# head of the queue (or to the dead letters) and leaves the set. Returns
+# {requeued, dead}.
+RECOVER = Script("local DELIVERIES = 5" + _CHECK_DELIVERIES + "local LISTS = {KEYS[1], KEYS[4]}" + _CHECK_LISTS + """
 local meta = cjson.decode(ARGV[2])
 local max_attempts = tonumber(ARGV[1])
 local requeued, dead = 0, 0
 for i = 3, #ARGV do
-  local processing, heartbeat = KEYS[2 * i - 1], KEYS[2 * i]
+  local processing, heartbeat = KEYS[2 * i], KEYS[2 * i + 1]
   if redis.call('EXISTS', heartbeat) == 0 then
     while true do
       local msg = redis.call('LINDEX', processing, -1)
@@ -215,6 +269,7 @@ for i = 3, #ARGV do
       end
     end
     redis.call('SREM', KEYS[2], ARGV[i])
+    redis.call('HDEL', KEYS[5], ARGV[i])
   end
 end
 return {requeued, dead}

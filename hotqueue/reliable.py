@@ -26,6 +26,7 @@ slot and every script below touches one slot only:
 ``{hotqueue:<name>}:heartbeat:<id>``   present while ``<id>`` is alive (TTL)
 ``{hotqueue:<name>}:consumers``        set of the consumer ids
 ``{hotqueue:<name>}:attempts``         hash: SHA-1 of a message -> failed attempts
+``{hotqueue:<name>}:deliveries``       hash: consumer id -> number of the delivery held
 ``{hotqueue:<name>}:dead``             dead letters, oldest first
 =====================================  ============================================
 
@@ -40,7 +41,10 @@ Rules this module keeps:
    the dead letters. Every move is a single ``LMOVE`` or one Lua script, so no
    crash can leave it in none or in two.
 2. A consumer holds at most one message at a time; acknowledging removes that
-   message from its own processing list only (``LREM``), never another's.
+   message from its own processing list only (``LREM``), never another's. Each
+   take numbers its delivery, and every settlement (ack, failure, give-back)
+   acts only while that number is the consumer's: one held up in the network,
+   sent again, and landing late, does nothing to the next message.
 3. A handler that raises *fails* the message: it goes back to the head of the
    queue until it has failed ``max_attempts`` times, then to the dead letters
    with the reason (the exception's ``repr``). Identical message bytes share a
@@ -67,11 +71,8 @@ Rules this module keeps:
 
 Guarantee: at least once. A message is handled again (a duplicate) only when
 its handler did not finish with an acknowledgement: the consumer died or lost
-Redis for longer than ``heartbeat_ttl`` mid-message, or the handler raised.
-Not covered yet: an ack or failure held up in the network past the socket
-timeout, and sent again, names its message by its bytes and can land on the
-consumer's next message if that has the same bytes (README: "a late
-settlement"). A dead letter is one list entry: a line of JSON (``reason``, ``attempts``,
+Redis for longer than ``heartbeat_ttl`` mid-message, or the handler raised. A
+dead letter is one list entry: a line of JSON (``reason``, ``attempts``,
 ``consumer``, ``failed_at``), a newline, then the message's bytes unchanged.
 
 This module holds the consumer; ``_scripts`` holds the keys and the Lua
@@ -92,7 +93,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, T
 import resp
 
 from ._inspection import ConsumerStats, DeadLetter, DeadLetters, QueueStats, stats
-from ._scripts import ACK, FAIL, RECOVER, RETIRE, TAKE, Keys, keys_for, meta
+from ._scripts import ACK, FAIL, RECOVER, RELEASE, RETIRE, TAKE, Keys, keys_for, meta
 from .queue import BACKOFF_FIRST, BACKOFF_MAX, RIDE_OUT, _check_timeout
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ def recover(queue: "HotQueue", max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
     ids = sorted(client.execute("SMEMBERS", keys.consumers))
     if not ids:
         return 0
-    script_keys = [keys.main, keys.consumers, keys.attempts, keys.dead]
+    script_keys = [keys.main, keys.consumers, keys.attempts, keys.dead, keys.deliveries]
     for cid in ids:
         script_keys += [keys.processing(cid), keys.heartbeat(cid)]
     requeued, dead = RECOVER(client, script_keys, [max_attempts, meta(_ABANDONED, ""), *ids])
@@ -246,6 +247,7 @@ class Consumer:
         # monotonic() of the last heartbeat that reached the server.
         self._last_beat = 0.0
         self._pid = 0  # of the process that started it: a forked child shares its id
+        self._delivery = 0  # the number TAKE gave the message held, named by its settlement
 
     def __repr__(self) -> str:
         return f"<hotqueue.reliable.Consumer {self.id!r} of {self.queue.name!r}>"
@@ -294,7 +296,8 @@ class Consumer:
         # message in our processing list: recover it now, as abandoned, before
         # our heartbeat hides it (``probe`` stands for a heartbeat that is gone).
         keys = self.keys
-        RECOVER(self.queue.client, [keys.main, keys.consumers, keys.attempts, keys.dead, self._processing, probe],
+        RECOVER(self.queue.client, [keys.main, keys.consumers, keys.attempts, keys.dead, keys.deliveries,
+                                    self._processing, probe],
                 [self.max_attempts, meta(_ABANDONED, ""), self.id])
         pipe = self.queue.client.pipeline().command("MULTI")
         # Inside MULTI a BLMOVE does not block; an unknown command aborts the
@@ -356,18 +359,11 @@ class Consumer:
     def _retire(self) -> None:
         keys = self.keys
         try:
-            RETIRE(self.queue.client, [keys.main, self._processing, self._heartbeat, keys.consumers], [self.id])
+            RETIRE(self.queue.client, [keys.main, self._processing, self._heartbeat, keys.consumers, keys.deliveries],
+                   [self.id])
         except Exception as exc:
             # Harmless: the heartbeat expires and others recover what we held.
             log.warning("queue %r: consumer %s could not unregister: %r", self.queue.name, self.id, exc)
-
-    def _return_held(self) -> int:
-        # Move whatever the processing list holds back to the head of the queue.
-        moved = 0
-        client = self.queue.client
-        while client.lmove(self._processing, self.keys.main, "RIGHT", "LEFT") is not None:
-            moved += 1
-        return moved
 
     # -- one message
 
@@ -376,8 +372,8 @@ class Consumer:
         return ``(stored bytes, message)``, or ``None`` when the queue is empty
         (``block=False``) or ``timeout`` seconds passed. Settle it with ``ack``,
         ``fail`` or ``release``. A consumer holds one message at a time: one
-        not settled (its settlement raised, or never came) goes back to the
-        head of the queue before the next is fetched.
+        not settled (its settlement raised, or never came) is delivered again
+        by the next fetch.
 
         A message the serializer cannot read goes straight to the dead letters
         (logged) and the next one is fetched.
@@ -395,7 +391,7 @@ class Consumer:
         deadline = None if not timeout else time.monotonic() + timeout
         client = self.queue.client
         keys = self.keys
-        take_keys = [keys.main, self._processing, self._heartbeat, keys.consumers]
+        take_keys = [keys.main, self._processing, self._heartbeat, keys.consumers, keys.deliveries]
         while True:
             try:
                 if time.monotonic() - self._last_beat > self.heartbeat_ttl / 3:
@@ -404,16 +400,16 @@ class Consumer:
                     # taken is not recovered from under its handler.
                     self._send_heartbeat()
                     self._last_beat = time.monotonic()
-                # Anything still in the processing list (a take whose reply
-                # was lost, a message not settled) goes back first (TAKE).
-                data = TAKE(client, take_keys, [self.id])
-                if type(data) is int:
+                # A message still in the processing list (a take whose reply
+                # was lost, a message not settled) is delivered again (TAKE).
+                taken = TAKE(client, take_keys, [self.id])
+                if type(taken) is int:
                     # Not alive on the server: the heartbeat expired (this
                     # process stalled, or lost Redis for longer than the TTL)
                     # and recovery forgot this consumer. Register again first.
                     self._last_beat = 0.0
                     continue
-                if data is None:
+                if taken is None:
                     if not block or deadline is not None and time.monotonic() >= deadline:
                         return None
                     # Wait for a message without taking it: a BLMOVE of the
@@ -432,7 +428,8 @@ class Consumer:
                 raise
             # Held until ack, fail or release settles it. A settlement that
             # raised or was interrupted (or never came) leaves it so: the
-            # next fetch gives it back before taking another.
+            # next fetch delivers it again.
+            data, self._delivery = taken
             serializer = self.queue.serializer
             if serializer is None:
                 return data, data
@@ -440,7 +437,7 @@ class Consumer:
                 return data, serializer.loads(data)
             except Exception as exc:
                 # Dead-lettered; if that fails, it stays held and the next
-                # fetch gives it back.
+                # fetch tries again.
                 reason = "cannot deserialize: " + _reason(exc)
                 log.error("queue %r: %s; dead-lettered", self.queue.name, reason)
                 self._fail(data, reason, 1)
@@ -449,7 +446,8 @@ class Consumer:
         """Acknowledge a fetched message: remove it for good. Returns False
         (and logs a warning) when it was no longer held — recovered by another
         consumer because this one's heartbeat expired — so it may run twice."""
-        removed = ACK(self.queue.client, [self._processing, self.keys.attempts], [data])
+        removed = ACK(self.queue.client, [self._processing, self.keys.attempts, self.keys.deliveries],
+                      [self.id, self._delivery, data])
         if not removed:
             log.warning("queue %r: consumer %s acked a message it no longer held (recovered by "
                         "another consumer after its heartbeat expired, or acked already)",
@@ -464,8 +462,9 @@ class Consumer:
 
     def _fail(self, data: bytes, reason: str, max_attempts: int) -> bool:
         keys = self.keys
-        attempts, dead = FAIL(self.queue.client, [self._processing, keys.main, keys.dead, keys.attempts],
-                              [data, max_attempts, meta(reason, self.id)])
+        reply = FAIL(self.queue.client, [self._processing, keys.main, keys.dead, keys.attempts, keys.deliveries],
+                     [self.id, self._delivery, data, max_attempts, meta(reason, self.id)])
+        attempts, dead = reply or (0, 0)
         if dead:
             log.error("queue %r: message dead-lettered after %d attempt(s): %s",
                       self.queue.name, attempts, reason[:200])
@@ -478,7 +477,8 @@ class Consumer:
     def release(self, data: bytes) -> None:
         """Give a fetched message back unhandled, to the head of the queue,
         without counting a failure."""
-        self._return_held()
+        keys = self.keys
+        RELEASE(self.queue.client, [self._processing, keys.main, keys.deliveries], [self.id, self._delivery])
 
     @contextlib.contextmanager
     def reserve(self, block: bool = True, timeout: Optional[float] = None) -> Iterator[Any]:

@@ -23,7 +23,7 @@ from faultproxy import FaultProxy
 
 import resp
 from hotqueue import HotQueue
-from hotqueue._scripts import RETIRE, TAKE
+from hotqueue._scripts import ACK, RETIRE, TAKE
 from hotqueue.reliable import Consumer, ReliableUnsupportedError, keys_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -879,7 +879,8 @@ def test_a_drop_when_reserve_gives_a_message_back_does_not_hide_the_exit(
     queue.put("job")
     with proxy_for(redis_url) as proxy:
         via_proxy = through(proxy, redis_url, key)
-        give_back = b"LMOVE\r\n$%d\r\n%s" % (len(keys.processing("c")), keys.processing("c").encode())
+        processing = keys.processing("c").encode()
+        give_back = b"%s\r\n$%d\r\n%s" % (processing, len(queue.key), queue.key.encode())  # processing, then main
         with pytest.raises(SystemExit):
             with via_proxy.reserve(timeout=1, consumer_id="c"):
                 proxy.inject("cut_before", marker=give_back)
@@ -933,8 +934,8 @@ def _first_take_held_up(proxy: FaultProxy, redis_url: str, key: str, seconds: fl
     return slow
 
 
-def _late_take_ran(proxy: FaultProxy) -> None:
-    wait_until("the late take", lambda: proxy.passed_late == 1)
+def _late_request_ran(proxy: FaultProxy) -> None:
+    wait_until("the late request", lambda: proxy.passed_late == 1)
     time.sleep(0.2)  # the server runs it as it arrives, on a connection of its own
 
 
@@ -953,7 +954,7 @@ def test_a_take_that_reaches_the_server_late_while_a_message_is_held_takes_no_se
         with Consumer(slow, consumer_id="c", heartbeat_ttl=30) as consumer:
             for data, msg in consumer.deliveries(block=False):
                 if not handled:
-                    _late_take_ran(proxy)
+                    _late_request_ran(proxy)
                     assert queue.client.execute("LRANGE", keys.processing("c"), 0, -1) == [data]
                 handled.append(msg)
                 consumer.ack(data)
@@ -980,7 +981,7 @@ def test_a_late_take_that_lands_after_the_settlement_is_given_back_by_the_next_f
             data, msg = consumer.fetch(block=False)
             assert msg == "m1"
             assert consumer.ack(data)  # nothing else held yet
-            _late_take_ran(proxy)
+            _late_request_ran(proxy)
             assert queue.client.llen(keys.processing("c")) == 1
             data, msg = consumer.fetch(block=False)
             assert msg == "m2"
@@ -1010,7 +1011,7 @@ def test_a_take_held_up_past_a_recovery_moves_nothing(redis_url: str, key: str, 
         wait_until("the heartbeat to expire", lambda: not queue.client.execute("EXISTS", keys.heartbeat("c")))
         assert queue.recover() == 0  # it held nothing
         assert queue.client.execute("SMEMBERS", keys.consumers) == []
-        _late_take_ran(proxy)
+        _late_request_ran(proxy)
         in_queue = queue.client.execute("LRANGE", queue.key, 0, -1)
         stranded = queue.client.execute("LRANGE", keys.processing("c"), 0, -1)
         consumer._stopping.set()  # the lost machine's heartbeat thread, for the test's sake
@@ -1047,6 +1048,35 @@ def test_a_take_that_lands_while_its_consumer_stops_is_given_back(
     assert queue.client.execute("LRANGE", keys.processing("c"), 0, -1) == []
     assert queue.client.execute("SMEMBERS", keys.consumers) == []
     assert queue.get() == "m1" and queue.stats() == (0, 0, [])
+
+
+def test_a_late_ack_does_not_settle_the_next_message_with_the_same_bytes(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """An ack held up in the network past the socket timeout is sent again
+    and settles the message; the consumer takes the next one, which has the
+    same bytes. When the first ack lands at last it must not remove that one
+    from the processing list while it is being handled (a consumer that died
+    then would lose it): a settlement names the delivery, not only the bytes."""
+    keys = keys_for(queue.key)
+    queue.put("same", "same")
+    with proxy_for(redis_url) as proxy:
+        slow = HotQueue(key, client=resp.Client.from_url(redis_url, host="127.0.0.1", port=proxy.port,
+                                                         socket_timeout=0.5))
+        slow.client.execute("SCRIPT", "LOAD", ACK.source)  # the late ack is an EVALSHA: no NOSCRIPT
+        with Consumer(slow, consumer_id="c", heartbeat_ttl=30) as consumer:
+            data, _ = consumer.fetch(block=False)
+            proxy.inject(("delay_request", 1.0), marker=ACK.sha.encode())
+            with pytest.raises(resp.TimeoutError):
+                consumer.ack(data)
+            assert consumer.ack(data)  # sent again: settled
+            again, _ = consumer.fetch(block=False)
+            assert again == data
+            _late_request_ran(proxy)
+            held = queue.client.execute("LRANGE", keys.processing("c"), 0, -1)
+            assert consumer.ack(again)
+        slow.client.close()
+    assert held == [data]
+    assert queue.stats() == (0, 0, [])
 
 
 def test_a_failure_whose_repr_fails_is_still_counted(queue: HotQueue) -> None:
@@ -1127,9 +1157,9 @@ def test_an_interrupted_settlement_does_not_leave_the_message_held_under_the_nex
     """An interrupt (Ctrl-C, or an exception raised by a signal handler such
     as a task timeout) landing in ``ack``, ``fail`` or ``release`` before it
     reaches the server leaves the message in the processing list. The next
-    ``fetch`` gives it back before taking another: a consumer never holds two,
-    and the message is not hidden from every other consumer for as long as
-    this one lives (its heartbeat keeps recovery away)."""
+    ``fetch`` delivers it again before taking another: a consumer never holds
+    two, and the message is not hidden from every other consumer for as long
+    as this one lives (its heartbeat keeps recovery away)."""
     keys = keys_for(queue.key)
     queue.put("a", "b")
     client = queue.client
@@ -1148,7 +1178,7 @@ def test_an_interrupted_settlement_does_not_leave_the_message_held_under_the_nex
         if settle == "before ack":  # landing before ack is called: in reserve, as _ride_out starts
             monkeypatch.setattr(consumer, "ack", interrupted)
         else:
-            monkeypatch.setattr(client, "lmove" if settle == "release" else "execute", interrupted)
+            monkeypatch.setattr(client, "execute", interrupted)  # each settlement is one script
         with pytest.raises(KeyboardInterrupt):
             if settle in ("ack", "before ack"):
                 consumer.ack(data)
