@@ -159,10 +159,16 @@ if redis.call('HGET', KEYS[DELIVERIES], ARGV[1]) ~= ARGV[2] then return 0 end
 # consumer (as RETIRE does), always finds what a take moved: one held up in
 # the network past a recovery moves nothing. A consumer that takes holds
 # nothing it knows of: a message already in its list (a take whose reply was
-# lost, or that landed late; one whose settlement never came) is delivered
-# again, under the number it has. Returns {message, number}, nil when the
-# queue is empty, or 0 when the consumer is not alive.
+# lost, or that landed late; one never settled) is delivered again, under the
+# number it has: the consumer first sends again a settlement whose outcome it
+# does not know (see Consumer.fetch), so no settlement still on its way names
+# a message delivered again. Returns {message, number}, nil when the queue is
+# empty, or 0 when the consumer is not alive.
 TAKE = Script("local DELIVERIES = 5" + _CHECK_DELIVERIES + """
+local last = redis.call('HGET', KEYS[5], '')  -- HINCRBY below must not fail after a move
+if last and not string.match(last, '^%d+$') then
+  return redis.error_reply('ERR the last delivery number in ' .. KEYS[5] .. ' is not a number')
+end
 if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 0 then return 0 end
 local msg = redis.call('LINDEX', KEYS[2], 0)
 if msg then

@@ -43,8 +43,9 @@ Rules this module keeps:
 2. A consumer holds at most one message at a time; acknowledging removes that
    message from its own processing list only (``LREM``), never another's. Each
    take numbers its delivery, and every settlement (ack, failure, give-back)
-   acts only while that number is the consumer's: one held up in the network,
-   sent again, and landing late, does nothing to the next message.
+   acts only while that number is the consumer's; one that raised is sent
+   again before the next take. So one held up in the network, sent again, and
+   landing late, does nothing to the next message.
 3. A handler that raises *fails* the message: it goes back to the head of the
    queue until it has failed ``max_attempts`` times, then to the dead letters
    with the reason (the exception's ``repr``). Identical message bytes share a
@@ -88,12 +89,12 @@ import socket
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import resp
 
 from ._inspection import ConsumerStats, DeadLetter, DeadLetters, QueueStats, stats
-from ._scripts import ACK, FAIL, RECOVER, RELEASE, RETIRE, TAKE, Keys, keys_for, meta
+from ._scripts import ACK, FAIL, RECOVER, RELEASE, RETIRE, TAKE, Keys, Script, keys_for, meta
 from .queue import BACKOFF_FIRST, BACKOFF_MAX, RIDE_OUT, _check_timeout
 
 if TYPE_CHECKING:
@@ -248,6 +249,10 @@ class Consumer:
         self._last_beat = 0.0
         self._pid = 0  # of the process that started it: a forked child shares its id
         self._delivery = 0  # the number TAKE gave the message held, named by its settlement
+        # A settlement sent whose outcome is not known (it raised, or was
+        # interrupted): sent again before the next take, so that no copy of
+        # it still on its way can land on the same message delivered again.
+        self._unsettled: Optional[Tuple[Script, List[Any], List[Any]]] = None
 
     def __repr__(self) -> str:
         return f"<hotqueue.reliable.Consumer {self.id!r} of {self.queue.name!r}>"
@@ -359,6 +364,8 @@ class Consumer:
     def _retire(self) -> None:
         keys = self.keys
         try:
+            if self._unsettled is not None:
+                self._settle(*self._unsettled)  # a settlement that raised: its outcome first
             RETIRE(self.queue.client, [keys.main, self._processing, self._heartbeat, keys.consumers, keys.deliveries],
                    [self.id])
         except Exception as exc:
@@ -378,6 +385,9 @@ class Consumer:
         A message the serializer cannot read goes straight to the dead letters
         (logged) and the next one is fetched.
 
+        A settlement (``ack``, ``fail``, ``release``) that raised is sent again
+        first.
+
         :raises RuntimeError: the consumer was not started, or was started by
             another process (this one is a fork of it): a consumer's id,
             processing list and heartbeat belong to one process.
@@ -390,6 +400,8 @@ class Consumer:
                                "start a Consumer of its own here")
         deadline = None if not timeout else time.monotonic() + timeout
         client = self.queue.client
+        if self._unsettled is not None:
+            self._settle(*self._unsettled)
         keys = self.keys
         take_keys = [keys.main, self._processing, self._heartbeat, keys.consumers, keys.deliveries]
         while True:
@@ -446,8 +458,8 @@ class Consumer:
         """Acknowledge a fetched message: remove it for good. Returns False
         (and logs a warning) when it was no longer held — recovered by another
         consumer because this one's heartbeat expired — so it may run twice."""
-        removed = ACK(self.queue.client, [self._processing, self.keys.attempts, self.keys.deliveries],
-                      [self.id, self._delivery, data])
+        removed = self._settle(ACK, [self._processing, self.keys.attempts, self.keys.deliveries],
+                               [self.id, self._delivery, data])
         if not removed:
             log.warning("queue %r: consumer %s acked a message it no longer held (recovered by "
                         "another consumer after its heartbeat expired, or acked already)",
@@ -462,8 +474,8 @@ class Consumer:
 
     def _fail(self, data: bytes, reason: str, max_attempts: int) -> bool:
         keys = self.keys
-        reply = FAIL(self.queue.client, [self._processing, keys.main, keys.dead, keys.attempts, keys.deliveries],
-                     [self.id, self._delivery, data, max_attempts, meta(reason, self.id)])
+        reply = self._settle(FAIL, [self._processing, keys.main, keys.dead, keys.attempts, keys.deliveries],
+                             [self.id, self._delivery, data, max_attempts, meta(reason, self.id)])
         attempts, dead = reply or (0, 0)
         if dead:
             log.error("queue %r: message dead-lettered after %d attempt(s): %s",
@@ -478,7 +490,15 @@ class Consumer:
         """Give a fetched message back unhandled, to the head of the queue,
         without counting a failure."""
         keys = self.keys
-        RELEASE(self.queue.client, [self._processing, keys.main, keys.deliveries], [self.id, self._delivery])
+        self._settle(RELEASE, [self._processing, keys.main, keys.deliveries], [self.id, self._delivery])
+
+    def _settle(self, script: Script, keys: List[Any], args: List[Any]) -> Any:
+        # Run a settlement script, which acts once at most (on the delivery
+        # it names): until it has answered, it counts as unsettled.
+        self._unsettled = (script, keys, args)
+        reply = script(self.queue.client, keys, args)
+        self._unsettled = None
+        return reply
 
     @contextlib.contextmanager
     def reserve(self, block: bool = True, timeout: Optional[float] = None) -> Iterator[Any]:

@@ -23,7 +23,7 @@ from faultproxy import FaultProxy
 
 import resp
 from hotqueue import HotQueue
-from hotqueue._scripts import ACK, RETIRE, TAKE
+from hotqueue._scripts import ACK, FAIL, RELEASE, RETIRE, TAKE
 from hotqueue.reliable import Consumer, ReliableUnsupportedError, keys_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -1079,6 +1079,63 @@ def test_a_late_ack_does_not_settle_the_next_message_with_the_same_bytes(
     assert queue.stats() == (0, 0, [])
 
 
+@pytest.mark.parametrize("settle", ["ack", "fail", "release"])
+def test_a_late_settlement_does_not_land_on_the_message_delivered_again(
+        redis_url: str, key: str, queue: HotQueue, settle: str) -> None:
+    """A settlement held up in the network past the socket timeout raises;
+    the next fetch sends it again before taking, so the message is settled
+    (acked, or back in the queue and taken again under a new number). When the
+    first copy lands at last it finds another number and does nothing: before,
+    the message was delivered again under its old number, and the late copy
+    gave it back to the queue (or removed it) while it was being handled."""
+    keys = keys_for(queue.key)
+    queue.put("m")
+    script = {"ack": ACK, "fail": FAIL, "release": RELEASE}[settle]
+    with proxy_for(redis_url) as proxy:
+        slow = HotQueue(key, client=resp.Client.from_url(redis_url, host="127.0.0.1", port=proxy.port,
+                                                         socket_timeout=0.5))
+        slow.client.execute("SCRIPT", "LOAD", script.source)  # the late copy is an EVALSHA: no NOSCRIPT
+        with Consumer(slow, consumer_id="c", heartbeat_ttl=30) as consumer:
+            data, _ = consumer.fetch(block=False)
+            proxy.inject(("delay_request", 1.0), marker=script.sha.encode())
+            with pytest.raises(resp.TimeoutError):
+                if settle == "ack":
+                    consumer.ack(data)
+                elif settle == "fail":
+                    consumer.fail(data, ValueError("x"))
+                else:
+                    consumer.release(data)
+            got = consumer.fetch(block=False)
+            _late_request_ran(proxy)
+            held = queue.client.execute("LRANGE", keys.processing("c"), 0, -1)
+            waiting = len(queue)
+            if settle == "ack":
+                assert got is None and held == []
+            else:
+                assert got is not None and got[0] == data and held == [data]
+                assert consumer.ack(data)
+        slow.client.close()
+    assert waiting == 0
+    assert queue.stats() == (0, 0, [])
+
+
+def test_a_take_fails_before_it_moves_anything(queue: HotQueue) -> None:
+    """The take numbers the delivery after moving the message, so it checks
+    first that the number can be written: a foreign value there makes it
+    fail with the message still in the queue, not moved and unnumbered."""
+    keys = keys_for(queue.key)
+    queue.client.execute("HSET", keys.deliveries, "", "not a number")
+    queue.put("m")
+    with Consumer(queue, consumer_id="c") as consumer:
+        with pytest.raises(resp.ResponseError, match="not a number"):
+            consumer.fetch(block=False)
+        assert queue.client.execute("LRANGE", keys.processing("c"), 0, -1) == []
+        assert len(queue) == 1
+        queue.client.execute("HDEL", keys.deliveries, "")
+        data, msg = consumer.fetch(block=False)
+        assert msg == "m" and consumer.ack(data)
+
+
 def test_a_failure_whose_repr_fails_is_still_counted(queue: HotQueue) -> None:
     """repr() of the handler's exception (or of the serializer's) raises: the
     failure is recorded under the exception's type. It raised TypeError in
@@ -1157,9 +1214,11 @@ def test_an_interrupted_settlement_does_not_leave_the_message_held_under_the_nex
     """An interrupt (Ctrl-C, or an exception raised by a signal handler such
     as a task timeout) landing in ``ack``, ``fail`` or ``release`` before it
     reaches the server leaves the message in the processing list. The next
-    ``fetch`` delivers it again before taking another: a consumer never holds
-    two, and the message is not hidden from every other consumer for as long
-    as this one lives (its heartbeat keeps recovery away)."""
+    ``fetch`` sends that settlement again (or, interrupted before the
+    settlement began, delivers the message again) before taking another: a
+    consumer never holds two, and the message is not hidden from every other
+    consumer for as long as this one lives (its heartbeat keeps recovery
+    away)."""
     keys = keys_for(queue.key)
     queue.put("a", "b")
     client = queue.client
@@ -1195,7 +1254,9 @@ def test_an_interrupted_settlement_does_not_leave_the_message_held_under_the_nex
             assert len(client.execute("LRANGE", keys.processing("c"), 0, -1)) == 1, "held two at once"
             handled.append(got[1])
             consumer.ack(got[0])
-    assert sorted(handled) == ["a", "a", "b"]  # "a" again: its settlement never reached the server
+    # The ack sent again settles "a"; failed or given back, "a" comes again,
+    # as it does when the interrupt came before ack was called.
+    assert sorted(handled) == (["a", "b"] if settle == "ack" else ["a", "a", "b"])
     assert queue.stats() == (0, 0, [])
 
 
