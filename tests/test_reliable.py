@@ -23,7 +23,7 @@ from faultproxy import FaultProxy
 
 import resp
 from hotqueue import HotQueue
-from hotqueue._scripts import ACK, FAIL, RELEASE, RETIRE, TAKE
+from hotqueue._scripts import ACK, FAIL, RELEASE, RETIRE, TAKE, Script
 from hotqueue.reliable import Consumer, ReliableUnsupportedError, keys_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -922,14 +922,22 @@ def _take_marker(queue: HotQueue, consumer_id: str) -> bytes:
     return b"%s\r\n$%d\r\n%s" % (queue.key.encode(), len(processing), processing.encode())
 
 
-def _first_take_held_up(proxy: FaultProxy, redis_url: str, key: str, seconds: float,
-                        socket_timeout: float = 0.5) -> HotQueue:
+def _impatient(proxy: FaultProxy, redis_url: str, key: str, *scripts: Script,
+               socket_timeout: float = 0.5) -> HotQueue:
     # The queue named key through proxy, on a client that gives up on a reply
-    # after socket_timeout, with the first take by consumer "c" held up for
-    # seconds on its way.
+    # after socket_timeout, with scripts loaded: a late copy of one is an
+    # EVALSHA, which must not meet NOSCRIPT.
     slow = HotQueue(key, client=resp.Client.from_url(redis_url, host="127.0.0.1", port=proxy.port,
                                                      socket_timeout=socket_timeout))
-    slow.client.execute("SCRIPT", "LOAD", TAKE.source)  # the late take is an EVALSHA: no NOSCRIPT
+    for script in scripts:
+        slow.client.execute("SCRIPT", "LOAD", script.source)
+    return slow
+
+
+def _first_take_held_up(proxy: FaultProxy, redis_url: str, key: str, seconds: float,
+                        socket_timeout: float = 0.5) -> HotQueue:
+    # As _impatient, with the first take by consumer "c" held up for seconds on its way.
+    slow = _impatient(proxy, redis_url, key, TAKE, RETIRE, socket_timeout=socket_timeout)
     proxy.inject(("delay_request", seconds), marker=_take_marker(slow, "c"))
     return slow
 
@@ -1034,7 +1042,6 @@ def test_a_take_that_lands_while_its_consumer_stops_is_given_back(
     heartbeat = keys.heartbeat("c").encode()
     with proxy_for(redis_url) as proxy:
         slow = _first_take_held_up(proxy, redis_url, key, 1.0)
-        slow.client.execute("SCRIPT", "LOAD", RETIRE.source)  # late, as an EVALSHA: no NOSCRIPT
         consumer = Consumer(slow, consumer_id="c", heartbeat_ttl=30)
         consumer.start()
         # The next request naming the heartbeat after the take: the unregistering.
@@ -1060,9 +1067,7 @@ def test_a_late_ack_does_not_settle_the_next_message_with_the_same_bytes(
     keys = keys_for(queue.key)
     queue.put("same", "same")
     with proxy_for(redis_url) as proxy:
-        slow = HotQueue(key, client=resp.Client.from_url(redis_url, host="127.0.0.1", port=proxy.port,
-                                                         socket_timeout=0.5))
-        slow.client.execute("SCRIPT", "LOAD", ACK.source)  # the late ack is an EVALSHA: no NOSCRIPT
+        slow = _impatient(proxy, redis_url, key, ACK)
         with Consumer(slow, consumer_id="c", heartbeat_ttl=30) as consumer:
             data, _ = consumer.fetch(block=False)
             proxy.inject(("delay_request", 1.0), marker=ACK.sha.encode())
@@ -1092,9 +1097,7 @@ def test_a_late_settlement_does_not_land_on_the_message_delivered_again(
     queue.put("m")
     script = {"ack": ACK, "fail": FAIL, "release": RELEASE}[settle]
     with proxy_for(redis_url) as proxy:
-        slow = HotQueue(key, client=resp.Client.from_url(redis_url, host="127.0.0.1", port=proxy.port,
-                                                         socket_timeout=0.5))
-        slow.client.execute("SCRIPT", "LOAD", script.source)  # the late copy is an EVALSHA: no NOSCRIPT
+        slow = _impatient(proxy, redis_url, key, script)
         with Consumer(slow, consumer_id="c", heartbeat_ttl=30) as consumer:
             data, _ = consumer.fetch(block=False)
             proxy.inject(("delay_request", 1.0), marker=script.sha.encode())
