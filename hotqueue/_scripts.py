@@ -165,8 +165,9 @@ if redis.call('HGET', KEYS[DELIVERIES], ARGV[1]) ~= ARGV[2] then return 0 end
 # a message delivered again. Returns {message, number}, nil when the queue is
 # empty, or 0 when the consumer is not alive.
 TAKE = Script("local DELIVERIES = 5" + _CHECK_DELIVERIES + """
-local last = redis.call('HGET', KEYS[5], '')  -- HINCRBY below must not fail after a move
-if last and not string.match(last, '^%d+$') then
+-- HINCRBY below must not fail after a move: a number it takes, far from overflowing.
+local last = redis.call('HGET', KEYS[5], '')
+if last and not (last == '0' or string.match(last, '^[1-9]%d*$') and #last <= 18) then
   return redis.error_reply('ERR the last delivery number in ' .. KEYS[5] .. ' is not a number')
 end
 if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 0 then return 0 end

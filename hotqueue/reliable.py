@@ -364,8 +364,10 @@ class Consumer:
     def _retire(self) -> None:
         keys = self.keys
         try:
-            if self._unsettled is not None:
-                self._settle(*self._unsettled)  # a settlement that raised: its outcome first
+            self._send_unsettled()  # an ack that raised: the handler's work is done
+        except Exception as exc:  # RETIRE makes a late copy of it do nothing
+            log.warning("queue %r: consumer %s could not settle its last message: %r", self.queue.name, self.id, exc)
+        try:
             RETIRE(self.queue.client, [keys.main, self._processing, self._heartbeat, keys.consumers, keys.deliveries],
                    [self.id])
         except Exception as exc:
@@ -378,15 +380,12 @@ class Consumer:
         """Move the next message into this consumer's processing list and
         return ``(stored bytes, message)``, or ``None`` when the queue is empty
         (``block=False``) or ``timeout`` seconds passed. Settle it with ``ack``,
-        ``fail`` or ``release``. A consumer holds one message at a time: one
-        not settled (its settlement raised, or never came) is delivered again
-        by the next fetch.
+        ``fail`` or ``release``. A consumer holds one message at a time: a
+        settlement that raised (its outcome unknown) is sent again by the next
+        fetch before it takes; a message never settled is delivered again.
 
         A message the serializer cannot read goes straight to the dead letters
         (logged) and the next one is fetched.
-
-        A settlement (``ack``, ``fail``, ``release``) that raised is sent again
-        first.
 
         :raises RuntimeError: the consumer was not started, or was started by
             another process (this one is a fork of it): a consumer's id,
@@ -400,8 +399,7 @@ class Consumer:
                                "start a Consumer of its own here")
         deadline = None if not timeout else time.monotonic() + timeout
         client = self.queue.client
-        if self._unsettled is not None:
-            self._settle(*self._unsettled)
+        self._send_unsettled()
         keys = self.keys
         take_keys = [keys.main, self._processing, self._heartbeat, keys.consumers, keys.deliveries]
         while True:
@@ -413,7 +411,7 @@ class Consumer:
                     self._send_heartbeat()
                     self._last_beat = time.monotonic()
                 # A message still in the processing list (a take whose reply
-                # was lost, a message not settled) is delivered again (TAKE).
+                # was lost, a message never settled) is delivered again (TAKE).
                 taken = TAKE(client, take_keys, [self.id])
                 if type(taken) is int:
                     # Not alive on the server: the heartbeat expired (this
@@ -438,9 +436,9 @@ class Consumer:
                 if _unsupported(exc):
                     raise ReliableUnsupportedError(f"reliable mode needs Redis 6.2 or newer: {exc}") from exc
                 raise
-            # Held until ack, fail or release settles it. A settlement that
-            # raised or was interrupted (or never came) leaves it so: the
-            # next fetch delivers it again.
+            # Held until ack, fail or release settles it: one that raised is
+            # sent again by the next fetch; a message never settled is
+            # delivered again.
             data, self._delivery = taken
             serializer = self.queue.serializer
             if serializer is None:
@@ -494,11 +492,27 @@ class Consumer:
 
     def _settle(self, script: Script, keys: List[Any], args: List[Any]) -> Any:
         # Run a settlement script, which acts once at most (on the delivery
-        # it names): until it has answered, it counts as unsettled.
+        # it names). Until the server has answered, its outcome is unknown:
+        # it is kept, to be sent again (_send_unsettled). Refused before it
+        # was sent or before it acted, its outcome is known: nothing.
+        before = self._unsettled
         self._unsettled = (script, keys, args)
-        reply = script(self.queue.client, keys, args)
+        try:
+            reply = script(self.queue.client, keys, args)
+        except (resp.ConnectionError, resp.TimeoutError, resp.ProtocolError):
+            raise
+        except Exception:
+            self._unsettled = before
+            raise
         self._unsettled = None
         return reply
+
+    def _send_unsettled(self) -> None:
+        # Send again the settlement whose outcome is unknown, if any.
+        if self._unsettled is not None:
+            script, keys, args = self._unsettled
+            self._unsettled = None
+            self._settle(script, keys, args)
 
     @contextlib.contextmanager
     def reserve(self, block: bool = True, timeout: Optional[float] = None) -> Iterator[Any]:

@@ -1122,12 +1122,14 @@ def test_a_late_settlement_does_not_land_on_the_message_delivered_again(
     assert queue.stats() == (0, 0, [])
 
 
-def test_a_take_fails_before_it_moves_anything(queue: HotQueue) -> None:
+@pytest.mark.parametrize("last", ["not a number", "007", "99999999999999999999", "9223372036854775807"])
+def test_a_take_fails_before_it_moves_anything(queue: HotQueue, last: str) -> None:
     """The take numbers the delivery after moving the message, so it checks
-    first that the number can be written: a foreign value there makes it
-    fail with the message still in the queue, not moved and unnumbered."""
+    first that the number can be written: a foreign value there (not an
+    integer to Redis, or about to overflow) makes it fail with the message
+    still in the queue, not moved and unnumbered."""
     keys = keys_for(queue.key)
-    queue.client.execute("HSET", keys.deliveries, "", "not a number")
+    queue.client.execute("HSET", keys.deliveries, "", last)
     queue.put("m")
     with Consumer(queue, consumer_id="c") as consumer:
         with pytest.raises(resp.ResponseError, match="not a number"):
@@ -1137,6 +1139,30 @@ def test_a_take_fails_before_it_moves_anything(queue: HotQueue) -> None:
         queue.client.execute("HDEL", keys.deliveries, "")
         data, msg = consumer.fetch(block=False)
         assert msg == "m" and consumer.ack(data)
+
+
+def test_a_settlement_refused_before_it_acts_leaves_the_consumer_usable(caplog: pytest.LogCaptureFixture,
+                                                                         queue: HotQueue) -> None:
+    """A settlement whose outcome is known, because it was refused before it
+    was sent (a bad argument) or before it acted (a foreign value at the
+    dead letters), is not sent again: the next fetch delivers the message
+    again, and stop gives it back. (Kept to be sent again, it failed every
+    later fetch the same way, and kept stop from unregistering.)"""
+    keys = keys_for(queue.key)
+    queue.put({"job": 1})
+    with Consumer(queue, consumer_id="c", max_attempts=1) as consumer:
+        data, msg = consumer.fetch(block=False)
+        with pytest.raises(TypeError):
+            consumer.ack(msg)  # the message, not its bytes: nothing sent
+        again, _ = consumer.fetch(block=False)
+        assert again == data
+        queue.client.execute("SET", keys.dead, "foreign")
+        with pytest.raises(resp.WrongTypeError):
+            consumer.fail(again, ValueError("x"))  # refused before it wrote anything
+        assert consumer.fetch(block=False)[0] == data
+    assert not [r for r in caplog.records if "could not" in r.getMessage()]
+    assert queue.client.execute("SMEMBERS", keys.consumers) == []
+    assert queue.get() == {"job": 1}
 
 
 def test_a_failure_whose_repr_fails_is_still_counted(queue: HotQueue) -> None:
