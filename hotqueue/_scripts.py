@@ -200,10 +200,11 @@ redis.call('HDEL', KEYS[5], ARGV[1])
 return moved
 """)
 
-# KEYS: processing, main, deliveries. ARGV: consumer id, number. Gives the
-# delivery back to the head of the queue unhandled. Returns 1, or 0.
+# KEYS: processing, main, deliveries. ARGV: consumer id, number, message.
+# Gives the delivery back to the head of the queue unhandled. Returns 1, or 0.
 RELEASE = _settlement(
     "local DELIVERIES = 3" + _CHECK_DELIVERIES + "local LISTS = {KEYS[1], KEYS[2]}" + _CHECK_LISTS, """
+if not redis.call('LPOS', KEYS[1], ARGV[3]) then return 0 end
 redis.call('HDEL', KEYS[3], ARGV[1])
 while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do end
 return 1

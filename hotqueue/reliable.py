@@ -43,8 +43,9 @@ Rules this module keeps:
 2. A consumer holds at most one message at a time; acknowledging removes that
    message from its own processing list only (``LREM``), never another's. Each
    take numbers its delivery, and every settlement (ack, failure, give-back)
-   acts only while that number is the consumer's; one that raised is sent
-   again before the next take. So one held up in the network, sent again, and
+   acts only while that number is the consumer's; one whose outcome is
+   unknown (it raised on its way) is sent again before the next take, until
+   the server answers it. So one held up in the network, sent again, and
    landing late, does nothing to the next message.
 3. A handler that raises *fails* the message: it goes back to the head of the
    queue until it has failed ``max_attempts`` times, then to the dead letters
@@ -381,8 +382,9 @@ class Consumer:
         return ``(stored bytes, message)``, or ``None`` when the queue is empty
         (``block=False``) or ``timeout`` seconds passed. Settle it with ``ack``,
         ``fail`` or ``release``. A consumer holds one message at a time: a
-        settlement that raised (its outcome unknown) is sent again by the next
-        fetch before it takes; a message never settled is delivered again.
+        settlement whose outcome is unknown (it raised on its way) is sent
+        again by the next fetch before it takes; a message never settled is
+        delivered again.
 
         A message the serializer cannot read goes straight to the dead letters
         (logged) and the next one is fetched.
@@ -488,13 +490,14 @@ class Consumer:
         """Give a fetched message back unhandled, to the head of the queue,
         without counting a failure."""
         keys = self.keys
-        self._settle(RELEASE, [self._processing, keys.main, keys.deliveries], [self.id, self._delivery])
+        self._settle(RELEASE, [self._processing, keys.main, keys.deliveries], [self.id, self._delivery, data])
 
     def _settle(self, script: Script, keys: List[Any], args: List[Any]) -> Any:
         # Run a settlement script, which acts once at most (on the delivery
-        # it names). Until the server has answered, its outcome is unknown:
-        # it is kept, to be sent again (_send_unsettled). Refused before it
-        # was sent or before it acted, its outcome is known: nothing.
+        # it names, if it holds the message given). Until the server has
+        # answered, its outcome is unknown: it is kept, to be sent again
+        # (_send_unsettled). Refused before it was sent or before it acted,
+        # or answered without acting, it leaves unknown only what was before.
         before = self._unsettled
         self._unsettled = (script, keys, args)
         try:
@@ -504,15 +507,17 @@ class Consumer:
         except Exception:
             self._unsettled = before
             raise
-        self._unsettled = None
+        self._unsettled = None if reply else before  # acted: the delivery is settled
         return reply
 
     def _send_unsettled(self) -> None:
-        # Send again the settlement whose outcome is unknown, if any.
+        # Send again, until the server answers it, the settlement whose
+        # outcome is unknown: a copy still on its way may yet act, so it is
+        # kept through any error or interrupt.
         if self._unsettled is not None:
             script, keys, args = self._unsettled
+            script(self.queue.client, keys, args)
             self._unsettled = None
-            self._settle(script, keys, args)
 
     @contextlib.contextmanager
     def reserve(self, block: bool = True, timeout: Optional[float] = None) -> Iterator[Any]:

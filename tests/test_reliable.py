@@ -942,6 +942,24 @@ def _first_take_held_up(proxy: FaultProxy, redis_url: str, key: str, seconds: fl
     return slow
 
 
+_SETTLEMENTS = {"ack": ACK, "fail": FAIL, "release": RELEASE}
+
+
+def _settlement_times_out(proxy: FaultProxy, consumer: Consumer, settle: str, seconds: float = 1.0) -> bytes:
+    # Fetch a message and settle it, the settlement held up in the network
+    # for seconds, past the client's timeout; return the message's bytes.
+    data, _ = consumer.fetch(block=False)
+    proxy.inject(("delay_request", seconds), marker=_SETTLEMENTS[settle].sha.encode())
+    with pytest.raises(resp.TimeoutError):
+        if settle == "ack":
+            consumer.ack(data)
+        elif settle == "fail":
+            consumer.fail(data, ValueError("x"))
+        else:
+            consumer.release(data)
+    return data
+
+
 def _late_request_ran(proxy: FaultProxy) -> None:
     wait_until("the late request", lambda: proxy.passed_late == 1)
     time.sleep(0.2)  # the server runs it as it arrives, on a connection of its own
@@ -1069,10 +1087,7 @@ def test_a_late_ack_does_not_settle_the_next_message_with_the_same_bytes(
     with proxy_for(redis_url) as proxy:
         slow = _impatient(proxy, redis_url, key, ACK)
         with Consumer(slow, consumer_id="c", heartbeat_ttl=30) as consumer:
-            data, _ = consumer.fetch(block=False)
-            proxy.inject(("delay_request", 1.0), marker=ACK.sha.encode())
-            with pytest.raises(resp.TimeoutError):
-                consumer.ack(data)
+            data = _settlement_times_out(proxy, consumer, "ack")
             assert consumer.ack(data)  # sent again: settled
             again, _ = consumer.fetch(block=False)
             assert again == data
@@ -1095,19 +1110,10 @@ def test_a_late_settlement_does_not_land_on_the_message_delivered_again(
     gave it back to the queue (or removed it) while it was being handled."""
     keys = keys_for(queue.key)
     queue.put("m")
-    script = {"ack": ACK, "fail": FAIL, "release": RELEASE}[settle]
     with proxy_for(redis_url) as proxy:
-        slow = _impatient(proxy, redis_url, key, script)
+        slow = _impatient(proxy, redis_url, key, _SETTLEMENTS[settle])
         with Consumer(slow, consumer_id="c", heartbeat_ttl=30) as consumer:
-            data, _ = consumer.fetch(block=False)
-            proxy.inject(("delay_request", 1.0), marker=script.sha.encode())
-            with pytest.raises(resp.TimeoutError):
-                if settle == "ack":
-                    consumer.ack(data)
-                elif settle == "fail":
-                    consumer.fail(data, ValueError("x"))
-                else:
-                    consumer.release(data)
+            data = _settlement_times_out(proxy, consumer, settle)
             got = consumer.fetch(block=False)
             _late_request_ran(proxy)
             held = queue.client.execute("LRANGE", keys.processing("c"), 0, -1)
@@ -1163,6 +1169,81 @@ def test_a_settlement_refused_before_it_acts_leaves_the_consumer_usable(caplog: 
     assert not [r for r in caplog.records if "could not" in r.getMessage()]
     assert queue.client.execute("SMEMBERS", keys.consumers) == []
     assert queue.get() == {"job": 1}
+
+
+@pytest.mark.parametrize("settle", ["ack", "fail", "release"])
+def test_a_resent_settlement_is_kept_until_the_server_answers_it(
+        make_server: Callable[..., Any], settle: str) -> None:
+    """A settlement held up in the network times out; the next fetch sends
+    it again and meets a refusal that says only that this copy did not run
+    (READONLY, as in a failover). It stays unsettled: the fetch after sends
+    it once more, before taking, so the first copy, landing late, does
+    nothing. (Dropped, the message was delivered again under its old number,
+    and the late copy gave it back or removed it while it was handled.)"""
+    server = make_server()
+    queue = HotQueue("q", url=server.url)
+    queue.put("m")
+    with proxy_for(server.url) as proxy:
+        slow = _impatient(proxy, server.url, "q", _SETTLEMENTS[settle])
+        with Consumer(slow, consumer_id="c", heartbeat_ttl=30) as consumer:
+            data = _settlement_times_out(proxy, consumer, settle, 2.0)
+            queue.client.execute("REPLICAOF", "127.0.0.1", "1")  # writes refused for a moment
+            with pytest.raises(resp.ReadOnlyError):
+                consumer.fetch(block=False)
+            queue.client.execute("REPLICAOF", "NO", "ONE")
+            got = consumer.fetch(block=False)
+            _late_request_ran(proxy)
+            if settle == "ack":
+                assert got is None
+            else:  # back in the queue, then taken again under a new number
+                assert got is not None and got[0] == data and consumer.ack(data)
+        slow.client.close()
+    assert queue.stats() == (0, 0, [])
+    queue.client.close()
+
+
+def test_an_interrupt_as_a_settlement_is_sent_again_keeps_it(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """An interrupt (a signal handler's exception) lands just as fetch sends
+    again a settlement that timed out: it stays unsettled, and the next fetch
+    sends it before taking, so the first copy, landing late, does nothing."""
+    queue.put("m")
+    with proxy_for(redis_url) as proxy:
+        slow = _impatient(proxy, redis_url, key, RELEASE)
+        with Consumer(slow, consumer_id="c", heartbeat_ttl=30) as consumer:
+            data = _settlement_times_out(proxy, consumer, "release", 2.0)
+
+            def interrupt_the_resend(frame: Any, event: str, arg: Any) -> None:
+                # At the first call of the resend: the script, or (before) _settle.
+                if event == "call" and frame.f_code in (Script.__call__.__code__, Consumer._settle.__code__):
+                    sys.settrace(None)
+                    raise KeyboardInterrupt
+
+            sys.settrace(interrupt_the_resend)
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    consumer.fetch(block=False)
+            finally:
+                sys.settrace(None)
+            got = consumer.fetch(block=False)  # the give-back, then the same message taken anew
+            _late_request_ran(proxy)
+            assert got is not None and got[0] == data and consumer.ack(data)
+        slow.client.close()
+    assert queue.stats() == (0, 0, [])
+
+
+def test_a_release_of_a_message_not_held_does_nothing(queue: HotQueue) -> None:
+    """Like ack and fail, release acts only on the message it is given: given
+    one settled before, it does not give back the message now held."""
+    queue.put("a", "b")
+    with Consumer(queue, consumer_id="c") as consumer:
+        a, _ = consumer.fetch(block=False)
+        assert consumer.ack(a)
+        b, _ = consumer.fetch(block=False)
+        consumer.release(a)
+        assert len(queue) == 0
+        assert consumer.ack(b)
+    assert queue.stats() == (0, 0, [])
 
 
 def test_a_failure_whose_repr_fails_is_still_counted(queue: HotQueue) -> None:
