@@ -162,8 +162,9 @@ if redis.call('HGET', KEYS[DELIVERIES], ARGV[1]) ~= ARGV[2] then return 0 end
 # lost, or that landed late; one never settled) is delivered again, under the
 # number it has: the consumer first sends again a settlement whose outcome it
 # does not know (see Consumer.fetch), so no settlement still on its way names
-# a message delivered again. Returns {message, number}, nil when the queue is
-# empty, or 0 when the consumer is not alive.
+# a message delivered again. Returns {message, number} (the number as bytes,
+# sent back as they are), nil when the queue is empty, or 0 when the consumer
+# is not alive.
 TAKE = Script("local DELIVERIES = 5" + _CHECK_DELIVERIES + """
 -- HINCRBY below must not fail after a move: a number it takes, far from overflowing.
 local last = redis.call('HGET', KEYS[5], '')
@@ -176,12 +177,14 @@ if msg then
   -- One held at a time: more (a consumer of another version) go back.
   while redis.call('LLEN', KEYS[2]) > 1 do redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') end
   local number = redis.call('HGET', KEYS[5], ARGV[1])
-  if number then return {msg, tonumber(number)} end
+  if number then return {msg, number} end
 else
   msg = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
   if not msg then return nil end
 end
-local number = redis.call('HINCRBY', KEYS[5], '', 1)  -- '' is no consumer's id
+-- The number as Redis writes it, a string: a Lua number would be a double.
+redis.call('HINCRBY', KEYS[5], '', 1)  -- '' is no consumer's id
+local number = redis.call('HGET', KEYS[5], '')
 redis.call('HSET', KEYS[5], ARGV[1], number)
 return {msg, number}
 """)

@@ -249,7 +249,7 @@ class Consumer:
         # monotonic() of the last heartbeat that reached the server.
         self._last_beat = 0.0
         self._pid = 0  # of the process that started it: a forked child shares its id
-        self._delivery = 0  # the number TAKE gave the message held, named by its settlement
+        self._delivery = b""  # the number TAKE gave the message held (as bytes), named by its settlement
         # A settlement sent whose outcome is not known (it raised, or was
         # interrupted): sent again before the next take, so that no copy of
         # it still on its way can land on the same message delivered again.
@@ -456,8 +456,9 @@ class Consumer:
 
     def ack(self, data: bytes) -> bool:
         """Acknowledge a fetched message: remove it for good. Returns False
-        (and logs a warning) when it was no longer held — recovered by another
-        consumer because this one's heartbeat expired — so it may run twice."""
+        (and logs a warning) when it was no longer held: recovered by another
+        consumer because this one's heartbeat expired (so it may run twice),
+        or acked already (an earlier copy of this ack, which raised, acted)."""
         removed = self._settle(ACK, [self._processing, self.keys.attempts, self.keys.deliveries],
                                [self.id, self._delivery, data])
         if not removed:
@@ -469,7 +470,8 @@ class Consumer:
     def fail(self, data: bytes, exc: BaseException) -> bool:
         """Record a failed attempt at a fetched message: back to the head of the
         queue, or to the dead letters after ``max_attempts``. Returns True when
-        it was dead-lettered."""
+        this call dead-lettered it (False too when an earlier copy of it, which
+        raised, acted)."""
         return self._fail(data, _reason(exc), self.max_attempts)
 
     def _fail(self, data: bytes, reason: str, max_attempts: int) -> bool:

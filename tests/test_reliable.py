@@ -1147,6 +1147,21 @@ def test_a_take_fails_before_it_moves_anything(queue: HotQueue, last: str) -> No
         assert msg == "m" and consumer.ack(data)
 
 
+def test_delivery_numbers_are_kept_exactly_as_written(queue: HotQueue) -> None:
+    """Numbers go to the client and back as the bytes Redis wrote: through a
+    Lua number, a large one came back as 1e+17 and no settlement matched it,
+    so the message was delivered again for ever."""
+    keys = keys_for(queue.key)
+    queue.client.execute("HSET", keys.deliveries, "", "99999999999999999")
+    queue.put("m1", "m2")
+    with Consumer(queue, consumer_id="c") as consumer:
+        for expected in ("m1", "m2"):
+            data, msg = consumer.fetch(block=False)
+            assert msg == expected and consumer.ack(data)
+    assert queue.client.execute("HGET", keys.deliveries, "") == b"100000000000000001"
+    assert queue.stats() == (0, 0, [])
+
+
 def test_a_settlement_refused_before_it_acts_leaves_the_consumer_usable(caplog: pytest.LogCaptureFixture,
                                                                          queue: HotQueue) -> None:
     """A settlement whose outcome is known, because it was refused before it
