@@ -146,7 +146,7 @@ end
 
 def _settlement(check: str, body: str) -> Script:
     # A script that acts only on the delivery it names (ARGV[1] the consumer
-    # id, ARGV[2] the number): 0 when another holds the consumer's place.
+    # id, ARGV[2] the number): 0 when that number is no longer the consumer's.
     return Script(check + """
 if redis.call('HGET', KEYS[DELIVERIES], ARGV[1]) ~= ARGV[2] then return 0 end
 """ + body)

@@ -365,7 +365,7 @@ class Consumer:
     def _retire(self) -> None:
         keys = self.keys
         try:
-            self._send_unsettled()  # an ack that raised: the handler's work is done
+            self._send_unsettled()  # one that raised (an ack: the handler's work is done)
         except Exception as exc:  # RETIRE makes a late copy of it do nothing
             log.warning("queue %r: consumer %s could not settle its last message: %r", self.queue.name, self.id, exc)
         try:
