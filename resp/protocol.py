@@ -192,7 +192,6 @@ class Reader:
                             return finished
         buffer = self._buffer
         pos = self._pos
-        stack = self._stack
         value: Reply
         while True:
             end = buffer.find(b"\r\n", pos)
@@ -201,9 +200,12 @@ class Reader:
             kind = buffer[pos]
             if kind == 58:  # ':' integer
                 digits = buffer[pos + 1 : end]
-                if digits.isdigit() and digits[0] != 48 and end - pos < 20:  # up to 18 digits
+                try:
+                    least = _LEAST[end - pos]  # IndexError past 18 digits: int() never sees a long line
                     value = int(digits)
-                else:
+                except (IndexError, ValueError):
+                    least, value = 0, -1
+                if value < least:
                     value = _parse_int(digits, "integer")
                     if not -(2**63) <= value < 2**63:
                         raise ProtocolError("integer out of the signed 64-bit range")
@@ -239,6 +241,7 @@ class Reader:
                         raise ProtocolError(f"negative array length {length}")
                 pos = end + 2
                 if length > 0:
+                    stack = self._stack
                     if stack and len(stack) >= MAX_DEPTH:
                         raise ProtocolError(f"arrays nested deeper than {MAX_DEPTH}")
                     items: List[Any] = []
@@ -266,7 +269,7 @@ class Reader:
                 raise ProtocolError(f"unknown reply type byte {bytes([kind])!r}")
 
             self._pos = pos
-            if not stack:
+            if not self._stack:
                 return value
             value = self._settle(value)
             if value is not _UNFINISHED:
@@ -358,6 +361,11 @@ class Reader:
 #: The length lines of nulls, of bulk strings shorter than _SHORT_BULK and of
 #: short arrays, looked up instead of parsed.
 _SHORT_BULK = 1024
+#: _LEAST[n]: the least number of n - 1 digits (0 for one), for an integer
+#: line ':…' of n bytes before its CRLF. int() takes what RESP2 does not (a
+#: '+', spaces, '_', leading zeros): each leaves fewer digits than bytes, so a
+#: value below _LEAST[n]. Checked after int(), cheaper than the bytes before it.
+_LEAST = (0, 0, 0) + tuple(10 ** (size - 2) for size in range(3, 20))
 _BULK_LENGTHS = {b"$%d" % size: size for size in range(-1, _SHORT_BULK)}
 _ARRAY_LENGTHS = {b"*%d" % size: size for size in range(-1, 64)}
 
