@@ -199,14 +199,13 @@ class Reader:
                 return self._wait_for_line(pos)
             kind = buffer[pos]
             if kind == 58:  # ':' integer
-                digits = buffer[pos + 1 : end]
                 try:
                     least = _LEAST[end - pos]  # IndexError past 18 digits: int() never sees a long line
-                    value = int(digits)
+                    value = int(buffer[pos + 1 : end])
                 except (IndexError, ValueError):
                     least, value = 0, -1
                 if value < least:
-                    value = _parse_int(digits, "integer")
+                    value = _parse_int(buffer[pos + 1 : end], "integer")
                     if not -(2**63) <= value < 2**63:
                         raise ProtocolError("integer out of the signed 64-bit range")
                 pos = end + 2
