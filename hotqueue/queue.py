@@ -52,6 +52,11 @@ BACKOFF_MAX = 5.0
 # whose scripts have several keys, raises it at once.
 RIDE_OUT = (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError, resp.ClusterDownError,
             resp.ClusterError)
+#: A wait with no timeout is a series of BLPOPs of this many seconds (whole:
+#: the client's fast path): a server that stops answering without closing the
+#: connection (frozen, or a failover's old primary cut off) is noticed within
+#: a slice and a second, where one endless BLPOP would wait on it for ever.
+WAIT_SLICE = 30
 
 _CONNECTION_OPTIONS = frozenset(
     {
@@ -237,7 +242,9 @@ class HotQueue:
 
         :param block: wait for a message when the queue is empty.
         :param timeout: with ``block``, give up after this many seconds and
-            return ``None``; ``None`` or ``0`` waits forever. Floats allowed.
+            return ``None``; ``None`` or ``0`` waits forever, in ``BLPOP`` commands
+            of ``WAIT_SLICE`` seconds (a server that stops answering raises
+            ``resp.TimeoutError`` within one and a second). Floats allowed.
         :raises ValueError: a negative or NaN ``timeout``, or one over ``resp.MAX_TIMEOUT``.
         :raises resp.ConnectionError, resp.TimeoutError: Redis is unreachable.
 
@@ -247,9 +254,12 @@ class HotQueue:
         if timeout is not None and (type(timeout) is not int or not 0 <= timeout <= _MAX_WHOLE_TIMEOUT):
             _check_timeout(timeout)
         if block:
-            popped = self._client.blpop(self._key, timeout or 0)
-            if popped is None:
-                return None
+            while True:
+                popped = self._client.blpop(self._key, timeout or WAIT_SLICE)
+                if popped is not None:
+                    break
+                if timeout:
+                    return None
             data = popped[1]
         else:
             data = self._client.lpop(self._key)
@@ -272,7 +282,9 @@ class HotQueue:
         A message that is ``None`` is yielded like any other. When Redis goes
         away the generator waits and reconnects (0.1 s doubling to 5 s, with a
         warning logged each time) and goes on; a timeout counts afresh after a
-        reconnection. ``KeyboardInterrupt`` while waiting ends it quietly.
+        reconnection; with no timeout, a server that stops answering is
+        noticed within ``WAIT_SLICE`` seconds and a second, and ridden out
+        the same way. ``KeyboardInterrupt`` while waiting ends it quietly.
         """
         if kwargs.pop("reliable", False):
             from .reliable import consume
@@ -287,7 +299,7 @@ class HotQueue:
         if unknown:
             raise TypeError(f"consume() got unexpected argument(s): {', '.join(sorted(unknown))}")
         backoff = BACKOFF_FIRST
-        client, key, server_timeout = self._client, self._key, timeout or 0
+        client, key, server_timeout = self._client, self._key, timeout or WAIT_SLICE
         while True:
             try:
                 if block:  # as get() does, without its checks each time
@@ -314,6 +326,8 @@ class HotQueue:
                 continue
             backoff = BACKOFF_FIRST
             if data is None:
+                if block and not timeout:
+                    continue  # a slice of an endless wait
                 return
             serializer = self.serializer
             yield data if serializer is None else serializer.loads(data)

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Any, Callable, Iterator, List, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 from faultproxy import FaultProxy, report
@@ -207,6 +207,98 @@ def test_silent_server_blocking_get_ends_at_its_deadline(proxied: Any, key: str,
     # The server's own timeout, plus the client's margin, plus socket_timeout.
     assert time.monotonic() - start < 0.5 + 1.0 + (socket_timeout or 0) + SLACK
     queue.client.close()
+
+
+def _in_thread(target: Callable[[], Any]) -> Tuple[threading.Thread, List[Any]]:
+    # Run target in a daemon thread (one stuck for ever must not hold up the
+    # run); the list gets its result, or the exception it raised.
+    outcome: List[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(target())
+        except BaseException as exc:  # handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_silent_server_endless_blocking_get_raises_within_a_slice(
+    proxied: Any, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A get(block=True) with no timeout waits in slices: a server that stops
+    answering without closing the connection (frozen, cut off) is noticed,
+    even with socket_timeout=None, instead of being waited on for ever."""
+    monkeypatch.setattr("hotqueue.queue.WAIT_SLICE", 1)
+    proxy, _, _ = proxied
+    queue = HotQueue(key, host="127.0.0.1", port=proxy.port)  # socket_timeout=None
+    assert len(queue) == 0
+    proxy.silent = True
+    start = time.monotonic()
+    thread, outcome = _in_thread(lambda: queue.get(block=True))
+    thread.join(1 + 1.0 + SLACK + 2)  # the slice, the client's margin
+    assert outcome, "get(block=True) still waits on a server that answers nothing"
+    assert isinstance(outcome[0], resp.TimeoutError), outcome
+    assert time.monotonic() - start < 1 + 1.0 + SLACK
+    queue.client.close()
+
+
+def test_silent_server_endless_consume_is_ridden_out(
+    proxied: Any, key: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """consume() with no timeout notices a server gone silent within a slice,
+    rides it out (a warning, a new connection) and goes on once it answers."""
+    monkeypatch.setattr("hotqueue.queue.WAIT_SLICE", 1)
+    proxy, _, direct = proxied
+    queue = HotQueue(key, host="127.0.0.1", port=proxy.port, serializer=None)
+    assert len(queue) == 0
+    proxy.silent = True
+    thread, outcome = _in_thread(lambda: next(queue.consume()))
+    deadline = time.monotonic() + 1 + 1.0 + SLACK
+    while "retrying" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "retrying" in caplog.text, "consume() still waits on a server that answers nothing"
+    proxy.silent = False
+    direct.rpush(queue.key, b"after the silence")
+    # The pop sent while the proxy swallowed everything ends within a slice
+    # and a second; the next one reaches the server.
+    thread.join(2 * (1 + 1.0) + SLACK)
+    assert outcome == [b"after the silence"]
+    queue.client.close()
+
+
+def test_client_unblock_does_not_end_an_endless_wait(redis_url: str, key: str) -> None:
+    """CLIENT UNBLOCK ends a BLPOP as if it timed out: a get(block=True) with
+    no timeout has none, and goes on waiting (HotQueue 0.2.8 returned None)."""
+    queue = HotQueue(key, serializer=None, client=resp.Client.from_url(redis_url, client_name="endless"))
+    admin = resp.Client.from_url(redis_url)
+    try:
+        thread, outcome = _in_thread(lambda: queue.get(block=True))
+
+        def blocked_id() -> Optional[str]:
+            for line in admin.execute("CLIENT", "LIST").decode().splitlines():
+                fields = dict(field.split("=", 1) for field in line.split())
+                if fields.get("name") == "endless" and fields.get("cmd") == "blpop":
+                    return fields["id"]
+            return None
+
+        deadline = time.monotonic() + 5
+        while blocked_id() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client_id = blocked_id()
+        assert client_id is not None
+        assert admin.execute("CLIENT", "UNBLOCK", client_id) == 1
+        thread.join(0.3)
+        assert not outcome, "CLIENT UNBLOCK ended get(block=True) without a message"
+        admin.rpush(queue.key, b"then a message")
+        thread.join(5)
+        assert outcome == [b"then a message"]
+    finally:
+        admin.delete(queue.key)
+        admin.close()
+        queue.client.close()
 
 
 def test_silent_server_during_handshake_times_out(proxied: Any) -> None:

@@ -383,6 +383,37 @@ def test_one_timeout_on_a_frozen_primary_is_enough_to_find_the_new_one(
         primary.delete(key)
 
 
+def test_an_endless_consume_on_a_frozen_primary_goes_on_on_the_new_one(
+    sentinels: SentinelSet, make_server: Callable[..., RedisServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """consume() with no timeout waits in slices: on a primary frozen by a
+    failover (its kernel still holds the connection open) the slice ends in
+    a timeout, and the next pop asks the sentinels for the new primary."""
+    monkeypatch.setattr("hotqueue.queue.WAIT_SLICE", 1)
+    frozen = make_server()
+    assert frozen.process is not None
+    fake = FakeSentinel([frozen.port])
+    queue = HotQueue(unique("frozen-consume"), serializer=None,
+                     client=resp.SentinelClient([("127.0.0.1", fake.port)], "mymaster"))  # socket_timeout=None
+    assert len(queue) == 0
+    fake.ports.append(sentinels.primary.port)  # the failover
+    frozen.process.send_signal(signal.SIGSTOP)
+    outcome: List[object] = []
+    consumer = threading.Thread(target=lambda: outcome.append(next(queue.consume())), daemon=True)
+    try:
+        consumer.start()
+        with resp.Client("127.0.0.1", sentinels.primary.port) as primary:
+            primary.rpush(queue.key, b"on the new primary")
+            # The slice, the client's margin, the first backoff, and slack.
+            consumer.join(1 + 1.0 + 0.1 + 5)
+            assert outcome == [b"on the new primary"], "consume() still waits on the frozen primary"
+            assert primary.llen(queue.key) == 0
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+        queue.client.close()
+        fake.close()
+
+
 def test_a_sentinel_that_refuses_our_password_is_an_authentication_error(
     make_server: Callable[..., RedisServer]
 ) -> None:
