@@ -40,6 +40,7 @@ from .errors import (
     ConnectionError,
     CrossSlotError,
     MovedError,
+    PoolTimeoutError,
     ResponseError,
     TimeoutError,
     TryAgainError,
@@ -483,6 +484,8 @@ class ClusterClient:
                 wait = min(wait * 2, RETRY_MAX)
                 redirect, asking, last = None, False, exc
                 self._stale = self._stale or isinstance(exc, ClusterDownError)
+            except PoolTimeoutError:
+                raise  # our own connections were busy: the map is not in question
             except (ConnectionError, TimeoutError):
                 self._stale = True  # the node may be gone or no longer a primary
                 raise

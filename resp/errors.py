@@ -15,6 +15,7 @@ __all__ = [
     "RespError",
     "ConnectionError",
     "TimeoutError",
+    "PoolTimeoutError",
     "ProtocolError",
     "ResponseError",
     "WrongTypeError",
@@ -46,6 +47,11 @@ class ConnectionError(RespError, builtins.ConnectionError):
 
 class TimeoutError(RespError, builtins.TimeoutError):
     """The server did not answer before the command's deadline."""
+
+
+class PoolTimeoutError(TimeoutError):
+    """Every connection under ``max_connections`` stayed busy until the
+    command's deadline: nothing was sent, and the server was never in question."""
 
 
 class ProtocolError(RespError):

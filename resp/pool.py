@@ -30,7 +30,7 @@ import os
 from weakref import WeakSet
 
 from .connection import Connection
-from .errors import TimeoutError
+from .errors import PoolTimeoutError
 
 TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class Pool:
     :param max_connections: how many may be open at once, not counting those
         waiting in a blocking command (``acquire(blocking=True)``); ``None``
         for no bound. Past the bound, ``acquire`` waits its turn, first come
-        first served, up to ``wait_timeout``, then raises ``TimeoutError``.
+        first served, up to ``wait_timeout``, then raises ``PoolTimeoutError``.
     """
 
     def __init__(
@@ -238,7 +238,7 @@ class Pool:
         try:
             line.append(ticket)  # inside the try: an interrupt after it still takes it out
             if not self._released.wait_for(ready, self._wait_timeout):
-                raise TimeoutError(f"all {limit} connections stayed busy")
+                raise PoolTimeoutError(f"all {limit} connections stayed busy")
         finally:
             if ticket in line:  # not yet, if an interrupt came just before the append
                 line.remove(ticket)

@@ -34,6 +34,7 @@ from .errors import (
     AuthenticationError,
     ConnectionError,
     NoSentinelReachableError,
+    PoolTimeoutError,
     ProtocolError,
     ReadOnlyError,
     ResponseError,
@@ -262,6 +263,8 @@ class SentinelClient(Client):
             except ConnectionError:
                 self._pool.close()  # the next connection asks the sentinels again
                 raise
+            except PoolTimeoutError:
+                raise  # our own connections were busy: the primary is not in question
             except TimeoutError:
                 # A frozen or cut-off old primary keeps its idle sockets open,
                 # each good for another timeout: drop them, so that the next

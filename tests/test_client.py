@@ -1035,8 +1035,9 @@ def test_max_connections_wait_times_out(redis_url: str) -> None:
     client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=0.5)
     held, _ = client._pool.acquire()
     started = time.monotonic()
-    with pytest.raises(resp.TimeoutError, match="all 1 connections stayed busy"):
+    with pytest.raises(resp.PoolTimeoutError, match="all 1 connections stayed busy") as raised:
         client.ping()
+    assert isinstance(raised.value, resp.TimeoutError) and isinstance(raised.value, TimeoutError)
     assert 0.3 < time.monotonic() - started < 3
     client._pool.release(held)
     assert client.ping()

@@ -414,6 +414,22 @@ def test_an_endless_consume_on_a_frozen_primary_goes_on_on_the_new_one(
         fake.close()
 
 
+def test_a_busy_pool_is_not_taken_for_a_lost_primary(sentinels: SentinelSet) -> None:
+    """A wait for a place under max_connections that times out says nothing
+    of the primary: the client keeps its connections (it dropped them all, and
+    asked the sentinels again, as after a command that timed out)."""
+    client = resp.SentinelClient(sentinels.addresses, "mymaster", max_connections=1, socket_timeout=0.3)
+    try:
+        first = client.execute("CLIENT", "ID")
+        held, _ = client._pool.acquire()  # the one place, held outside any command
+        with pytest.raises(resp.PoolTimeoutError):
+            client.rpush(unique("busy"), "never sent")
+        client._pool.release(held)
+        assert client.execute("CLIENT", "ID") == first  # the same connection, kept
+    finally:
+        client.close()
+
+
 def test_a_sentinel_that_refuses_our_password_is_an_authentication_error(
     make_server: Callable[..., RedisServer]
 ) -> None:
