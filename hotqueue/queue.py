@@ -46,16 +46,17 @@ _PICKLE = _Pickle()
 #: Reconnection backoff of ``consume`` and ``worker``: first wait, cap.
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
-# What consume and worker wait out: a server out of reach or still loading, a
-# cluster that stayed down or kept redirecting (nothing was run). Keys in
-# different slots (CrossSlotError) are no such thing: the reliable consumer,
-# whose scripts have several keys, raises it at once.
-RIDE_OUT = (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError, resp.ClusterDownError,
-            resp.ClusterError)
+# What consume and worker wait out: a server out of reach, still loading or
+# held by a long script, a cluster that stayed down or kept redirecting
+# (nothing was run). Keys in different slots (CrossSlotError) are no such
+# thing: the reliable consumer, whose scripts have several keys, raises it at once.
+RIDE_OUT = (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError, resp.BusyScriptError,
+            resp.ClusterDownError, resp.ClusterError)
 #: A wait with no timeout is a series of BLPOPs of this many seconds (whole:
 #: the client's fast path): a server that stops answering without closing the
 #: connection (frozen, or a failover's old primary cut off) is noticed within
-#: a slice and a second, where one endless BLPOP would wait on it for ever.
+#: two slices (see resp.client.BLOCKING_MARGIN), where one endless BLPOP
+#: would wait on it for ever.
 WAIT_SLICE = 30
 
 _CONNECTION_OPTIONS = frozenset(
@@ -244,7 +245,7 @@ class HotQueue:
         :param timeout: with ``block``, give up after this many seconds and
             return ``None``; ``None`` or ``0`` waits forever, in ``BLPOP`` commands
             of ``WAIT_SLICE`` seconds (a server that stops answering raises
-            ``resp.TimeoutError`` within one and a second). Floats allowed.
+            ``resp.TimeoutError`` within two). Floats allowed.
         :raises ValueError: a negative or NaN ``timeout``, or one over ``resp.MAX_TIMEOUT``.
         :raises resp.ConnectionError, resp.TimeoutError: Redis is unreachable.
 
@@ -283,7 +284,7 @@ class HotQueue:
         away the generator waits and reconnects (0.1 s doubling to 5 s, with a
         warning logged each time) and goes on; a timeout counts afresh after a
         reconnection; with no timeout, a server that stops answering is
-        noticed within ``WAIT_SLICE`` seconds and a second, and ridden out
+        noticed within two slices of ``WAIT_SLICE`` seconds, and ridden out
         the same way. ``KeyboardInterrupt`` while waiting ends it quietly.
         """
         if kwargs.pop("reliable", False):

@@ -11,8 +11,8 @@ Rules this module keeps:
 3. Any exception between sending a command and reading its whole reply, even a
    ``KeyboardInterrupt``, closes that connection, so no reply can ever reach the
    wrong command.
-4. A blocking command's deadline is its own server-side timeout plus a margin,
-   not ``socket_timeout``.
+4. A blocking command's deadline is its own server-side timeout and as long
+   again (``BLOCKING_MARGIN`` at least), plus ``socket_timeout``.
 """
 
 import math
@@ -44,8 +44,12 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 _monotonic = time.monotonic
-#: Added to a blocking command's own timeout: servers before 7 overshoot it by
-#: up to a second, and the reply still has to travel.
+#: After a blocking command's own timeout the client waits as long again for
+#: its reply, and never less than this: servers before 7 overshoot the timeout
+#: by up to a second, the reply still has to travel, and a server stalled past
+#: it (a long script, a slow disk) may be about to send a value it has already
+#: popped, which giving up on it would lose. So a value is lost that way only
+#: in a stall longer than the wait itself.
 BLOCKING_MARGIN = 1.0
 
 
@@ -291,7 +295,7 @@ class Client:
             return None  # forever, or as good as
         if not 0 < seconds < math.inf:
             return self.socket_timeout
-        return seconds + BLOCKING_MARGIN + (self.socket_timeout or 0.0)
+        return seconds + max(seconds, BLOCKING_MARGIN) + (self.socket_timeout or 0.0)
 
     def execute(self, *args: "CommandArg") -> "Reply":
         """Send one command and return its reply.
@@ -356,7 +360,7 @@ class Client:
             # One key and whole seconds, as a queue asks: what the checks of
             # the general case below would let through unchanged, and the
             # wait _blocking_timeout would give (None: forever).
-            wait = timeout + BLOCKING_MARGIN + (self.socket_timeout or 0.0) if timeout else None
+            wait = timeout + max(timeout, BLOCKING_MARGIN) + (self.socket_timeout or 0.0) if timeout else None
             reply = self._call(encode_parts(("BLPOP", keys, timeout)), wait, blocking=True)
             return None if reply is None else (reply[0], reply[1])
         key_list = _blpop_keys(keys)

@@ -28,6 +28,7 @@ from .errors import (
     ClusterError,
     ConnectionError,
     MovedError,
+    PoolTimeoutError,
     ResponseError,
     TimeoutError,
     TryAgainError,
@@ -69,6 +70,8 @@ def _send_asked_on(cluster: ClusterClient, node: Client, commands: List[Tuple[Co
         pipe.command("ASKING").command(*commands[index])
     try:
         answers = pipe.execute(raise_on_error=False)
+    except PoolTimeoutError:
+        raise  # our own connections were busy: the map is not in question
     except (ConnectionError, TimeoutError):
         cluster._stale = True
         raise
@@ -149,6 +152,8 @@ class ClusterPipeline:
                 in_multi = name == "MULTI" or (in_multi and name not in ("EXEC", "DISCARD"))
             try:
                 replies = pipe.execute(raise_on_error=False)
+            except PoolTimeoutError:
+                raise  # our own connections were busy: the map is not in question
             except (ConnectionError, TimeoutError):
                 cluster._stale = True
                 raise

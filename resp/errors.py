@@ -23,6 +23,7 @@ __all__ = [
     "NoPermissionError",
     "ReadOnlyError",
     "BusyLoadingError",
+    "BusyScriptError",
     "MaxClientsError",
     "MovedError",
     "AskError",
@@ -89,6 +90,11 @@ class ReadOnlyError(ResponseError):
 
 class BusyLoadingError(ResponseError):
     """The server is still loading its dataset (``LOADING``)."""
+
+
+class BusyScriptError(ResponseError):
+    """A script or function has run past the server's busy threshold
+    (``BUSY``): it answers nothing else until it ends; the command was not run."""
 
 
 class MaxClientsError(ResponseError, ConnectionError):
@@ -170,6 +176,7 @@ _ERROR_CLASSES: "Dict[str, Type[ResponseError]]" = {
     "NOPERM": NoPermissionError,
     "READONLY": ReadOnlyError,
     "LOADING": BusyLoadingError,
+    "BUSY": BusyScriptError,
     "MOVED": MovedError,
     "ASK": AskError,
     "TRYAGAIN": TryAgainError,

@@ -301,6 +301,75 @@ def test_client_unblock_does_not_end_an_endless_wait(redis_url: str, key: str) -
         queue.client.close()
 
 
+def _busy_script(seconds: float, push_to: Optional[str] = None) -> Tuple[str, List[Any]]:
+    # A script that runs for ``seconds`` (after pushing one message, if told
+    # where): the server answers other clients BUSY meanwhile.
+    script = """
+        if KEYS[1] then redis.call('RPUSH', KEYS[1], 'pushed before the stall') end
+        local start = redis.call('TIME')
+        while true do
+            local now = redis.call('TIME')
+            if (now[1] - start[1]) + (now[2] - start[2]) / 1e6 > tonumber(ARGV[1]) then return 1 end
+        end
+    """
+    return script, ([1, push_to] if push_to is not None else [0]) + [seconds]
+
+
+@pytest.mark.slow
+def test_consume_rides_out_a_script_past_the_busy_threshold(
+    make_server: Callable[..., RedisServer], key: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pop sent while a long script runs gets BUSY: nothing was run, and
+    consume() waits it out, as it does a server still loading."""
+    monkeypatch.setattr("hotqueue.queue.WAIT_SLICE", 1)
+    server = make_server(args=["--busy-reply-threshold", "100"])
+    queue = HotQueue(key, host="127.0.0.1", port=server.port, serializer=None, client_name="consumer")
+    admin = resp.Client("127.0.0.1", server.port)
+    try:
+        thread, outcome = _in_thread(lambda: next(queue.consume()))
+        deadline = time.monotonic() + 5
+        while b"name=consumer" not in admin.execute("CLIENT", "LIST") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        script, args = _busy_script(3.0)
+        assert admin.execute("EVAL", script, *args) == 1  # the pop in flight times out, the next gets BUSY
+        admin.rpush(queue.key, b"after the script")
+        thread.join(5)
+        assert outcome == [b"after the script"]
+        assert "BUSY" in caplog.text
+    finally:
+        admin.close()
+        queue.client.close()
+
+
+@pytest.mark.slow
+def test_a_value_popped_in_a_stall_past_the_timeout_is_still_received(
+    make_server: Callable[..., RedisServer], key: str
+) -> None:
+    """A server stalled past a BLPOP's timeout may already have popped the
+    value it is about to send: the client waits as long again before it gives
+    up on it (and the value with it), not 1 s."""
+    server = make_server()
+    queue = HotQueue(key, host="127.0.0.1", port=server.port, serializer=None)
+    admin = resp.Client("127.0.0.1", server.port)
+    try:
+        assert len(queue) == 0
+        started = time.monotonic()
+        thread, outcome = _in_thread(lambda: queue.get(block=True, timeout=4))
+        time.sleep(1)
+        # Pushed at 1 s, handed over when the script ends at about 6.5 s:
+        # past the 4 s timeout and 1 s more, before twice the timeout.
+        script, args = _busy_script(5.5, push_to=queue.key)
+        admin.execute("EVAL", script, *args)
+        thread.join(5)
+        assert outcome == [b"pushed before the stall"], (outcome, time.monotonic() - started)
+        assert admin.llen(queue.key) == 0
+    finally:
+        admin.delete(queue.key)
+        admin.close()
+        queue.client.close()
+
+
 def test_silent_server_during_handshake_times_out(proxied: Any) -> None:
     # A new connection that must AUTH and SELECT before its first command.
     proxy, _, _ = proxied
