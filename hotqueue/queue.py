@@ -55,8 +55,8 @@ RIDE_OUT = (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError, resp
 #: A wait with no timeout is a series of BLPOPs of this many seconds (whole:
 #: the client's fast path): a server that stops answering without closing the
 #: connection (frozen, or a failover's old primary cut off) is noticed within
-#: two slices (see resp.client.BLOCKING_MARGIN), where one endless BLPOP
-#: would wait on it for ever.
+#: two slices and socket_timeout (the client waits for a reply as long again
+#: as the command's own timeout), where one endless BLPOP would wait for ever.
 WAIT_SLICE = 30
 
 _CONNECTION_OPTIONS = frozenset(
@@ -245,9 +245,11 @@ class HotQueue:
         :param timeout: with ``block``, give up after this many seconds and
             return ``None``; ``None`` or ``0`` waits forever, in ``BLPOP`` commands
             of ``WAIT_SLICE`` seconds (a server that stops answering raises
-            ``resp.TimeoutError`` within two). Floats allowed.
+            ``resp.TimeoutError`` within two, plus ``socket_timeout``). Floats allowed.
         :raises ValueError: a negative or NaN ``timeout``, or one over ``resp.MAX_TIMEOUT``.
         :raises resp.ConnectionError, resp.TimeoutError: Redis is unreachable.
+        :raises resp.BusyLoadingError, resp.BusyScriptError: the server is
+            loading its data or held by a long script; nothing was run.
 
         A stored value that ``serializer.loads`` cannot read raises that
         serializer's own error, and the message is gone from Redis.
@@ -284,7 +286,8 @@ class HotQueue:
         away the generator waits and reconnects (0.1 s doubling to 5 s, with a
         warning logged each time) and goes on; a timeout counts afresh after a
         reconnection; with no timeout, a server that stops answering is
-        noticed within two slices of ``WAIT_SLICE`` seconds, and ridden out
+        noticed within two slices of ``WAIT_SLICE`` seconds (plus the
+        client's ``socket_timeout``), and ridden out
         the same way. ``KeyboardInterrupt`` while waiting ends it quietly.
         """
         if kwargs.pop("reliable", False):

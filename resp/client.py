@@ -12,7 +12,7 @@ Rules this module keeps:
    ``KeyboardInterrupt``, closes that connection, so no reply can ever reach the
    wrong command.
 4. A blocking command's deadline is its own server-side timeout and as long
-   again (``BLOCKING_MARGIN`` at least), plus ``socket_timeout``.
+   again (``BLOCKING_MARGIN``, 5 s, at least), plus ``socket_timeout``.
 """
 
 import math
@@ -47,10 +47,11 @@ _monotonic = time.monotonic
 #: After a blocking command's own timeout the client waits as long again for
 #: its reply, and never less than this: servers before 7 overshoot the timeout
 #: by up to a second, the reply still has to travel, and a server stalled past
-#: it (a long script, a slow disk) may be about to send a value it has already
-#: popped, which giving up on it would lose. So a value is lost that way only
-#: in a stall longer than the wait itself.
-BLOCKING_MARGIN = 1.0
+#: it (a script under the 5 s busy threshold, a slow disk, a large DEL) may be
+#: about to send a value it has already popped, which giving up on it would
+#: lose. So a value is lost that way only in a stall longer than this and than
+#: the wait itself.
+BLOCKING_MARGIN = 5.0
 
 
 def _encodable(text: str) -> bool:

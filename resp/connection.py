@@ -234,6 +234,11 @@ class Connection:
         remaining = deadline - _monotonic()
         if remaining <= 0:
             raise TimeoutError(f"timed out waiting for {self.address}")
+        # The socket's own wait takes milliseconds in a C int, and one past it
+        # would wrap and end at once: a server silent for 24.8 days is given
+        # up on then, even with a later deadline.
+        if remaining > _MAX_POLL_MS / 1000.0:
+            remaining = _MAX_POLL_MS / 1000.0
         self.sock.settimeout(remaining)
         self._timeout = remaining
 

@@ -22,6 +22,7 @@ from redis_server import RedisServer
 
 import resp
 from hotqueue import HotQueue
+from resp.client import BLOCKING_MARGIN
 
 TIMEOUT = 0.25  # socket_timeout of the clients under test
 SLACK = 1.5  # generous allowance for a loaded machine on top of a deadline
@@ -205,7 +206,8 @@ def test_silent_server_blocking_get_ends_at_its_deadline(proxied: Any, key: str,
     with pytest.raises(resp.TimeoutError):
         queue.get(block=True, timeout=0.5)
     # The server's own timeout, plus the client's margin, plus socket_timeout.
-    assert time.monotonic() - start < 0.5 + 1.0 + (socket_timeout or 0) + SLACK
+    elapsed = time.monotonic() - start
+    assert 0.5 + BLOCKING_MARGIN <= elapsed < 0.5 + BLOCKING_MARGIN + (socket_timeout or 0) + SLACK
     queue.client.close()
 
 
@@ -232,6 +234,7 @@ def test_silent_server_endless_blocking_get_raises_within_a_slice(
     answering without closing the connection (frozen, cut off) is noticed,
     even with socket_timeout=None, instead of being waited on for ever."""
     monkeypatch.setattr("hotqueue.queue.WAIT_SLICE", 1)
+    monkeypatch.setattr("resp.client.BLOCKING_MARGIN", 1.0)  # a quicker test; the margin is not its subject
     proxy, _, _ = proxied
     queue = HotQueue(key, host="127.0.0.1", port=proxy.port)  # socket_timeout=None
     assert len(queue) == 0
@@ -251,6 +254,7 @@ def test_silent_server_endless_consume_is_ridden_out(
     """consume() with no timeout notices a server gone silent within a slice,
     rides it out (a warning, a new connection) and goes on once it answers."""
     monkeypatch.setattr("hotqueue.queue.WAIT_SLICE", 1)
+    monkeypatch.setattr("resp.client.BLOCKING_MARGIN", 1.0)
     proxy, _, direct = proxied
     queue = HotQueue(key, host="127.0.0.1", port=proxy.port, serializer=None)
     assert len(queue) == 0
@@ -323,6 +327,8 @@ def test_consume_rides_out_a_script_past_the_busy_threshold(
     """A pop sent while a long script runs gets BUSY: nothing was run, and
     consume() waits it out, as it does a server still loading."""
     monkeypatch.setattr("hotqueue.queue.WAIT_SLICE", 1)
+    # The pop in flight as the script starts gives up before it ends.
+    monkeypatch.setattr("resp.client.BLOCKING_MARGIN", 1.0)
     server = make_server(args=["--busy-reply-threshold", "100"])
     queue = HotQueue(key, host="127.0.0.1", port=server.port, serializer=None, client_name="consumer")
     admin = resp.Client("127.0.0.1", server.port)
@@ -343,23 +349,26 @@ def test_consume_rides_out_a_script_past_the_busy_threshold(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("timeout, pushed_at, stall", [(1, 0.5, 3.0), (4, 1.0, 5.5)])
 def test_a_value_popped_in_a_stall_past_the_timeout_is_still_received(
-    make_server: Callable[..., RedisServer], key: str
+    make_server: Callable[..., RedisServer], key: str, timeout: int, pushed_at: float, stall: float
 ) -> None:
     """A server stalled past a BLPOP's timeout may already have popped the
-    value it is about to send: the client waits as long again before it gives
-    up on it (and the value with it), not 1 s."""
+    value it is about to send: the client waits as long again, and 5 s at
+    least, before it gives up on it (and the value with it); it waited 1 s.
+    A script under the default 5 s busy threshold is such a stall."""
     server = make_server()
     queue = HotQueue(key, host="127.0.0.1", port=server.port, serializer=None)
     admin = resp.Client("127.0.0.1", server.port)
     try:
         assert len(queue) == 0
         started = time.monotonic()
-        thread, outcome = _in_thread(lambda: queue.get(block=True, timeout=4))
-        time.sleep(1)
-        # Pushed at 1 s, handed over when the script ends at about 6.5 s:
-        # past the 4 s timeout and 1 s more, before twice the timeout.
-        script, args = _busy_script(5.5, push_to=queue.key)
+        thread, outcome = _in_thread(lambda: queue.get(block=True, timeout=timeout))
+        time.sleep(pushed_at)
+        # Handed over when the script ends, past the timeout and 1 s more
+        # (the margin before), before the timeout and as long again or 5 s.
+        assert timeout + 1 < pushed_at + stall < timeout + max(timeout, 5) - 1
+        script, args = _busy_script(stall, push_to=queue.key)
         admin.execute("EVAL", script, *args)
         thread.join(5)
         assert outcome == [b"pushed before the stall"], (outcome, time.monotonic() - started)
@@ -368,6 +377,23 @@ def test_a_value_popped_in_a_stall_past_the_timeout_is_still_received(
         admin.delete(queue.key)
         admin.close()
         queue.client.close()
+
+
+def test_a_wait_of_weeks_over_tls_waits(make_server: Callable[..., RedisServer], key: str) -> None:
+    """Over TLS the socket's own timeout waits, in milliseconds held in a C
+    int: a deadline past 24.8 days must not wrap round and end the wait at
+    once (the client's deadline is twice a wait of 12.5 days)."""
+    server = make_server(tls=True)
+    with resp.Client("localhost", server.port, ssl_ca_certs=f"{server.tls_dir}/ca.crt") as client:
+        queue = HotQueue(key, serializer=None, client=client)
+        assert len(queue) == 0
+        thread, outcome = _in_thread(lambda: queue.get(block=True, timeout=2_147_484))  # 24.9 days
+        thread.join(1.0)
+        assert not outcome, "the wait ended at once"
+        with resp.Client("localhost", server.port, ssl_ca_certs=f"{server.tls_dir}/ca.crt") as other:
+            other.rpush(queue.key, b"weeks early")
+        thread.join(5)
+        assert outcome == [b"weeks early"]
 
 
 def test_silent_server_during_handshake_times_out(proxied: Any) -> None:

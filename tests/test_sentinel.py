@@ -390,6 +390,7 @@ def test_an_endless_consume_on_a_frozen_primary_goes_on_on_the_new_one(
     failover (its kernel still holds the connection open) the slice ends in
     a timeout, and the next pop asks the sentinels for the new primary."""
     monkeypatch.setattr("hotqueue.queue.WAIT_SLICE", 1)
+    monkeypatch.setattr("resp.client.BLOCKING_MARGIN", 1.0)  # a quicker test
     frozen = make_server()
     assert frozen.process is not None
     fake = FakeSentinel([frozen.port])
