@@ -33,6 +33,10 @@ __all__ = ["Connection", "NothingSentError", "Address"]
 _monotonic = time.monotonic
 _HAS_POLL = hasattr(select, "poll")
 _MAX_POLL_MS = 2.0**31 - 1
+#: The longest a socket's own timeout may be, in seconds: it is turned into
+#: milliseconds in a C int, and one past it wraps round (to no wait at all, or
+#: to waiting for ever). A longer wait is made of several.
+_MAX_SOCKET_TIMEOUT = _MAX_POLL_MS / 1000.0
 #: A command at most this long fits at once in the (empty) send buffer of an
 #: idle connection: Linux gives a TCP socket at least 4 KiB.
 _SHORT = 2048
@@ -125,6 +129,8 @@ def _connect_tcp(host: str, port: int, timeout: "Optional[float]") -> _socket.so
 
 def _open_socket(address: Address) -> _socket.socket:
     timeout = address.connect_timeout
+    if timeout is not None and timeout > _MAX_SOCKET_TIMEOUT:
+        timeout = _MAX_SOCKET_TIMEOUT  # a connection not made in 24.8 days is given up on
     if address.unix_socket_path is not None:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
@@ -234,11 +240,8 @@ class Connection:
         remaining = deadline - _monotonic()
         if remaining <= 0:
             raise TimeoutError(f"timed out waiting for {self.address}")
-        # The socket's own wait takes milliseconds in a C int, and one past it
-        # would wrap and end at once: a server silent for 24.8 days is given
-        # up on then, even with a later deadline.
-        if remaining > _MAX_POLL_MS / 1000.0:
-            remaining = _MAX_POLL_MS / 1000.0
+        if remaining > _MAX_SOCKET_TIMEOUT:
+            remaining = _MAX_SOCKET_TIMEOUT  # a read that times out before the deadline waits again
         self.sock.settimeout(remaining)
         self._timeout = remaining
 
@@ -339,7 +342,10 @@ class Connection:
             try:
                 data = self.sock.recv(_RECV_SIZE)
             except OSError as exc:
-                raise self._read_error(exc) from exc
+                error = self._read_error(exc, deadline)
+                if error is None:
+                    continue
+                raise error from exc
             if not data:
                 raise ConnectionError(f"connection closed by {self.address}")
             reader.feed(data)
@@ -388,7 +394,10 @@ class Connection:
             try:
                 count = self.sock.recv_into(view[got:])
             except OSError as exc:
-                raise self._read_error(exc) from exc
+                error = self._read_error(exc, deadline)
+                if error is None:
+                    continue
+                raise error from exc
             if not count:
                 raise ConnectionError(f"connection closed by {self.address}")
             got += count
@@ -416,9 +425,13 @@ class Connection:
             if poll(milliseconds if milliseconds < _MAX_POLL_MS else _MAX_POLL_MS):
                 return
 
-    def _read_error(self, exc: OSError) -> OSError:
+    def _read_error(self, exc: OSError, deadline: "Optional[float]") -> "Optional[OSError]":
         # socket.timeout is an OSError too (the builtin TimeoutError on 3.10+).
+        # None: the socket's own timeout, held under _MAX_SOCKET_TIMEOUT,
+        # ended before the deadline: receive again.
         if isinstance(exc, _socket.timeout):
+            if deadline is not None and deadline > _monotonic():
+                return None
             return TimeoutError(f"timed out reading from {self.address}")
         return ConnectionError(f"error reading from {self.address}: {_describe(exc)}")
 

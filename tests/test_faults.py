@@ -381,8 +381,8 @@ def test_a_value_popped_in_a_stall_past_the_timeout_is_still_received(
 
 def test_a_wait_of_weeks_over_tls_waits(make_server: Callable[..., RedisServer], key: str) -> None:
     """Over TLS the socket's own timeout waits, in milliseconds held in a C
-    int: a deadline past 24.8 days must not wrap round and end the wait at
-    once (the client's deadline is twice a wait of 12.5 days)."""
+    int: the client's deadline for this wait (twice 24.9 days) is past 2**32
+    ms, which wrapped round to a wait of 0.7 s and ended it."""
     server = make_server(tls=True)
     with resp.Client("localhost", server.port, ssl_ca_certs=f"{server.tls_dir}/ca.crt") as client:
         queue = HotQueue(key, serializer=None, client=client)
@@ -394,6 +394,27 @@ def test_a_wait_of_weeks_over_tls_waits(make_server: Callable[..., RedisServer],
             other.rpush(queue.key, b"weeks early")
         thread.join(5)
         assert outcome == [b"weeks early"]
+
+
+def test_a_tls_wait_longer_than_one_socket_timeout_goes_on(
+    make_server: Callable[..., RedisServer], key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait longer than a socket's own timeout may be (24.8 days; 0.3 s
+    here) is made of several: each that ends before the deadline is followed
+    by another, and a value that comes after the first is received."""
+    monkeypatch.setattr("resp.connection._MAX_SOCKET_TIMEOUT", 0.3)
+    server = make_server(tls=True)
+    with resp.Client("localhost", server.port, ssl_ca_certs=f"{server.tls_dir}/ca.crt") as client:
+        queue = HotQueue(key, serializer=None, client=client)
+        started = time.monotonic()
+        assert queue.get(block=True, timeout=1) is None  # the server's own answer, at 1 s
+        assert time.monotonic() - started >= 0.9
+        thread, outcome = _in_thread(lambda: queue.get(block=True, timeout=3))
+        time.sleep(0.8)
+        with resp.Client("localhost", server.port, ssl_ca_certs=f"{server.tls_dir}/ca.crt") as other:
+            other.rpush(queue.key, b"after two socket timeouts")
+        thread.join(5)
+        assert outcome == [b"after two socket timeouts"]
 
 
 def test_silent_server_during_handshake_times_out(proxied: Any) -> None:
