@@ -360,13 +360,13 @@ class Reader:
 #: The length lines of nulls, of bulk strings shorter than _SHORT_BULK and of
 #: short arrays, looked up instead of parsed.
 _SHORT_BULK = 1024
+_BULK_LENGTHS = {b"$%d" % size: size for size in range(-1, _SHORT_BULK)}
+_ARRAY_LENGTHS = {b"*%d" % size: size for size in range(-1, 64)}
 #: _LEAST[n]: the least number of n - 1 digits (0 for one), for an integer
 #: line ':…' of n bytes before its CRLF. int() takes what RESP2 does not (a
 #: '+', spaces, '_', leading zeros): each leaves fewer digits than bytes, so a
 #: value below _LEAST[n]. Checked after int(), cheaper than the bytes before it.
 _LEAST = (0, 0, 0) + tuple(10 ** (size - 2) for size in range(3, 20))
-_BULK_LENGTHS = {b"$%d" % size: size for size in range(-1, _SHORT_BULK)}
-_ARRAY_LENGTHS = {b"*%d" % size: size for size in range(-1, 64)}
 
 
 def _take_short_bulks(buffer: bytes, pos: int, items: "List[Any]", count: int) -> int:

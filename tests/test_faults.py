@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
+from cluster_fixtures import wait_for
 from faultproxy import FaultProxy, report
 from redis_server import RedisServer
 
@@ -260,9 +261,8 @@ def test_silent_server_endless_consume_is_ridden_out(
     assert len(queue) == 0
     proxy.silent = True
     thread, outcome = _in_thread(lambda: next(queue.consume()))
-    deadline = time.monotonic() + 1 + 1.0 + SLACK
-    while "retrying" not in caplog.text and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for("consume() to give up on the silent server", lambda: "retrying" in caplog.text,
+             timeout=1 + 1.0 + SLACK)
     assert "retrying" in caplog.text, "consume() still waits on a server that answers nothing"
     proxy.silent = False
     direct.rpush(queue.key, b"after the silence")
@@ -288,9 +288,7 @@ def test_client_unblock_does_not_end_an_endless_wait(redis_url: str, key: str) -
                     return fields["id"]
             return None
 
-        deadline = time.monotonic() + 5
-        while blocked_id() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for("the get to block", lambda: blocked_id() is not None, timeout=5)
         client_id = blocked_id()
         assert client_id is not None
         assert admin.execute("CLIENT", "UNBLOCK", client_id) == 1
@@ -334,9 +332,7 @@ def test_consume_rides_out_a_script_past_the_busy_threshold(
     admin = resp.Client("127.0.0.1", server.port)
     try:
         thread, outcome = _in_thread(lambda: next(queue.consume()))
-        deadline = time.monotonic() + 5
-        while b"name=consumer" not in admin.execute("CLIENT", "LIST") and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for("the consumer to connect", lambda: b"name=consumer" in admin.execute("CLIENT", "LIST"), timeout=5)
         script, args = _busy_script(3.0)
         assert admin.execute("EVAL", script, *args) == 1  # the pop in flight times out, the next gets BUSY
         admin.rpush(queue.key, b"after the script")
