@@ -121,8 +121,8 @@ def feeds(unit, units):
 
 def measure(quick):
     """Rows of (case, mode, replies, {side: [seconds per reply, one per round]}).
-    Each round runs every mode of a case and every side, interleaved, so that
-    a slow spell of the machine touches all of them alike."""
+    Each round runs every side on every mode of a case, so that a slow spell
+    of the machine touches all of them alike."""
     rows = []
     repeat = 3 if quick else 7
     for name, unit in CASES.items():
@@ -138,14 +138,25 @@ def measure(quick):
         times = {mode: {"resp": [], "redis-py": [], "hiredis": []} for mode in modes}
         if "byte by byte" in modes:
             times["byte by byte"]["call floor"] = []
-        for _ in range(repeat):
-            for mode, (chunks, read_size) in modes.items():
-                count = replies[mode]
-                times[mode]["resp"].append(run_reader(resp.Reader, chunks, count) / count)
-                times[mode]["redis-py"].append(run_pure(chunks, count, read_size) / count)
-                times[mode]["hiredis"].append(run_reader(hiredis.Reader, chunks, count) / count)
-                if "call floor" in times[mode]:
-                    times[mode]["call floor"].append(run_reader(CallFloor, chunks, 0) / count)
+        sides = {
+            "resp": lambda chunks, count, _: run_reader(resp.Reader, chunks, count),
+            "redis-py": run_pure,
+            "hiredis": lambda chunks, count, _: run_reader(hiredis.Reader, chunks, count),
+        }
+        for round_number in range(repeat):
+            # One side at a time, its ways of feeding one after the other, so
+            # that resp.Reader's whole and chunked runs meet the machine in
+            # one state; which of the two goes first alternates by round.
+            order = list(modes)
+            if round_number % 2:
+                order[0], order[1] = order[1], order[0]
+            for side, run in sides.items():
+                for mode in order:
+                    chunks, read_size = modes[mode]
+                    times[mode][side].append(run(chunks, replies[mode], read_size) / replies[mode])
+            if "byte by byte" in modes:
+                chunks = modes["byte by byte"][0]
+                times["byte by byte"]["call floor"].append(run_reader(CallFloor, chunks, 0) / replies["byte by byte"])
         for mode in modes:
             rows.append((name, mode, replies[mode], times[mode]))
         print(f"  {name} done", file=sys.stderr, flush=True)
@@ -192,12 +203,14 @@ def markdown(rows):
                 f" | {paired(times['redis-py'], times['call floor']):.2f}×"
                 f" | {paired(times['redis-py'], times['resp']):.2f}× |"
             )
-    lines += ["", "resp.Reader, one whole chunk vs 32 KiB chunks (time per reply, median of per-round ratios;"
-              " below 1 = faster whole):", ""]
-    lines += ["| case | one chunk / 32 KiB chunks |", "|---|---|"]
+    lines += ["", "resp.Reader, one whole chunk vs 32 KiB chunks (time per reply; the two measured one after the"
+              " other in each round, in turns first; the median of per-round ratios and their range; below 1 ="
+              " faster whole):", ""]
+    lines += ["| case | one chunk / 32 KiB chunks | per-round range |", "|---|---|---|"]
     for name, mode, _, times in rows:
         if mode == "one chunk":
-            lines.append(f"| {name} | {paired(times['resp'], chunked[name]):.2f} |")
+            ratios = [whole / chunks for whole, chunks in zip(times["resp"], chunked[name])]
+            lines.append(f"| {name} | {statistics.median(ratios):.2f} | {min(ratios):.2f}–{max(ratios):.2f} |")
     return lines
 
 
