@@ -624,8 +624,8 @@ def _signals_held() -> Iterator[None]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; return the exit status."""
-    global _interrupted
-    _interrupted = False
+    global _interrupted, _held
+    _interrupted, _held = False, None  # nothing held over from an earlier call
     logging.basicConfig(format="hotqueue: %(message)s", level=logging.WARNING)
     # The handlers before ours, put back on the way out: a program that
     # calls main() keeps its own (SIGTERM would otherwise raise Terminated

@@ -718,6 +718,24 @@ def test_main_run_from_python_puts_the_signal_handlers_back(redis_url: str, queu
             signal.signal(signum, handler)
 
 
+def test_a_ctrl_c_held_by_one_main_call_does_not_end_the_next(redis_url: str, queue: HotQueue) -> None:
+    """A program that calls main() again: the Ctrl-C that stopped a ``get``
+    is not raised again by the next, uninterrupted commands, which would
+    exit 130 after doing their work (a ``recover`` that ran, reported as
+    interrupted)."""
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))  # to the handler main() installed
+    timer.start()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["--url", redis_url, "get", queue.name, "--timeout", "3"]) == 130
+    finally:
+        timer.join()
+    queue.put("m")
+    for command in ("len", "stats", "recover"):
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["--url", redis_url, command, queue.name]) == 0, command
+
+
 def test_a_message_whose_printing_fails_for_any_reason_goes_back(redis_url: str, queue: HotQueue) -> None:
     class Unwritable(io.StringIO):
         def write(self, text: str) -> int:
