@@ -288,9 +288,10 @@ class Client:
             seconds = float(server_timeout)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             try:  # the server reads C99 hex floats too: '0x3', '0x1.8p1'
-                text = server_timeout.decode() if isinstance(server_timeout, bytes) else server_timeout
-                seconds = float.fromhex(text)  # type: ignore[arg-type]
-            except (TypeError, ValueError):  # UnicodeDecodeError included
+                text = server_timeout if isinstance(server_timeout, str) else (
+                    memoryview(server_timeout).tobytes().decode())  # type: ignore[arg-type]
+                seconds = float.fromhex(text)
+            except (TypeError, ValueError, OverflowError):  # UnicodeDecodeError included
                 return self.socket_timeout  # the server will refuse it at once
         if seconds == 0 or MAX_TIMEOUT < seconds < math.inf:
             return None  # forever, or as good as
@@ -309,7 +310,8 @@ class Client:
             ``float``; nothing was sent.
         :raises ValueError: a command that would change the connection for
             the commands after it (``MULTI``, ``WATCH``, ``SELECT``, ``AUTH``,
-            ``HELLO``, ``RESET``, ``SUBSCRIBE``…, ``UNSUBSCRIBE``…, ``MONITOR``, ``CLIENT REPLY``):
+            ``HELLO``, ``RESET``, ``SUBSCRIBE``…, ``UNSUBSCRIBE``…, ``MONITOR``, ``CLIENT REPLY``,
+            ``QUIT``, ``SYNC``, ``PSYNC``):
             connections are pooled; nothing was sent.
         :raises ResponseError: the server answered with an error.
         :raises ConnectionError, TimeoutError, ProtocolError: the connection

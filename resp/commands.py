@@ -42,6 +42,9 @@ _WHY_REFUSED = {
     "SUNSUBSCRIBE": "publish/subscribe is not supported: it answers once per channel",
     "MONITOR": "it would turn a pooled connection into a stream of every command",
     "CLIENT": "CLIENT REPLY would leave a pooled connection without the replies expected",
+    "QUIT": "the server would close a connection that the pool hands out again: use close()",
+    "SYNC": "it would turn a pooled connection into a replication stream",
+    "PSYNC": "it would turn a pooled connection into a replication stream",
 }
 #: Why a pipeline that leaves a MULTI or WATCH open is refused.
 UNCLOSED_TRANSACTION = ("a MULTI or WATCH in a pipeline must be closed by EXEC or DISCARD in it "
@@ -50,10 +53,15 @@ UNCLOSED_TRANSACTION = ("a MULTI or WATCH in a pipeline must be closed by EXEC o
 
 def _command_name(args: "Sequence[CommandArg]", index: int = 0) -> str:
     # The upper-case name of a command (index 1: its subcommand); "" if none.
+    # A name given as any bytes-like object is read as the bytes the encoder
+    # sends for it: b"MULTI" and array("B", b"MULTI") are refused alike.
     name = args[index] if len(args) > index else ""
-    if isinstance(name, (bytes, bytearray, memoryview)):
-        name = bytes(name).decode("latin-1")  # b"BLPOP" blocks just the same
-    return name.upper() if isinstance(name, str) else ""
+    if isinstance(name, str):
+        return name.upper()
+    try:
+        return memoryview(name).tobytes().decode("latin-1").upper()  # type: ignore[arg-type]
+    except TypeError:
+        return ""  # a number: no command's name
 
 
 def _timeout_index(args: "Tuple[CommandArg, ...]", name: "Optional[str]" = None) -> "Optional[int]":

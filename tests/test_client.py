@@ -631,7 +631,19 @@ def test_blocking_command_outlives_socket_timeout(redis_url: str, key: str) -> N
         assert client.execute(b"blpop", key, b"0.7") is None  # a bytes name is the same command
         assert client.execute("BLPOP", key, "0x1.8p-1") is None  # the server reads hex floats too (0.75 s)
         assert client.execute("BLPOP", key, b"0x1.8p-1") is None
+        # Any bytes-like name or timeout is read as the bytes sent.
+        assert client.execute(array.array("B", b"BLPOP"), key, "0.7") is None
+        assert client.execute("BLPOP", key, bytearray(b"0x1.8p-1")) is None
+        assert client.execute("BLPOP", key, memoryview(b"0x1.8p-1")) is None
         assert client.ping()
+
+
+def test_a_hex_timeout_too_large_for_a_float_is_left_to_the_server(client: resp.Client, key: str) -> None:
+    """The server refuses it at once: its error, not an OverflowError from
+    working out the client's deadline."""
+    with pytest.raises(resp.ResponseError, match="timeout"):
+        client.execute("BLPOP", key, "0x1p2000")
+    assert client.ping()
 
 
 @pytest.mark.parametrize("timeout", [0.0001, 0.001, 0.0099])
@@ -1614,7 +1626,9 @@ def test_one_bad_byte_then_silence_is_a_protocol_error_not_a_wait(tiny_server: A
 REFUSED = [("MULTI",), ("watch", "k"), (b"SELECT", 3), ("AUTH", "x"), ("HELLO", "3"), ("RESET",),
            ("SUBSCRIBE", "c"), ("PSUBSCRIBE", "c*"), ("SSUBSCRIBE", "c"), ("unsubscribe", "a", "b"),
            ("PUNSUBSCRIBE", "a*", "b*"), (b"SUNSUBSCRIBE", "a", "b"), ("MONITOR",), ("CLIENT", "REPLY", "OFF"),
-           ("client", b"reply", "SKIP")]
+           ("client", b"reply", "SKIP"), ("QUIT",), ("sync",), ("PSYNC", "?", "-1"),
+           # Any bytes-like name is the command whose bytes it holds.
+           (array.array("B", b"MULTI"),), (array.array("B", b"select"), 3), (memoryview(bytearray(b"QUIT")),)]
 
 
 @pytest.mark.parametrize("args", REFUSED)
@@ -1627,7 +1641,8 @@ def test_a_command_that_would_change_a_pooled_connection_is_refused(redis_url: s
         with pytest.raises(ValueError, match="nothing was sent"):
             client.execute(*args)
         pipe = client.pipeline()
-        if args[0].upper() not in ("MULTI", "WATCH"):  # a pipeline takes those, closed in it
+        name = args[0] if isinstance(args[0], str) else bytes(args[0]).decode()
+        if name.upper() not in ("MULTI", "WATCH"):  # a pipeline takes those, closed in it
             with pytest.raises(ValueError, match="nothing was sent"):
                 pipe.command(*args)
             assert len(pipe) == 0
