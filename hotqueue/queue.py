@@ -134,7 +134,8 @@ class HotQueue:
         ``redis+sentinel://``, see ``resp.from_url``), or ``client=`` an
         existing ``resp.Client`` (``resp.SentinelClient`` included) or
         ``resp.ClusterClient`` to share among queues. Nothing connects until the first command.
-    :raises TypeError: an unknown connection option (named in the message).
+    :raises TypeError: an unknown connection option (named in the message),
+        or a ``serializer`` without ``dumps`` and ``loads``.
     """
 
     def __init__(self, name: str, serializer: "Any" = _PICKLE, **kwargs: "Any") -> None:
@@ -159,6 +160,10 @@ class HotQueue:
             import pickle
 
             serializer = pickle
+        elif serializer is not None and not (callable(getattr(serializer, "dumps", None))
+                                             and callable(getattr(serializer, "loads", None))):
+            # Found out only after a pop, it would cost the message popped.
+            raise TypeError(f"serializer must have dumps() and loads(), or be None, not {serializer!r}")
         self.serializer = serializer
         self._client: Union[resp.Client, resp.ClusterClient] = client
 
@@ -256,6 +261,8 @@ class HotQueue:
         """
         if timeout is not None and (type(timeout) is not int or not 0 <= timeout <= _MAX_WHOLE_TIMEOUT):
             _check_timeout(timeout)
+        serializer = self.serializer
+        loads = None if serializer is None else serializer.loads  # before the pop: a message depends on it
         if block:
             while True:
                 popped = self._client.blpop(self._key, timeout or WAIT_SLICE)
@@ -268,8 +275,7 @@ class HotQueue:
             data = self._client.lpop(self._key)
             if data is None:
                 return None
-        serializer = self.serializer
-        return data if serializer is None else serializer.loads(data)
+        return data if loads is None else loads(data)
 
     def consume(self, **kwargs: "Any") -> "Iterator[Any]":
         """Yield messages as they arrive, until the queue is empty (with
@@ -305,6 +311,8 @@ class HotQueue:
         backoff = BACKOFF_FIRST
         client, key, server_timeout = self._client, self._key, timeout or WAIT_SLICE
         while True:
+            serializer = self.serializer
+            loads = None if serializer is None else serializer.loads  # before the pop, as in get()
             try:
                 if block:  # as get() does, without its checks each time
                     popped = client.blpop(key, server_timeout)
@@ -333,8 +341,7 @@ class HotQueue:
                 if block and not timeout:
                     continue  # a slice of an endless wait
                 return
-            serializer = self.serializer
-            yield data if serializer is None else serializer.loads(data)
+            yield data if loads is None else loads(data)
 
     # The wrapped function takes one argument less (the message), which the
     # type system cannot spell: it is typed as taking anything.

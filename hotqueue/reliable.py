@@ -405,6 +405,8 @@ class Consumer:
         keys = self.keys
         take_keys = [keys.main, self._processing, self._heartbeat, keys.consumers, keys.deliveries]
         while True:
+            serializer = self.queue.serializer
+            loads = None if serializer is None else serializer.loads  # before the take
             try:
                 if time.monotonic() - self._last_beat > self.heartbeat_ttl / 3:
                     # The heartbeat thread is late (stalled, or waiting for a
@@ -442,11 +444,10 @@ class Consumer:
             # sent again by the next fetch; a message never settled is
             # delivered again.
             data, self._delivery = taken
-            serializer = self.queue.serializer
-            if serializer is None:
+            if loads is None:
                 return data, data
             try:
-                return data, serializer.loads(data)
+                return data, loads(data)
             except Exception as exc:
                 # Dead-lettered; if that fails, it stays held and the next
                 # fetch tries again.

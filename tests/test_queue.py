@@ -281,6 +281,32 @@ def test_unreadable_message_raises_the_serializers_error_and_is_gone(redis_url: 
         q.client.close()
 
 
+class DumpsOnly:
+    @staticmethod
+    def dumps(msg: Any) -> bytes:
+        return b"dumped"
+
+
+@pytest.mark.parametrize("serializer", [object(), DumpsOnly, json.dumps, "pickle"])
+def test_a_serializer_without_dumps_and_loads_is_refused_at_once(serializer: Any) -> None:
+    with pytest.raises(TypeError, match="dumps.*loads"):
+        HotQueue("q", serializer=serializer)
+
+
+def test_a_serializer_without_loads_given_later_costs_no_message(queue: HotQueue) -> None:
+    """``serializer`` set afterwards to one that cannot read: get() and
+    consume() fail before they pop, not after, which would lose the message."""
+    queue.put("kept")
+    queue.serializer = DumpsOnly
+    for take in (queue.get, lambda: queue.get(block=True, timeout=1), lambda: next(queue.consume(timeout=1)),
+                 lambda: next(queue.consume(block=False))):
+        with pytest.raises(AttributeError, match="loads"):
+            take()
+        assert len(queue) == 1
+    queue.serializer = pickle
+    assert queue.get() == "kept"
+
+
 def byte_array(data: bytes) -> "array.array[int]":
     return array.array("B", data)
 
