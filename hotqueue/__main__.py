@@ -13,9 +13,10 @@ Rules it keeps:
   the output was closed (``| head``); 143 terminated (SIGTERM). Every error
   is one line on stderr, never a traceback.
 - ``get`` and ``consume`` hold Ctrl-C and SIGTERM until the message they may
-  have taken is printed (at most ``STOP_GRACE`` seconds): stopped between
-  sending a pop and printing its reply, they would lose that message. The
-  demo holds them too, until its next line.
+  have taken is printed (at most as long as the client waits for a pop's
+  reply, see ``_pop_grace``): stopped between sending a pop and printing its
+  reply, they would lose that message. ``put`` holds them until its reply
+  (at most ``STOP_GRACE`` seconds), the demo until its next line.
 
 Messages on the command line are strings. With ``--serializer pickle`` (the
 default, like the library) a message is stored as that ``str``; with ``json``
@@ -267,7 +268,7 @@ def decode(data: bytes, serializer: str) -> Any:
 def _hand_out(queue: HotQueue, data: bytes, serializer: str, one_line: bool = False) -> None:
     """Print a message just taken from ``queue``. If the output fails (its
     reader left after the last check, or it is no stream we can write), or a
-    held signal's ``STOP_GRACE`` runs out while the output is not read, put
+    held signal's grace runs out while the output is not read, put
     the message back at the head of the queue, where it was, before the error
     goes on."""
     message = decode(data, serializer)
@@ -340,7 +341,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     """Remove the first message and print it; status 1 when there is none."""
     _need_stdout()
     queue = open_queue(args, stored_bytes=True)
-    with _signals_held():
+    with _signals_held(_pop_grace(queue)):
         if not (args.block or args.timeout is not None):
             if _output_closed():  # nobody would see the message: leave it in the queue
                 raise BrokenPipeError
@@ -401,7 +402,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     # without a message (waits on a live connection, as in the library).
     timeout = args.timeout or None  # 0: forever
     idle = 0.0
-    with _signals_held():
+    with _signals_held(_pop_grace(queue)):
         while True:
             wait = _next_slice(timeout, idle)
             got = False
@@ -564,25 +565,38 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: After Ctrl-C or SIGTERM, how long ``get`` and ``consume`` may go on to
-#: print a message the server may already have handed over (their waits last
-#: OUTPUT_CHECK seconds) before they stop anyway (a server gone or hung).
+#: After Ctrl-C or SIGTERM, how long a ``put`` on its way may go on to
+#: finish, and the demo to reach its next line, before they stop anyway (a
+#: server gone or hung); the least ``get`` and ``consume`` are given.
 STOP_GRACE = 3.0
+
+
+def _pop_grace(queue: HotQueue) -> float:
+    """How long ``get`` and ``consume`` may go on after Ctrl-C or SIGTERM:
+    longer than the client waits for the reply of one of their pops (a wait
+    of OUTPUT_CHECK seconds, the client's margin, ``socket_timeout``), so
+    that a message the server has popped is printed, even from a server
+    that stalls, rather than lost with the connection."""
+    socket_timeout = getattr(queue.client, "socket_timeout", None) or 0.0
+    client_wait = OUTPUT_CHECK + max(OUTPUT_CHECK, resp.client.BLOCKING_MARGIN) + socket_timeout
+    return max(STOP_GRACE, client_wait + 0.5)
+
 
 _interrupted = False
 _holding = False  # inside _signals_held: SIGINT and SIGTERM wait their turn
 _held: Optional[BaseException] = None  # what the signal held raises
+_grace = STOP_GRACE  # how long it is held at most (see _signals_held)
 
 
 def _stop(exc: BaseException) -> None:
     # Raise exc now, or, while signals are held, at the next _raise_held (or
-    # when STOP_GRACE has passed: SIGALRM).
+    # when the grace has passed: SIGALRM).
     global _held
     if not _holding:
         raise exc
     if _held is None:
         _held = exc
-        signal.setitimer(signal.ITIMER_REAL, STOP_GRACE)
+        signal.setitimer(signal.ITIMER_REAL, _grace)
 
 
 def _on_sigint(signum: int, frame: Optional[FrameType]) -> None:
@@ -597,7 +611,7 @@ def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
 
 
 def _on_sigalrm(signum: int, frame: Optional[FrameType]) -> None:
-    # STOP_GRACE has passed since a held signal: stop wherever we are.
+    # The grace has passed since a held signal: stop wherever we are.
     _raise_held()
 
 
@@ -608,11 +622,12 @@ def _raise_held() -> None:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
+def _signals_held(grace: float = STOP_GRACE) -> Iterator[None]:
     """Hold SIGINT and SIGTERM (see ``_stop``) while a pop may be in flight or
-    a message in hand, and raise what they raise on the way out."""
-    global _holding, _held
-    _holding, _held = True, None
+    a message in hand, for ``grace`` seconds at most, and raise what they
+    raise on the way out."""
+    global _holding, _held, _grace
+    _holding, _held, _grace = True, None, grace
     try:
         yield
         _raise_held()

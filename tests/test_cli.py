@@ -27,7 +27,8 @@ from hotqueue.__main__ import main
 from hotqueue.reliable import keys_for
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster_fixtures import SentinelServer  # noqa: E402
+from cluster_fixtures import SentinelServer, wait_for  # noqa: E402
+from faultproxy import FaultProxy  # noqa: E402
 from redis_server import free_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -914,6 +915,35 @@ def test_a_put_stopped_by_sigterm_with_stderr_closed_still_exits_143(answered: b
     assert returncode == 143
 
 
+@pytest.mark.parametrize("command", [["get", "--block"], ["consume"]])
+def test_a_signal_while_a_popped_message_is_on_its_way_loses_no_message(make_server: Any,
+                                                                         command: List[str]) -> None:
+    """The server has popped a message for the CLI's BLPOP, and the reply is
+    4.5 s on its way (a stalled server, a slow link) when Ctrl-C comes: the
+    CLI waits for it as long as its client would (a second's wait, the
+    client's 5 s margin), prints it, then stops. With a grace of 3 s it
+    stopped first, and the message was in neither the queue nor the output."""
+    server = make_server()
+    direct = HotQueue("q", serializer=None, port=server.port)
+    with FaultProxy(server.port) as proxy:
+        proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", f"redis://127.0.0.1:{proxy.port}/0",
+                                 "--serializer", "raw", command[0], "q", *command[1:]],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT)
+        try:
+            proxy.inject(("delay", 4.5), b"BLPOP")
+            wait_for("the BLPOP to pass", lambda: proxy.pending(b"BLPOP") == 0, 10)  # on the server now
+            direct.put(b"precious")  # popped for it at once, within its second
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            direct.client.close()
+    assert (proc.returncode, out, err) == (130, b"precious\n", b"")
+
+
 def test_a_signal_while_consume_rides_out_an_outage_still_stops_it(make_server: Any) -> None:
     """With the server gone, nothing can be in flight: SIGTERM stops
     ``consume`` within its grace of a few seconds, not when the server is back."""
@@ -927,7 +957,7 @@ def test_a_signal_while_consume_rides_out_an_outage_still_stops_it(make_server: 
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
-        assert time.monotonic() - start < 6
+        assert time.monotonic() - start < 9  # the grace: 6.5 s, what the client waits for a pop
     finally:
         if proc.poll() is None:
             proc.kill()
