@@ -83,6 +83,8 @@ def seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
+    if value == 0 and any(digit in "123456789" for digit in text.lower().partition("e")[0]):
+        value = math.nan  # too small for a float (1e-400): not the 0 that waits forever
     if not 0 <= value <= resp.MAX_TIMEOUT:  # False for NaN too
         raise argparse.ArgumentTypeError(f"invalid number of seconds: {text!r} (from 0 to {resp.MAX_TIMEOUT:.0e})")
     return value

@@ -52,6 +52,9 @@ _monotonic = time.monotonic
 #: lose. So a value is lost that way only in a stall longer than this and than
 #: the wait itself.
 BLOCKING_MARGIN = 5.0
+#: One more than the highest database a server can have (its ``databases``
+#: setting is a C int).
+MAX_DB = 2**31 - 1
 
 
 def _encodable(text: str) -> bool:
@@ -118,8 +121,8 @@ class Client:
             raise TypeError("host must be a non-empty str")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"port must be an int from 1 to 65535, not {port!r}")
-        if isinstance(db, bool) or not isinstance(db, int) or db < 0:
-            raise ValueError(f"db must be an int >= 0, not {db!r}")
+        if isinstance(db, bool) or not isinstance(db, int) or not 0 <= db < MAX_DB:
+            raise ValueError(f"db must be an int from 0 to {MAX_DB - 1}, not {db!r}")
         for name, value in (("password", password), ("username", username),
                             ("client_name", client_name), ("ssl_ca_certs", ssl_ca_certs),
                             ("unix_socket_path", unix_socket_path)):

@@ -329,7 +329,7 @@ def test_bad_url(url: str) -> None:
         one_line_error(hq(*args, url=url), 2)
 
 
-@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon", "", "1e10"])
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon", "", "1e10", "1e-400", "0.5e-330"])
 def test_bad_timeout(value: str, redis_url: str) -> None:
     one_line_error(hq("get", "q", "--timeout", value, url=redis_url), 2)
     one_line_error(hq("consume", "q", "--timeout", value, url=redis_url), 2)

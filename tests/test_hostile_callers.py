@@ -97,6 +97,8 @@ CASES: List[Case] = [
     ("Client db=-1", lambda p: client(p, db=-1), ValueError),
     ("Client db=True", lambda p: client(p, db=True), ValueError),
     ("Client db='0'", lambda p: client(p, db="0"), ValueError),
+    ("Client db=2**31-1", lambda p: client(p, db=2**31 - 1), ValueError),  # no server has so many
+    ("Client db=2**70", lambda p: client(p, db=2**70), ValueError),
     ("Client password=int", lambda p: client(p, password=1234), TypeError),
     ("Client username=bytes", lambda p: client(p, username=b"u"), TypeError),
     ("Client client_name=int", lambda p: client(p, client_name=1), TypeError),
@@ -126,6 +128,7 @@ CASES: List[Case] = [
     ("from_url port 0", lambda p: resp.Client.from_url("redis://127.0.0.1:0/0"), ValueError),
     ("from_url bad db", lambda p: resp.Client.from_url(f"redis://127.0.0.1:{p}/zero"), ValueError),
     ("from_url db -1", lambda p: resp.Client.from_url(f"redis://127.0.0.1:{p}/-1"), ValueError),
+    ("from_url db 2**70", lambda p: resp.Client.from_url(f"redis://127.0.0.1:{p}/{2**70}"), ValueError),
     ("from_url unknown option", lambda p: resp.Client.from_url(f"redis://127.0.0.1:{p}?retry=1"), ValueError),
     ("from_url timeout nan", lambda p: resp.Client.from_url(f"redis://127.0.0.1:{p}?socket_timeout=nan"),
      ValueError),
