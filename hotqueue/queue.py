@@ -114,9 +114,12 @@ def _dumped(data: "Any", serializer: "Any") -> "Union[bytes, bytearray, memoryvi
     if isinstance(data, (bytes, bytearray, memoryview, str)):
         return data
     try:
-        return memoryview(data)  # any other bytes-like object: array.array, mmap, …
+        view = memoryview(data)  # any other bytes-like object: array.array, mmap, …
     except TypeError:
-        raise TypeError(f"{serializer!r}.dumps returned {type(data).__name__}, not bytes-like or str") from None
+        view = None
+    if view is None or not view.ndim:  # no buffer, or a number's machine bytes (numpy.int64)
+        raise TypeError(f"{serializer!r}.dumps returned {type(data).__name__}, not bytes-like or str")
+    return view
 
 
 class HotQueue:

@@ -397,7 +397,7 @@ def _take_short_bulks(buffer: bytes, pos: int, items: "List[Any]", count: int) -
 def _encode_arg(arg: "CommandArg") -> bytes:
     if isinstance(arg, str):
         return arg.encode("utf-8")
-    if isinstance(arg, (bytes, bytearray, memoryview)) and not isinstance(arg, bool):
+    if isinstance(arg, (bytes, bytearray)):
         return bytes(arg)
     if isinstance(arg, int) and not isinstance(arg, bool):
         return b"%d" % arg  # not str(): an IntEnum on 3.8-3.10 would give its name
@@ -409,6 +409,11 @@ def _encode_arg(arg: "CommandArg") -> bytes:
         raise TypeError(
             f"command arguments must be bytes-like, str, int or float, not {type(arg).__name__}"
         ) from None
+    if not view.ndim:
+        # A number with a buffer (numpy.int64, ctypes.c_int): its buffer
+        # holds machine bytes, not the digits Redis would read.
+        raise TypeError(f"command arguments must be bytes-like, str, int or float, not {type(arg).__name__} "
+                        "(a number kept in machine bytes: convert it with int() or float())")
     return view.tobytes()
 
 
@@ -531,9 +536,10 @@ def encode_parts(args: "Tuple[CommandArg, ...]") -> "List[Union[bytes, memoryvie
             value = arg.encode("utf-8")
         elif type(arg) is int:  # counts and timeouts (bool is not int's type)
             value = b"%d" % arg
-        elif isinstance(arg, (bytearray, memoryview)) and len(arg) >= LARGE_VALUE and (
-            not isinstance(arg, memoryview) or arg.c_contiguous  # only a contiguous view casts to bytes
-        ):
+        elif isinstance(arg, (bytearray, memoryview)) and (
+            # Only a contiguous view casts to bytes; a 0-d one is a number's (see _encode_arg).
+            not isinstance(arg, memoryview) or arg.ndim and arg.c_contiguous
+        ) and len(arg) >= LARGE_VALUE:
             value = memoryview(arg).cast("B")
         else:
             value = _encode_arg(arg)

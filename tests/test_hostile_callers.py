@@ -8,6 +8,7 @@ statistics show it received no connection and no command, and the queue holds
 what it held.
 """
 
+import ctypes
 import math
 import os
 import pickle
@@ -146,6 +147,11 @@ CASES: List[Case] = [
     ("execute bool", lambda p: client(p).execute("RPUSH", key_for_name(QUEUE), True), TypeError),
     ("execute list", lambda p: client(p).execute("RPUSH", key_for_name(QUEUE), ["x"]), TypeError),
     ("execute dict", lambda p: client(p).execute("GET", {}), TypeError),  # type: ignore[arg-type]
+    # A number kept in machine bytes (as numpy.int64 is): its buffer, sent, would be b"\x05\0\0…".
+    ("execute c_int64", lambda p: client(p).execute("RPUSH", key_for_name(QUEUE), ctypes.c_int64(5)), TypeError),
+    ("execute 0-d view", lambda p: client(p).execute("SET", key_for_name(QUEUE), memoryview(ctypes.c_double(2.5))),
+     TypeError),
+    ("rpush c_int64s", lambda p: client(p).rpush(key_for_name(QUEUE), *[ctypes.c_int64(5)] * 100), TypeError),
     ("execute huge, last bad", lambda p: client(p).execute("RPUSH", key_for_name(QUEUE), *huge(None)),
      TypeError),
     ("rpush no value", lambda p: client(p).rpush(key_for_name(QUEUE)), ValueError),
@@ -201,6 +207,8 @@ CASES: List[Case] = [
     ("put raw huge, last bad", lambda p: queue(p, serializer=None).put(*huge([])), TypeError),
     ("put unpicklable after good ones", lambda p: queue(p).put("fine", lambda: 0), Exception),
     ("put dumps returns int", lambda p: queue(p, serializer=BadDumps).put("x"), TypeError),
+    ("put dumps returns c_int64", lambda p: queue(p, serializer=NumberDumps).put("x"), TypeError),
+    ("put(*2) dumps returns c_int64", lambda p: queue(p, serializer=NumberDumps).put("x", "y"), TypeError),
     ("consume timeout=-1", lambda p: next(queue(p).consume(timeout=-1)), ValueError),
     ("consume timeout=nan", lambda p: next(queue(p).consume(timeout=NAN)), ValueError),
     ("consume timeout=1e12", lambda p: next(queue(p).consume(timeout=1e12)), ValueError),
@@ -225,6 +233,18 @@ CASES: List[Case] = [
     ("HotQueue cluster url ?db=2", lambda p: HotQueue(QUEUE, url=f"redis+cluster://127.0.0.1:{p}?db=2").put("x"),
      ValueError),
 ]
+
+
+class NumberDumps:
+    """A serializer whose dumps returns a number kept in machine bytes."""
+
+    @staticmethod
+    def dumps(obj: Any) -> Any:
+        return ctypes.c_int64(5)
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        return data
 
 
 class BadDumps:
