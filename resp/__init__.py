@@ -16,7 +16,7 @@ node), ``cluster_pipeline`` (``ClusterPipeline``), ``sentinel``
 ``urls`` (``parse_url``, and ``from_url`` for every URL form).
 """
 
-from .client import Client
+from .client import BLOCKING_MARGIN, Client
 from .commands import MAX_TIMEOUT
 from .errors import (
     AskError,
@@ -82,6 +82,7 @@ if not TYPE_CHECKING:
 
 __all__ = [
     "MAX_TIMEOUT",
+    "BLOCKING_MARGIN",
     "Client",
     "Pipeline",
     "Reader",

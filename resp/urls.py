@@ -130,6 +130,7 @@ def _split(url: str) -> "Tuple[str, List[str], str, str]":
     # scheme, ["host:port", …], path, "?query"; the hosts part holds commas,
     # which urllib would reject as a port.
     scheme, _, rest = url.partition("://")
+    rest = rest.partition("#")[0]  # a fragment, as urlsplit drops it (none is in a password: see above)
     cut = min([i for i in (rest.find("/"), rest.find("?")) if i >= 0] or [len(rest)])
     netloc, tail = rest[:cut], rest[cut:]
     userinfo, _, hosts = netloc.rpartition("@")
@@ -176,6 +177,9 @@ def from_url(url: str, **overrides: "Any") -> "Union[Client, ClusterClient]":
         return ClusterClient([_with_port(host, 6379) for host in hosts],
                              **{**options, **overrides})
     service, _, db = path.strip("/").partition("/")
+    from urllib.parse import unquote
+
+    service = unquote(service)  # percent-encoded, as the other parts of a URL
     if not service:
         raise ValueError("a redis+sentinel:// URL needs the service name: redis+sentinel://host:port/mymaster")
     options = parse_url(base + hosts[0] + "/" + db + query)

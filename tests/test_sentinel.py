@@ -226,6 +226,16 @@ def test_sentinel_urls(sentinels: SentinelSet) -> None:
         resp.SentinelClient(sentinels.addresses, "mymaster", host="127.0.0.1")
 
 
+def test_a_url_fragment_is_dropped_and_the_service_name_decoded() -> None:
+    """As in a redis:// URL: a fragment is no part of the last host, service
+    or database, and the service name is percent-decoded like the rest."""
+    client = resp.from_url("redis+sentinel://127.0.0.1:1/my%20master/2#section")
+    assert isinstance(client, resp.SentinelClient)
+    assert (client.service_name, client.db) == ("my master", 2)
+    cluster = resp.from_url("redis+cluster://127.0.0.1:1,127.0.0.1:2#section")
+    assert repr(cluster) == "<resp.ClusterClient seeds=127.0.0.1:1,127.0.0.1:2>"
+
+
 def test_the_readme_example_runs(sentinels: SentinelSet) -> None:
     example = scaling_out_examples()[1]
     assert "SentinelClient" in example and "redis+sentinel://" in example
