@@ -192,6 +192,10 @@ def recover(queue: "HotQueue", max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
 # -- the consumer ----------------------------------------------------------------
 
 
+def _default_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class Consumer:
     """One reliable consumer of a queue: an id, a processing list, a heartbeat.
 
@@ -231,19 +235,20 @@ class Consumer:
         if isinstance(heartbeat_ttl, bool) or not isinstance(heartbeat_ttl, (int, float)) \
                 or not 0.01 <= heartbeat_ttl < 1e9:
             raise ValueError(f"heartbeat_ttl must be a number of seconds >= 0.01, not {heartbeat_ttl!r}")
+        # A default id names the process that made it: one made before a
+        # fork is made again by start() in the child (see _new_default_id).
+        self._default_id_pid = os.getpid() if consumer_id is None else 0
         if consumer_id is None:
-            consumer_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            consumer_id = _default_id()
         elif not isinstance(consumer_id, str):
             raise TypeError(f"consumer_id must be a str, not {type(consumer_id).__name__}")
         elif not consumer_id:
             raise ValueError("consumer_id must not be empty")
         self.queue = queue
         self.keys = keys_for(queue.key)
-        self.id = consumer_id
         self.max_attempts = max_attempts
         self.heartbeat_ttl = float(heartbeat_ttl)
-        self._processing = self.keys.processing(consumer_id)
-        self._heartbeat = self.keys.heartbeat(consumer_id)
+        self._name(consumer_id)
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
         # monotonic() of the last heartbeat that reached the server.
@@ -257,6 +262,16 @@ class Consumer:
 
     def __repr__(self) -> str:
         return f"<hotqueue.reliable.Consumer {self.id!r} of {self.queue.name!r}>"
+
+    def _name(self, consumer_id: str) -> None:
+        self.id = consumer_id
+        self._processing = self.keys.processing(consumer_id)
+        self._heartbeat = self.keys.heartbeat(consumer_id)
+
+    def _started_here(self) -> bool:
+        # Whether this process started it: in a forked child the
+        # registration and the message held are the parent's.
+        return self._pid == os.getpid()
 
     def __enter__(self) -> "Consumer":
         self.start()
@@ -296,6 +311,12 @@ class Consumer:
         """
         if self._thread is not None:
             return
+        if self._default_id_pid and self._default_id_pid != os.getpid():
+            # Made before a fork and started in the child (or in both): the
+            # parent's default id would make the two one consumer, each
+            # recovering and retiring what the other holds.
+            self._default_id_pid = os.getpid()
+            self._name(_default_id())
         probe = self.keys.prefix + "probe"  # never written: LMOVE of an empty list
         # A consumer that had our id before and was killed (a supervisor that
         # restarts a worker under a fixed consumer_id) may have left its
@@ -496,6 +517,9 @@ class Consumer:
         self._settle(RELEASE, [self._processing, keys.main, keys.deliveries], [self.id, self._delivery, data])
 
     def _settle(self, script: Script, keys: List[Any], args: List[Any]) -> Any:
+        if not self._started_here():
+            raise RuntimeError("this consumer was started by the parent of this forked process: "
+                               "the message it holds is the parent's to settle")
         # Run a settlement script, which acts once at most (on the delivery
         # it names, if it holds the message given). Until the server has
         # answered, its outcome is unknown: it is kept, to be sent again
@@ -540,16 +564,19 @@ class Consumer:
         try:
             yield msg
         except Exception as exc:
-            self._ride_out(self.fail, data, exc)
+            if self._started_here():  # a forked child leaves the parent's message alone
+                self._ride_out(self.fail, data, exc)
             raise
         except BaseException:
             # Still held if this fails: the next fetch, or stop, gives it back.
-            with contextlib.suppress(Exception):
-                self.release(data)
+            if self._started_here():
+                with contextlib.suppress(Exception):
+                    self.release(data)
             raise
         # Ridden out like consume and work do: the handler has finished, and
         # giving the message back because of a brief drop would run it twice.
-        self._ride_out(self.ack, data)
+        if self._started_here():
+            self._ride_out(self.ack, data)
 
     # -- many messages, riding out a server that goes away
 
@@ -588,8 +615,9 @@ class Consumer:
             try:
                 yield msg
             except BaseException:
-                with contextlib.suppress(Exception):
-                    self.release(data)
+                if self._started_here():  # a forked child leaves the parent's message alone
+                    with contextlib.suppress(Exception):
+                        self.release(data)
                 raise
             self._ride_out(self.ack, data)
 
@@ -607,8 +635,9 @@ class Consumer:
                 self._ride_out(self.fail, data, exc)
                 continue
             except BaseException:
-                with contextlib.suppress(Exception):
-                    self.release(data)
+                if self._started_here():  # a forked child leaves the parent's message alone
+                    with contextlib.suppress(Exception):
+                        self.release(data)
                 raise
             self._ride_out(self.ack, data)
 

@@ -755,8 +755,15 @@ def test_a_consumer_in_a_forked_child_neither_takes_nor_unregisters(queue: HotQu
                     consumer.fetch(block=False)
                     code = 2
                 except RuntimeError:
-                    consumer.stop()
                     code = 0
+                    # The message held is the parent's to settle, too.
+                    for settle in (consumer.ack, consumer.release, lambda d: consumer.fail(d, ValueError())):
+                        try:
+                            settle(data)
+                            code = 5
+                        except RuntimeError:
+                            pass
+                    consumer.stop()
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
@@ -766,6 +773,86 @@ def test_a_consumer_in_a_forked_child_neither_takes_nor_unregisters(queue: HotQu
         assert queue.client.execute("EXISTS", keys.heartbeat("c")) == 1
         assert msg == "m1" and consumer.ack(data)
     assert queue.get() == "m2" and queue.stats() == (0, 0, [])
+
+
+def _leave(how: str) -> None:
+    if how == "exception":
+        raise ValueError("the child's handler failed")
+    if how == "exit":
+        raise SystemExit(0)  # sys.exit() in a forked helper
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the heartbeat thread
+@pytest.mark.parametrize("how", ["return", "exception", "exit"])
+def test_a_forked_child_leaving_a_reserve_block_leaves_the_parents_message(queue: HotQueue, how: str) -> None:
+    """A handler that forks: the child unwinds the ``reserve`` block it
+    inherited (done, failed, or by ``sys.exit``). Acking, failing or
+    releasing the parent's message there left the parent handling a message
+    that was gone, or back in the queue for another consumer."""
+    keys = keys_for(queue.key)
+    queue.put("job")
+    parent = os.getpid()
+    try:
+        with queue.reserve(timeout=1, consumer_id="parent") as msg:
+            pid = os.fork()
+            if pid == 0:
+                _leave(how)  # "return": the block ends as the handler returns
+            else:
+                os.waitpid(pid, 0)
+                assert msg == "job"
+                assert queue.client.execute("LRANGE", keys.processing("parent"), 0, -1) == [pickle.dumps("job")]
+                assert len(queue) == 0 and queue.dead_letters.peek(1) == []
+    finally:
+        if os.getpid() != parent:
+            os._exit(0)  # the child: whatever leaving the block did is seen by the parent on the server
+    assert queue.stats() == (0, 0, [])  # acked by the parent, once
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the heartbeat thread
+def test_a_forked_child_closing_a_reliable_consume_leaves_the_parents_message(queue: HotQueue) -> None:
+    """The child of a handler inside ``consume(reliable=True)`` ends, and its
+    copy of the generator is closed: releasing the message there gave the
+    parent's message back to the queue while the parent handled it."""
+    keys = keys_for(queue.key)
+    queue.put("job")
+    messages = queue.consume(reliable=True, consumer_id="parent", timeout=1)
+    assert next(messages) == "job"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            messages.close()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert queue.client.execute("LRANGE", keys.processing("parent"), 0, -1) == [pickle.dumps("job")]
+    assert len(queue) == 0
+    assert list(messages) == []  # acked when the next is asked for; none is left
+    assert queue.stats() == (0, 0, [])
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_consumer_made_before_a_fork_and_started_after_it_has_an_id_per_process(queue: HotQueue) -> None:
+    """The default id names the process that made it: a consumer made in the
+    parent and started in a child (or in both) ran as one consumer, each
+    side's start recovering the other's message as abandoned."""
+    consumer = Consumer(queue)
+    made_as = consumer.id
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            consumer.start()
+            os.write(write_end, consumer.id.encode())
+            consumer.stop()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        child_id = reader.read().decode()
+    with consumer:
+        assert consumer.id == made_as  # the parent keeps the id it made
+    assert child_id and child_id != made_as and f":{pid}:" in child_id
 
 
 def test_consumer_checks_its_options(queue: HotQueue) -> None:
