@@ -244,6 +244,11 @@ class Consumer:
             raise TypeError(f"consumer_id must be a str, not {type(consumer_id).__name__}")
         elif not consumer_id:
             raise ValueError("consumer_id must not be empty")
+        else:
+            try:
+                consumer_id.encode()  # a lone surrogate would fail only as start() sends it
+            except UnicodeEncodeError:
+                raise ValueError(f"consumer_id must be text UTF-8 can encode, not {consumer_id!r}") from None
         self.queue = queue
         self.keys = keys_for(queue.key)
         self.max_attempts = max_attempts
@@ -470,11 +475,9 @@ class Consumer:
             try:
                 return data, loads(data)
             except Exception as exc:
-                # Dead-lettered; if that fails, it stays held and the next
-                # fetch tries again.
-                reason = "cannot deserialize: " + _reason(exc)
-                log.error("queue %r: %s; dead-lettered", self.queue.name, reason)
-                self._fail(data, reason, 1)
+                # Dead-lettered (which _fail logs, or that it no longer held
+                # it); if that fails, it stays held and the next fetch tries again.
+                self._fail(data, "cannot deserialize: " + _reason(exc), 1)
 
     def ack(self, data: bytes) -> bool:
         """Acknowledge a fetched message: remove it for good. Returns False

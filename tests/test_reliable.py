@@ -288,13 +288,17 @@ def test_dead_letters_peek_requeue_and_clear_keep_order(queue: HotQueue) -> None
     assert len(dead) == 0 and dead.peek() == []
 
 
-def test_a_message_the_serializer_cannot_read_is_dead_lettered_and_skipped(queue: HotQueue) -> None:
+def test_a_message_the_serializer_cannot_read_is_dead_lettered_and_skipped(
+        queue: HotQueue, caplog: pytest.LogCaptureFixture) -> None:
     queue.client.rpush(queue.key, b"not a pickle", pickle.dumps("good"))
     with queue.reserve(timeout=1) as msg:
         assert msg == "good"
     (letter,) = queue.dead_letters.peek()
     assert letter.data == b"not a pickle" and letter.message == b"not a pickle"
     assert letter.reason.startswith("cannot deserialize:")
+    # Said once, by what dead-lettered it (which says so only when it did).
+    (record,) = [r for r in caplog.records if r.name == "hotqueue"]
+    assert "dead-lettered after 1 attempt(s): cannot deserialize:" in record.getMessage()
 
 
 def test_serializer_none_and_json(redis_url: str, key: str) -> None:
@@ -856,6 +860,8 @@ def test_a_consumer_made_before_a_fork_and_started_after_it_has_an_id_per_proces
 
 
 def test_consumer_checks_its_options(queue: HotQueue) -> None:
+    with pytest.raises(ValueError, match="UTF-8"):
+        Consumer(queue, consumer_id="worker-\ud800")
     with pytest.raises(ValueError):
         Consumer(queue, max_attempts=0)
     with pytest.raises(ValueError):
