@@ -35,6 +35,7 @@ from .commands import _allowed_command_name, _blpop_keys, _command_name, _timeou
 from .connection import Address
 from .errors import (
     AskError,
+    AuthenticationError,
     ClusterDownError,
     ClusterError,
     ConnectionError,
@@ -126,7 +127,7 @@ _KEY_SPECS: Dict[str, Tuple[int, Optional[int], int]] = {
     **{name: (1, None, 2) for name in ("MSET", "MSETNX")},
     **{name: (1, -1, 1) for name in ("BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX")},
     **{name: (1, 3, 1) for name in ("LMOVE", "BLMOVE", "RPOPLPUSH", "BRPOPLPUSH", "SMOVE",
-                                    "RENAME", "RENAMENX", "COPY")},
+                                    "RENAME", "RENAMENX", "COPY", "LCS", "ZRANGESTORE", "GEOSEARCHSTORE")},
     **{name: (1, None, 1) for name in ("SUNION", "SINTER", "SDIFF", "SUNIONSTORE", "SINTERSTORE",
                                        "SDIFFSTORE", "PFCOUNT", "PFMERGE")},
     "BITOP": (2, None, 1),
@@ -139,11 +140,16 @@ _NUMKEYS: Dict[str, Tuple[int, bool]] = {
     **{name: (2, False) for name in ("BLMPOP", "BZMPOP")},
     **{name: (2, True) for name in ("ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE")},
 }
+# Commands whose key follows a subcommand (XINFO STREAM key, OBJECT ENCODING
+# key, XGROUP CREATE key group …, MEMORY USAGE key), and their subcommands
+# that take none (HELP, and MEMORY's others).
+_SUBCOMMAND_KEY = frozenset({"XINFO", "OBJECT", "XGROUP", "MEMORY"})
+_KEYLESS_SUBCOMMANDS = frozenset({"HELP", "DOCTOR", "STATS", "MALLOC-STATS", "PURGE"})
 # Commands without keys: they may run on any node.
 _KEYLESS = frozenset({
     "PING", "ECHO", "INFO", "TIME", "DBSIZE", "ROLE", "CLUSTER", "COMMAND", "CONFIG",
     "CLIENT", "MULTI", "EXEC", "DISCARD", "UNWATCH", "WAIT", "SCRIPT", "FUNCTION",
-    "LASTSAVE", "MEMORY", "SLOWLOG", "LATENCY", "FLUSHALL", "FLUSHDB", "RANDOMKEY", "SCAN",
+    "LASTSAVE", "SLOWLOG", "LATENCY", "FLUSHALL", "FLUSHDB", "RANDOMKEY", "SCAN",
 })
 
 
@@ -154,6 +160,8 @@ def command_keys(args: Sequence[CommandArg]) -> List[CommandArg]:
     name = _command_name(args)
     if name in _KEYLESS:
         return []
+    if name in _SUBCOMMAND_KEY:
+        return [] if _command_name(args, 1) in _KEYLESS_SUBCOMMANDS else list(args[2:3])
     if name in ("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO") and len(args) > 2:
         return list(args[3 : 3 + int(args[2])])
     if name in _NUMKEYS and len(args) > _NUMKEYS[name][0]:
@@ -316,12 +324,17 @@ class ClusterClient:
         primaries first, then the startup nodes).
 
         :raises ConnectionError: no node answered (so ``consume`` waits it out).
+        :raises AuthenticationError: none did, and one refused the credentials:
+            no outage to wait out.
         """
         errors = []
+        refused: Optional[AuthenticationError] = None
         for name in dict.fromkeys([*filter(None, self._slots), *self._seeds]):
             try:
                 slots = self._fetch_slots(name)
             except (ConnectionError, TimeoutError, ResponseError) as exc:
+                if refused is None and isinstance(exc, AuthenticationError):
+                    refused = exc
                 errors.append(f"{name}: {exc}")
                 continue
             if not any(slots):  # a node that has not joined the cluster (yet)
@@ -339,6 +352,8 @@ class ClusterClient:
                 # start one; either way the connection is closed afterwards.
                 client._pool.retire()
             return
+        if refused is not None:
+            raise refused
         raise ConnectionError("no cluster node answered for the slot map: " + "; ".join(errors))
 
     def _fetch_slots(self, name: str) -> List[Optional[str]]:

@@ -139,7 +139,16 @@ class ClusterPipeline:
         asking = False  # whether to send it all to an ASK's target, after ASKING
         wait = RETRY_FIRST
         for _ in range(cluster.max_redirects):
-            node = cluster._node(redirect or cluster._owner(slot))
+            try:
+                node = cluster._node(redirect or cluster._owner(slot))
+            except ClusterDownError as exc:
+                # No node serves the slot, by the map (learned again next
+                # time): what a node would answer. Nothing sent; wait a little.
+                replies, redirect, asking = [exc] * len(commands), None, False
+                moved: List[ResponseError] = [exc]
+                time.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX)
+                continue
             pipe = node.pipeline()
             asked = set()  # where the replies of ASKING are, to drop them
             in_multi = False

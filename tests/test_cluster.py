@@ -441,6 +441,53 @@ def test_a_slot_unserved_when_the_map_was_learned_is_waited_for(cluster: RedisCl
              lambda: all(b"cluster_state:ok" in c.execute("CLUSTER", "INFO") for c in states))
 
 
+def test_a_pipeline_waits_out_a_slot_the_map_shows_unserved(cluster: RedisCluster) -> None:
+    """As ``execute`` does (``CLUSTERDOWN``, retried after a short wait): a
+    pipeline raised at once when the learned map had no owner for its slot."""
+    primaries = cluster.primary_ports()
+    ids = cluster.node_ids()
+    client = resp.ClusterClient([f"127.0.0.1:{primaries[0]}"], socket_timeout=10)
+    key = unique("unserved-pipeline")
+    slot = resp.key_slot(key)
+    owner = cluster.owner(slot)
+    states = [cluster.client(port) for port in primaries]
+
+    def serve() -> None:
+        for port in primaries:
+            cluster.client(port).execute("CLUSTER", "SETSLOT", slot, "NODE", ids[owner])
+
+    for port in primaries:
+        cluster.client(port).execute("CLUSTER", "DELSLOTS", slot)
+    restore = threading.Timer(0.6, serve)
+    try:
+        client.refresh()  # the map now has no owner for the slot
+        restore.start()
+        assert client.pipeline().command("RPUSH", key, "x").command("LLEN", key).execute() == [1, 1]
+    finally:
+        if restore.is_alive() or not restore.finished.is_set():
+            restore.cancel()
+        restore.join()
+        serve()
+        client.close()
+    wait_for("the cluster to be up again",
+             lambda: all(b"cluster_state:ok" in c.execute("CLUSTER", "INFO") for c in states))
+    assert cluster.client(owner).execute("LPOP", key) == b"x"
+
+
+def test_credentials_every_node_refuses_are_not_taken_for_an_outage(cluster: RedisCluster) -> None:
+    """As with one server: ``AuthenticationError``, which ``consume`` does not
+    ride out (it rode out a ``ConnectionError`` for ever)."""
+    refused = resp.ClusterClient([f"127.0.0.1:{port}" for port in cluster.primary_ports()],
+                                 username="nobody", password="wrong")
+    try:
+        with pytest.raises(resp.AuthenticationError):
+            refused.llen("x")
+        with pytest.raises(resp.AuthenticationError):
+            next(HotQueue("q", client=refused).consume(timeout=1))
+    finally:
+        refused.close()
+
+
 def test_the_readme_example_runs(cluster: RedisCluster) -> None:
     example = scaling_out_examples()[0]
     assert "ClusterClient" in example and "redis+cluster://" in example
@@ -829,7 +876,9 @@ def test_keys_not_in_first_position_are_routed_and_checked(cluster: RedisCluster
     a, b = "cross-a", "cross-b"
     assert resp.key_slot(a) != resp.key_slot(b)
     for args in (("SUNION", a, b), ("PFCOUNT", a, b), ("LMPOP", 2, a, b, "LEFT"), ("SINTERCARD", 2, a, b),
-                 ("ZUNIONSTORE", a, 1, b), ("XREAD", "STREAMS", a, b, 0, 0), ("BLMPOP", 1, 2, a, b, "LEFT")):
+                 ("ZUNIONSTORE", a, 1, b), ("XREAD", "STREAMS", a, b, 0, 0), ("BLMPOP", 1, 2, a, b, "LEFT"),
+                 ("LCS", a, b), ("ZRANGESTORE", a, b, 0, -1), ("GEOSEARCHSTORE", a, b, "FROMLONLAT", 0, 0,
+                                                                "BYRADIUS", 1, "km")):
         with pytest.raises(resp.CrossSlotError):
             cc.execute(*args)
     key = unique("{xread}")
@@ -844,6 +893,19 @@ def test_keys_not_in_first_position_are_routed_and_checked(cluster: RedisCluster
     for _ in range(3):
         assert len(cc.execute("XREAD", "COUNT", 1, "STREAMS", stream, 0)) == 1
         assert not cc._stale
+    # A key after a subcommand: routed by the key, not by the subcommand's name.
+    elsewhere = next(f"stream-{n}" for n in range(100) if all(
+        cc.node_for(f"stream-{n}").address.port != cc.node_for(word).address.port
+        for word in ("STREAM", "ENCODING", "USAGE", "CREATE")))
+    cc.execute("XADD", elsewhere, "*", "f", "v")
+    for args in (("XINFO", "STREAM", elsewhere), ("OBJECT", "ENCODING", elsewhere), ("MEMORY", "USAGE", elsewhere),
+                 ("XGROUP", "CREATE", elsewhere, "readers", 0)):
+        cc.execute(*args)
+        assert not cc._stale, args  # no MOVED: the map is not learned again
+    assert cc.execute("XINFO", "HELP")  # no key: any node
+    replies = cc.pipeline().command("XADD", elsewhere, "*", "f", "v").command("XINFO", "GROUPS", elsewhere).execute()
+    assert replies[1][0][1] == "readers" or replies[1][0][1] == b"readers"
+    assert cc.delete(elsewhere) == 1
     assert cc.delete(key) == 1 and cc.delete(stream) == 1
 
 
