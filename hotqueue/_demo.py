@@ -14,6 +14,7 @@ Private to the command line: nothing here is public API. Rules it keeps:
 import multiprocessing
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import time
 import uuid
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Callable, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 from urllib.parse import urlsplit, urlunsplit
 
 import resp
@@ -192,7 +193,7 @@ def worker_main(url: str, name: str, results: str, number: int) -> None:
         report.put(("ready", number))
         square()
     except KeyboardInterrupt:
-        pass  # the demo was interrupted: its own process reports that
+        pass  # SIGINT sent to this process alone: the demo's own process reports an interrupt
     except BrokenPipeError:
         # Nothing reads the transcript any more (``| head``): stop quietly
         # and tell the demo, which exits as the command line does then.
@@ -269,6 +270,27 @@ def _consume(queue: HotQueue, write: Callable[[str], None]) -> None:
         raise DemoError(f"consume() yielded {got!r}; the tutorial expects {sent!r}")
 
 
+def _start_deaf_to_ctrl_c(processes: "Sequence[multiprocessing.process.BaseProcess]") -> None:
+    # A terminal's Ctrl-C goes to the whole process group: a worker still
+    # starting up would print a KeyboardInterrupt traceback from whatever it
+    # was importing. Started with SIGINT blocked, which they keep (the demo
+    # stops them itself); here it waits, blocked, until they have started.
+    blocking = hasattr(signal, "pthread_sigmask")
+    if blocking:
+        # Started by the first process otherwise, multiprocessing's resource
+        # tracker would unblock SIGINT on its way (it blocks it for itself).
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if blocking else set()
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        if blocking:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _workers(queue: HotQueue, results: HotQueue, url: str, write: Callable[[str], None]) -> None:
     write("")
     write("# Writing a queue worker: two worker processes each run")
@@ -282,8 +304,7 @@ def _workers(queue: HotQueue, results: HotQueue, url: str, write: Callable[[str]
         for number in (1, 2)
     ]
     try:
-        for process in processes:
-            process.start()
+        _start_deaf_to_ctrl_c(processes)
         for _ in processes:
             if results.get(block=True, timeout=WAIT_LIMIT) is None:
                 raise DemoError(f"a worker process did not start within {WAIT_LIMIT:g} s")

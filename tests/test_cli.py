@@ -565,6 +565,34 @@ def test_a_failure_after_ctrl_c_exits_130_quietly(redis_url: str, monkeypatch: p
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads a process's blocked signals in /proc")
+def test_the_demos_workers_keep_the_terminals_ctrl_c_blocked(make_server: Any) -> None:
+    """A terminal's Ctrl-C goes to the whole process group: a worker still
+    starting up printed a KeyboardInterrupt traceback from what it was
+    importing. The workers start with SIGINT blocked (the demo stops them)."""
+    server = make_server()
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", f"redis://127.0.0.1:{server.port}/0", "demo"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT)
+    blocked = {}
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            found = re.search(rb"worker \d \(pid (\d+)\)", line)
+            if found and int(found.group(1)) not in blocked:
+                pid = int(found.group(1))
+                with open(f"/proc/{pid}/status") as status:  # it sleeps after each line: still there
+                    mask = re.search(r"SigBlk:\s*([0-9a-f]+)", status.read())
+                assert mask is not None
+                blocked[pid] = bool(int(mask.group(1), 16) & (1 << (signal.SIGINT - 1)))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, err) == (0, b"")
+    assert len(blocked) == 2 and all(blocked.values()), blocked
+
+
 def test_demo_against_a_running_server(redis_url: str, client: resp.Client) -> None:
     # Only the demo's own keys are looked at: REDIS_URL may name a server
     # that other programs use meanwhile.
