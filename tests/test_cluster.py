@@ -408,25 +408,31 @@ def test_clusterdown_is_retried_within_a_bound(cluster: RedisCluster, cc: resp.C
     assert cc.lpop(key) == b"x"
 
 
+def _unserve(cluster: RedisCluster, slot: int) -> Callable[[], None]:
+    """Leave ``slot`` served by no node; return what serves it again, by its owner."""
+    primaries, ids, owner = cluster.primary_ports(), cluster.node_ids(), cluster.owner(slot)
+    for port in primaries:
+        cluster.client(port).execute("CLUSTER", "DELSLOTS", slot)
+
+    def serve() -> None:
+        for port in primaries:
+            cluster.client(port).execute("CLUSTER", "SETSLOT", slot, "NODE", ids[owner])
+
+    return serve
+
+
 def test_a_slot_unserved_when_the_map_was_learned_is_waited_for(cluster: RedisCluster) -> None:
     """A slot that no node served when the client learned the map is waited
     out like ``CLUSTERDOWN`` (``ClusterDownError``, which ``consume`` rides
     out), and the map is learned again: once served, it is found."""
     primaries = cluster.primary_ports()
-    ids = cluster.node_ids()
     impatient = resp.ClusterClient([f"127.0.0.1:{primaries[0]}"], max_redirects=3, socket_timeout=10)
     queue = HotQueue(unique("unserved"), client=impatient, serializer=None)
     slot = resp.key_slot(queue.key)
     owner = cluster.owner(slot)
     states = [cluster.client(port) for port in primaries]
     cluster.client(owner).execute("RPUSH", queue.key, "m")
-
-    def serve() -> None:
-        for port in primaries:
-            cluster.client(port).execute("CLUSTER", "SETSLOT", slot, "NODE", ids[owner])
-
-    for port in primaries:
-        cluster.client(port).execute("CLUSTER", "DELSLOTS", slot)
+    serve = _unserve(cluster, slot)
     restore = threading.Timer(1.0, serve)
     restore.start()
     try:
@@ -445,19 +451,12 @@ def test_a_pipeline_waits_out_a_slot_the_map_shows_unserved(cluster: RedisCluste
     """As ``execute`` does (``CLUSTERDOWN``, retried after a short wait): a
     pipeline raised at once when the learned map had no owner for its slot."""
     primaries = cluster.primary_ports()
-    ids = cluster.node_ids()
     client = resp.ClusterClient([f"127.0.0.1:{primaries[0]}"], socket_timeout=10)
     key = unique("unserved-pipeline")
     slot = resp.key_slot(key)
     owner = cluster.owner(slot)
     states = [cluster.client(port) for port in primaries]
-
-    def serve() -> None:
-        for port in primaries:
-            cluster.client(port).execute("CLUSTER", "SETSLOT", slot, "NODE", ids[owner])
-
-    for port in primaries:
-        cluster.client(port).execute("CLUSTER", "DELSLOTS", slot)
+    serve = _unserve(cluster, slot)
     restore = threading.Timer(0.6, serve)
     try:
         client.refresh()  # the map now has no owner for the slot
