@@ -579,8 +579,7 @@ def _pop_grace(queue: HotQueue) -> float:
     of OUTPUT_CHECK seconds, the client's margin, ``socket_timeout``), so
     that a message the server has popped is printed, even from a server
     that stalls, rather than lost with the connection."""
-    socket_timeout = getattr(queue.client, "socket_timeout", None) or 0.0
-    client_wait = OUTPUT_CHECK + max(OUTPUT_CHECK, resp.BLOCKING_MARGIN) + socket_timeout
+    client_wait = OUTPUT_CHECK + max(OUTPUT_CHECK, resp.BLOCKING_MARGIN) + (queue.client.socket_timeout or 0.0)
     return max(STOP_GRACE, client_wait + 0.5)
 
 

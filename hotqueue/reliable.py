@@ -236,7 +236,7 @@ class Consumer:
                 or not 0.01 <= heartbeat_ttl < 1e9:
             raise ValueError(f"heartbeat_ttl must be a number of seconds >= 0.01, not {heartbeat_ttl!r}")
         # A default id names the process that made it: one made before a
-        # fork is made again by start() in the child (see _new_default_id).
+        # fork is made again by start() in the child.
         self._default_id_pid = os.getpid() if consumer_id is None else 0
         if consumer_id is None:
             consumer_id = _default_id()
@@ -382,7 +382,7 @@ class Consumer:
         """Stop the heartbeat, put any message still held back at the head of
         the queue, and unregister. Safe to call twice."""
         thread, self._thread = self._thread, None
-        if thread is None or self._pid != os.getpid():
+        if thread is None or not self._started_here():
             return  # in a forked child the registration and the message are the parent's
         self._stopping.set()
         thread.join(self.heartbeat_ttl)
@@ -422,7 +422,7 @@ class Consumer:
         _check_timeout(timeout)
         if self._thread is None:
             raise RuntimeError("start the consumer first (use it as a context manager)")
-        if self._pid != os.getpid():
+        if not self._started_here():
             raise RuntimeError("this consumer was started by the parent of this forked process: "
                                "start a Consumer of its own here")
         deadline = None if not timeout else time.monotonic() + timeout
