@@ -572,9 +572,8 @@ class Consumer:
             raise
         except BaseException:
             # Still held if this fails: the next fetch, or stop, gives it back.
-            if self._started_here():
-                with contextlib.suppress(Exception):
-                    self.release(data)
+            with contextlib.suppress(Exception):  # RuntimeError in a forked child
+                self.release(data)
             raise
         # Ridden out like consume and work do: the handler has finished, and
         # giving the message back because of a brief drop would run it twice.
@@ -618,9 +617,8 @@ class Consumer:
             try:
                 yield msg
             except BaseException:
-                if self._started_here():  # a forked child leaves the parent's message alone
-                    with contextlib.suppress(Exception):
-                        self.release(data)
+                with contextlib.suppress(Exception):  # RuntimeError in a forked child
+                    self.release(data)
                 raise
             self._ride_out(self.ack, data)
 
@@ -638,9 +636,8 @@ class Consumer:
                 self._ride_out(self.fail, data, exc)
                 continue
             except BaseException:
-                if self._started_here():  # a forked child leaves the parent's message alone
-                    with contextlib.suppress(Exception):
-                        self.release(data)
+                with contextlib.suppress(Exception):  # RuntimeError in a forked child
+                    self.release(data)
                 raise
             self._ride_out(self.ack, data)
 
