@@ -114,10 +114,14 @@ def parse_url(url: str) -> "Dict[str, Any]":
             options["ssl"] = True
     else:
         raise ValueError(f"unsupported URL scheme {parts.scheme!r}: use redis://, rediss:// or unix://")
+    given = set()
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         convert = _URL_QUERY_OPTIONS.get(name)
         if convert is None:
             raise ValueError(f"unknown option {name!r} in Redis URL")
+        if name in given:  # which one was meant? (redis-py takes the first)
+            raise ValueError(f"option {name!r} given twice in Redis URL")
+        given.add(name)
         try:
             options[name] = convert(value)
         except ValueError:

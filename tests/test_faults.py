@@ -197,6 +197,7 @@ def test_silent_server_times_out_at_socket_timeout(proxied: Any) -> None:
         assert time.monotonic() - start < TIMEOUT + SLACK
 
 
+@pytest.mark.slow  # about 6 s each: the server's wait plus the client's margin
 @pytest.mark.parametrize("socket_timeout", [None, TIMEOUT])
 def test_silent_server_blocking_get_ends_at_its_deadline(proxied: Any, key: str, socket_timeout: Any) -> None:
     proxy, _, _ = proxied

@@ -139,6 +139,9 @@ CASES: List[Case] = [
      ValueError),
     ("from_url timeout abc", lambda p: resp.Client.from_url(f"redis://127.0.0.1:{p}?socket_timeout=abc"),
      ValueError),
+    ("from_url db twice", lambda p: resp.Client.from_url(f"redis://127.0.0.1:{p}?db=1&db=2"), ValueError),
+    ("from_url timeout twice",
+     lambda p: resp.Client.from_url(f"redis://127.0.0.1:{p}?socket_timeout=1&socket_timeout=2"), ValueError),
     ("from_url db override", lambda p: resp.Client.from_url(f"redis://127.0.0.1:{p}", db="x"), ValueError),
     ("unix url without path", lambda p: resp.Client.from_url("unix://"), ValueError),
     # Client methods
