@@ -290,6 +290,7 @@ class ClusterClient:
         self._nodes: Dict[str, Client] = {}
         self._slots: List[Optional[str]] = [None] * SLOTS
         self._stale = True
+        self._unanswered: frozenset[str] = frozenset()  # nodes the last refreshes got no map from
         for seed in seeds:
             self._node(seed)  # checks the options now, without connecting
 
@@ -321,7 +322,9 @@ class ClusterClient:
 
     def refresh(self) -> None:
         """Learn the slot map again from the first node that answers (known
-        primaries first, then the startup nodes).
+        primaries first, then the startup nodes; those that gave no map last
+        time after the others, so that a frozen node does not cost every
+        refresh its timeout).
 
         :raises ConnectionError: no node answered (so ``consume`` waits it out).
         :raises AuthenticationError: none did, and one refused the credentials:
@@ -329,17 +332,23 @@ class ClusterClient:
         """
         errors = []
         refused: Optional[AuthenticationError] = None
-        for name in dict.fromkeys([*filter(None, self._slots), *self._seeds]):
+        names = list(dict.fromkeys([*filter(None, self._slots), *self._seeds]))
+        unanswered = self._unanswered.intersection(names)
+        names.sort(key=unanswered.__contains__)  # stable: the order otherwise kept
+        for name in names:
             try:
                 slots = self._fetch_slots(name)
             except (ConnectionError, TimeoutError, ResponseError) as exc:
                 if refused is None and isinstance(exc, AuthenticationError):
                     refused = exc
                 errors.append(f"{name}: {exc}")
+                unanswered |= {name}
                 continue
             if not any(slots):  # a node that has not joined the cluster (yet)
                 errors.append(f"{name}: serves no slot map")
+                unanswered |= {name}
                 continue
+            self._unanswered = unanswered - {name}
             self._slots, self._stale = slots, False
             # Let go of nodes the map no longer names (failed over, removed):
             # their idle sockets would stay open until close().
@@ -352,6 +361,7 @@ class ClusterClient:
                 # start one; either way the connection is closed afterwards.
                 client._pool.retire()
             return
+        self._unanswered = unanswered
         if refused is not None:
             raise refused
         raise ConnectionError("no cluster node answered for the slot map: " + "; ".join(errors))

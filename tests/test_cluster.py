@@ -1051,6 +1051,35 @@ def test_a_pipeline_half_answered_ask_sends_the_asked_commands_on(
     assert cc.delete(here, there) == 2
 
 
+def test_a_primary_that_gave_no_map_is_asked_last_in_the_next_refresh() -> None:
+    """A frozen primary (its kernel still accepts) costs one refresh of the
+    slot map its timeout, not every one: once it has given no map, the nodes
+    that answered are asked before it. It owns slot 0, so the map's order
+    alone would ask it first each time."""
+    try:
+        small = RedisCluster(primaries=3, replicas=0, node_timeout_ms=60000).start()
+    except Exception as exc:
+        pytest.fail(f"cannot start a Redis Cluster for the test: {exc}", pytrace=False)
+    client = resp.ClusterClient([f"127.0.0.1:{port}" for port in small.primary_ports()], socket_timeout=2)
+    try:
+        client.refresh()
+        frozen = next(node for node in small.nodes if node.port == small.owner(0))
+        os.kill(frozen.process.pid, signal.SIGSTOP)
+        try:
+            took = []
+            for _ in range(3):
+                start = time.monotonic()
+                client.refresh()
+                took.append(time.monotonic() - start)
+            assert took[0] >= 2  # it was asked first, and its socket_timeout ran out
+            assert max(took[1:]) < 1, took
+        finally:
+            os.kill(frozen.process.pid, signal.SIGCONT)
+    finally:
+        client.close()
+        small.stop()
+
+
 def test_a_frozen_startup_node_with_a_password_is_passed_over(make_server: Callable[..., RedisServer]) -> None:
     """With a password, the slot map's bound covers the new connection's
     AUTH too: a frozen node (its kernel still accepts) never answers it."""
