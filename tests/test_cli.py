@@ -363,8 +363,8 @@ def test_unknown_sentinel_service_is_a_redis_error() -> None:
     """A misspelt service name (the sentinels answer, but monitor no such
     service) is a Redis error like the rest, not the status kept for bugs."""
     sentinel = SentinelServer("")  # a real sentinel that monitors nothing
-    sentinel.start()
     try:
+        sentinel.start()
         err = one_line_error(hq("len", "q", url=f"redis+sentinel://127.0.0.1:{sentinel.port}/no-such-service/0"), 3)
         assert "no-such-service" in err and "unexpected" not in err
     finally:

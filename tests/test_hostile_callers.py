@@ -63,11 +63,14 @@ def watched() -> Iterator[Watched]:
     try:
         server.start()
     except Exception as exc:
+        server.cleanup()
         pytest.fail(f"cannot start redis-server: {exc}", pytrace=False)
-    watcher = Watched(server)
-    yield watcher
-    watcher.checker.close()
-    server.cleanup()
+    try:
+        watcher = Watched(server)
+        yield watcher
+        watcher.checker.close()
+    finally:
+        server.cleanup()
     report("hostile_callers", f"hostile callers: {STATS['cases']} bad calls ({len(CASES)} to the Python API, "
            f"{len(CLI_CASES)} to the command line), each refused before the server saw a connection or a command")
 

@@ -449,9 +449,9 @@ def test_a_sentinel_that_refuses_our_password_is_an_authentication_error(
     "no sentinel answered"."""
     primary = make_server()
     guarded = SentinelServer(f"sentinel monitor svc 127.0.0.1 {primary.port} 1\nrequirepass sentinel-pw\n")
-    guarded.start()
-    address = ("127.0.0.1", guarded.port)
     try:
+        guarded.start()
+        address = ("127.0.0.1", guarded.port)
         with resp.SentinelClient([address], "svc", sentinel_password="sentinel-pw") as client:
             assert client.ping()
         for password in (None, "wrong"):
@@ -745,8 +745,8 @@ def test_a_service_unknown_to_the_only_sentinel_that_answered_is_waited_out(sent
     """"Unknown service" only when every sentinel answered: while the ones
     that know it are unreachable, the error is one ``consume`` waits out."""
     other = SentinelServer("sentinel monitor other 127.0.0.1 1 2\n")  # knows no "mymaster"
-    other.start()
     try:
+        other.start()
         client = resp.SentinelClient([("127.0.0.1", other.port), ("127.0.0.1", closed_port())], "mymaster")
         with pytest.raises(resp.NoSentinelReachableError, match="monitor no service named 'mymaster'"):
             client.ping()
