@@ -190,6 +190,8 @@ DIVERGENCES = [
     ("RESP3 set", b"~1\r\n+a\r\n", FAILS, [[b"a"]]),
     ("RESP3 push", b">1\r\n+a\r\n", FAILS, [[b"a"]]),
     ("RESP3 verbatim string", b"=5\r\ntxt:a\r\n", FAILS, [b"a"]),
+    # The RESP spec allows a '+' sign on an integer (":[<+|->]<value>"); hiredis refuses it.
+    ("integer with a plus sign", b":+5\r\n", [5], FAILS),
     # resp decodes status lines as UTF-8 (invalid bytes replaced); hiredis keeps bytes.
     ("status not UTF-8", b"+\xff\xfe\r\n", ["\ufffd\ufffd".encode()], [b"\xff\xfe"]),
 ]
@@ -215,7 +217,7 @@ def test_known_divergence(name: str, data: bytes, ours: Any, theirs: Any, whole:
 
 
 @pytest.mark.parametrize("data", [
-    b"?x\r\n", b"$abc\r\n", b"$-2\r\n", b"*-2\r\n", b":abc\r\n", b":1.5\r\n", b":+5\r\n", b": 5\r\n",
+    b"?x\r\n", b"$abc\r\n", b"$-2\r\n", b"*-2\r\n", b":abc\r\n", b":1.5\r\n", b": 5\r\n",
     b":\r\n", b"$\r\n", b"$+3\r\nabc\r\n", b":1_0\r\n", b":\xd9\xa1\r\n", b":9223372036854775808\r\n",
     b":99999999999999999999\r\n", b"*5000000000\r\n", b"!3\r\nerr\r\n", b"$1\r\n\xd9\xa1\r\n",
     # leading zeros, "-0", and a lone CR inside a status or error line

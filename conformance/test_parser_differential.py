@@ -45,7 +45,7 @@ machine. ``CONFORMANCE_FUZZ_EXAMPLES`` replaces both counts, for a deeper hunt
 import os
 import re
 from itertools import islice
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 import hiredis
 from hypothesis import event, given, settings
@@ -463,8 +463,10 @@ RESP3_TYPE_BYTES = frozenset(b"_#,(%~>=|")
 #: stream is one of these, hiredis may read on (or wait) where resp refuses,
 #: and only the replies before the break are compared. The first four are
 #: pinned one by one in test_parser.py::test_known_divergence. Leading zeros,
-#: "-0" and "+" in lengths and integers are not here: hiredis refuses them too
+#: "-0" and "+" in lengths are not here: hiredis refuses them too
 #: (test_parser.py::test_malformed_inputs_fail_in_both), so they are compared.
+#: One difference is no break: an integer with a "+" sign, which the RESP spec
+#: allows and hiredis refuses (strict_parse reports where the first one is).
 EXPECTED_DIFFERENCES = {
     "bulk not ended by CRLF",  # hiredis skips the two bytes after the value unchecked
     "RESP3 type byte",  # hiredis parses _ # , ( % ~ > = | in any reader
@@ -479,18 +481,21 @@ EXPECTED_DIFFERENCES = {
 
 
 def _number(line: bytes, what: str) -> int:
-    # resp.protocol._parse_int, restated: ASCII digits, an optional "-", at most
-    # 19 digits, no leading zero (nor "-0").
-    digits = line[1:] if line[:1] == b"-" else line
-    if not digits.isdigit() or len(digits) > 19 or (digits[0] == 48 and line != b"0"):
+    # resp.protocol._parse_int, restated: ASCII digits, an optional "-" (or,
+    # on an integer, "+"), at most 19 digits, no leading zero (nor "-0").
+    sign = line[:1] if line[:1] == b"-" or line[:1] == b"+" and what == "integer" else b""
+    digits = line[len(sign):]
+    if not digits.isdigit() or len(digits) > 19 or digits[:1] == b"0" and (len(digits) > 1 or sign == b"-"):
         raise _Bad(f"malformed {what}")
     return int(line)
 
 
-def strict_parse(stream: bytes) -> Tuple[List[Any], str]:
+def strict_parse(stream: bytes) -> Tuple[List[Any], str, Optional[int]]:
     """The replies of ``stream`` by resp's rules, read from the whole buffer at
     once (recursively, nothing incremental): the replies, how it ends
-    ("complete", "incomplete" or the reason it breaks the rules)."""
+    ("complete", "incomplete" or the reason it breaks the rules), and how many
+    replies came before the first integer with a "+" sign (None: there is none)."""
+    plus_at: List[int] = []
 
     def line(pos: int) -> int:
         limit = MAX_STATUS_LENGTH if stream[pos:pos + 1] in (b"+", b"-") else MAX_LINE_LENGTH
@@ -511,6 +516,8 @@ def strict_parse(stream: bytes) -> Tuple[List[Any], str]:
             value = _number(text, "integer")
             if not -(2**63) <= value < 2**63:
                 raise _Bad("integer out of range")
+            if text[:1] == b"+" and not plus_at:
+                plus_at.append(len(out))
             return value, end + 2
         if kind == 36:  # '$'
             length = _number(text, "bulk length")
@@ -557,14 +564,15 @@ def strict_parse(stream: bytes) -> Tuple[List[Any], str]:
     except _Short as short:
         # A type byte that starts no RESP2 reply is refused as soon as it has
         # come, as hiredis does, without waiting for the rest of its line.
+        first_plus = plus_at[0] if plus_at else None
         if short.type_byte in RESP3_TYPE_BYTES:
-            return out, "RESP3 type byte"
+            return out, "RESP3 type byte", first_plus
         if short.type_byte not in b"$*:+-":
-            return out, "unknown type byte"
-        return out, "incomplete"
+            return out, "unknown type byte", first_plus
+        return out, "incomplete", first_plus
     except _Bad as exc:
-        return out, exc.reason
-    return out, "complete"
+        return out, exc.reason, plus_at[0] if plus_at else None
+    return out, "complete", plus_at[0] if plus_at else None
 
 
 MUTATION_BYTES = st.one_of(st.integers(0, 255), st.sampled_from(b"\r\n$*:+-_0123456789"))
@@ -596,7 +604,7 @@ def test_mutated_streams_agree_where_hiredis_accepts(trees: List[Tuple[str, Any]
         else:
             mutated[at] = byte
     bad = bytes(mutated)
-    model, model_end = strict_parse(bad)
+    model, model_end, first_plus = strict_parse(bad)
     event(f"mutated stream: {model_end}")
     ends = {"complete": "complete", "incomplete": "incomplete"}
 
@@ -614,7 +622,10 @@ def test_mutated_streams_agree_where_hiredis_accepts(trees: List[Tuple[str, Any]
 
     # resp against hiredis.
     their, their_end = run_hiredis([bad])
-    if model_end in EXPECTED_DIFFERENCES:
+    if first_plus is not None:
+        # hiredis refuses the "+": the replies before that one agree.
+        same = len(their) == first_plus and all_agree(whole[0][:first_plus], their) and their_end == "error"
+    elif model_end in EXPECTED_DIFFERENCES:
         # Both read the same bytes up to the break: the replies before it agree.
         same = len(their) >= len(whole[0]) and all_agree(whole[0], their[:len(whole[0])])
     else:

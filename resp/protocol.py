@@ -45,10 +45,12 @@ _TYPE_BYTES = b"+-:$*"  # status, error, integer, bulk string, array
 
 
 def _parse_int(line: "Union[bytes, bytearray]", what: str) -> int:
-    # int() would accept '_', spaces, '+', leading zeros and non-ASCII digits;
-    # RESP2 (and hiredis) does not. bytes.isdigit() is ASCII-only.
-    digits = line[1:] if line[:1] == b"-" else line
-    if not digits.isdigit() or len(digits) > 19 or (digits[0] == 48 and line != b"0"):
+    # int() would accept '_', spaces, leading zeros and non-ASCII digits;
+    # RESP2 does not. bytes.isdigit() is ASCII-only. The spec allows a '+'
+    # on an integer reply (hiredis refuses it), on no length; "-0" is refused.
+    sign = line[:1]
+    digits = line[1:] if sign == b"-" or sign == b"+" and what == "integer" else line
+    if not digits.isdigit() or len(digits) > 19 or (digits[0] == 48 and (len(digits) > 1 or sign == b"-")):
         raise ProtocolError(f"malformed {what}: {bytes(line[:40])!r}")
     return int(line)
 
