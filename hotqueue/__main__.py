@@ -6,7 +6,7 @@ Rules it keeps:
 - Each subcommand is one ``add_*`` function (its arguments) and one ``cmd_*``
   function (its work, returning the exit status), registered in ``COMMANDS``;
   add a subcommand by adding a row.
-- Exit status: 0 done; 1 the queue was empty or the wait timed out; 2 bad
+- Exit status: 0 done; 1 ``get`` found the queue empty or timed out; 2 bad
   usage or input; 3 Redis could not be reached or refused the command; 4 a
   message could not be decoded; 70 an unexpected error (a bug); 74 the
   output could not be written (a full disk); 130 interrupted (Ctrl-C); 141
@@ -554,7 +554,7 @@ def make_parser() -> argparse.ArgumentParser:
                             help="how messages are stored (default: pickle, as the library does)")
 
     parser = Parser(prog="python -m hotqueue", description="Use a Redis list as a FIFO message queue.",
-                    epilog="Exit status: 0 done, 1 empty or timed out, 2 bad usage, 3 Redis unreachable "
+                    epilog="Exit status: 0 done, 1 get: empty or timed out, 2 bad usage, 3 Redis unreachable "
                            "or refusing, 4 undecodable message, 70 a bug, 74 output not written, 130 interrupted, "
                            "141 output closed, 143 terminated.")
     add_connection(parser, top=True)

@@ -149,6 +149,9 @@ def _with_port(host: str, default: int) -> str:
     return host if ":" in host.rpartition("]")[2] else f"{host}:{default}"
 
 
+_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
+
+
 def from_url(url: str, **overrides: "Any") -> "Union[Client, ClusterClient]":
     """Make the client a URL describes; keyword arguments override what it says.
 
@@ -159,7 +162,11 @@ def from_url(url: str, **overrides: "Any") -> "Union[Client, ClusterClient]":
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
-    scheme = url.partition("://")[0].lower()
+    scheme, has_scheme, _ = url.partition("://")
+    scheme = scheme.lower()
+    if has_scheme and scheme not in _SCHEMES:
+        raise ValueError(f"unsupported URL scheme {scheme!r}: use redis://, rediss://, unix://, "
+                         "redis+cluster:// or redis+sentinel:// (rediss+cluster://, rediss+sentinel:// for TLS)")
     if scheme not in ("redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"):
         from .client import Client
 

@@ -8,13 +8,14 @@ import os
 import sys
 import uuid
 from typing import Callable, Iterator, List
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import settings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from redis_server import RedisServer  # noqa: E402
+from redis_server import SHARED_PORT, RedisServer  # noqa: E402
 
 import resp  # noqa: E402
 
@@ -23,11 +24,23 @@ settings.register_profile("ci", deadline=None, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
+def _is_shared_server(url: str) -> bool:
+    # A TCP URL for port 6379 (given or by default) on this machine.
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    local = host == "localhost" or host == "::1" or host.startswith("127.")
+    return parts.scheme in ("redis", "rediss") and local and (parts.port or SHARED_PORT) == SHARED_PORT
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """The URL of the server most tests share: ``REDIS_URL``, or a private one."""
     if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
+        url = os.environ["REDIS_URL"]
+        if _is_shared_server(url):
+            pytest.fail(f"REDIS_URL={url} is this machine's shared server on port {SHARED_PORT}: the tests "
+                        "write and delete keys on their server; unset it or point it elsewhere", pytrace=False)
+        yield url
         return
     server = RedisServer()
     try:

@@ -465,6 +465,14 @@ def test_bad_urls_raise_value_error(url: str) -> None:
     assert "hunter2pass" not in str(info.value)
 
 
+@pytest.mark.parametrize("url", ["http://localhost:6379/0", "foo://x", "redis+clustre://localhost:7000"])
+def test_an_unknown_scheme_is_told_every_scheme_from_url_takes(url: str) -> None:
+    with pytest.raises(ValueError) as info:
+        resp.from_url(url)
+    for scheme in ("redis://", "rediss://", "unix://", "redis+cluster://", "redis+sentinel://"):
+        assert scheme in str(info.value)
+
+
 def test_url_with_empty_password_sends_no_auth(make_server: MakeServer) -> None:
     """``redis://:@host`` has no password, as in redis-py and redis-cli: an
     ``AUTH ""`` would be refused by a server that asks for none."""
