@@ -207,12 +207,17 @@ def import_figures(repeat):
 
 
 def rss_figures(port, repeat):
-    """Peak RSS (KiB) of the bare interpreter and of import + one put/get."""
-    bare_probe = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    """Peak RSS (KiB) of the bare interpreter and of import + one put/get
+    with the default (pickle) serializer. Read from VmHWM in /proc: a child's
+    ru_maxrss starts at its parent's peak (kept across fork and exec), which
+    would give every side this script's own size."""
+    peak = ("import resource\ntry:\n    print(next(line.split()[1] for line in open('/proc/self/status')"
+            " if line.startswith('VmHWM:')))\nexcept OSError:\n"
+            "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    bare_probe = peak
     probe = (
-        "import resource, sys, hotqueue; q = hotqueue.HotQueue('bench-rss', serializer=None, host='127.0.0.1',"
-        " port=int(sys.argv[1])); q.put(b'x' * 100); q.get();"
-        " print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import sys, hotqueue; q = hotqueue.HotQueue('bench-rss', host='127.0.0.1', port=int(sys.argv[1]));"
+        " q.put('x' * 100); q.get()\n" + peak
     )
     result = {}
     for side, venv_name in (("bare interpreter", "bare"), ("this", "bare"), ("redis-py", "redispy"),

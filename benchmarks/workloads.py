@@ -288,23 +288,38 @@ class Floor:
         return seconds
 
     def threads(self, n):
-        # A producer (RPUSH, own socket) and a consumer (BLPOP key 5, own socket)
-        # of 100-byte messages.
-        rpush = self._command(b"RPUSH", self.key, MESSAGE)
-        blpop, reply = self._command(b"BLPOP", self.key, b"5"), self._command(self.key, MESSAGE)
-        last = []
+        # A producer (RPUSH, own socket) and a consumer (BLPOP key 5, own
+        # socket) of pickled ints, as the clients' queues send: the pickle
+        # and the command around it made per call, the value read by the
+        # length its reply gives and unpickled.
+        prefix = b"*3\r\n$5\r\nRPUSH\r\n$%d\r\n%s\r\n" % (len(self.key), self.key)
+        blpop = self._command(b"BLPOP", self.key, b"5")
+        value_at = len(b"*2\r\n$%d\r\n%s\r\n$" % (len(self.key), self.key))  # the value's length
+        got = []
 
         def produce():
-            sendall, recv = self.sock.sendall, self.sock.recv
-            for _ in range(n):
-                sendall(rpush)
+            sendall, recv, dumps = self.sock.sendall, self.sock.recv, pickle.dumps
+            for i in range(n):
+                data = dumps(i)
+                sendall(b"%b$%d\r\n%b\r\n" % (prefix, len(data), data))
                 recv(65536)
 
         def consume():
-            last.append(self._blpop_loop(self.sock2, n, blpop, len(reply)))
+            sendall, recv, loads, append = self.sock2.sendall, self.sock2.recv, pickle.loads, got.append
+            for _ in range(n):
+                sendall(blpop)
+                data = recv(65536)
+                while True:
+                    end = data.find(b"\r\n", value_at)
+                    if end > 0:
+                        size = int(data[value_at:end])
+                        if len(data) >= end + size + 4:
+                            break
+                    data += recv(65536)
+                append(loads(data[end + 2 : end + 2 + size]))
 
         seconds = _time_threads(produce, consume)
-        assert last == [reply], last
+        assert got == list(range(n)), "messages lost or reordered"
         assert self._call(b"LLEN", self.key) == b":0\r\n"
         return seconds
 

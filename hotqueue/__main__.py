@@ -8,7 +8,8 @@ Rules it keeps:
   add a subcommand by adding a row.
 - Exit status: 0 done; 1 ``get`` found the queue empty or timed out; 2 bad
   usage or input; 3 Redis could not be reached or refused the command; 4 a
-  message could not be decoded; 70 an unexpected error (a bug); 74 the
+  message could not be decoded; 70 an unexpected error (a bug, or the demo
+  saw what the tutorial does not promise); 74 the
   output could not be written (a full disk); 130 interrupted (Ctrl-C); 141
   the output was closed (``| head``); 143 terminated (SIGTERM). Every error
   is one line on stderr, never a traceback.
@@ -469,7 +470,7 @@ def _run_demo(url: str) -> int:
     try:
         _demo.run(url, say)
     except _demo.DemoError as exc:
-        raise CLIError(f"demo failed: {exc}", 1) from None
+        raise CLIError(f"demo failed: {exc}", EXIT_SOFTWARE) from None
     return EXIT_OK
 
 

@@ -322,7 +322,7 @@ def is_dead_letter_meta(line: bytes) -> bool:
 
 def meta(reason: str, consumer_id: str) -> str:
     """The JSON object a script writes into a dead letter, ``attempts`` aside."""
-    # ensure_ascii: the JSON line of a dead letter never holds a raw newline;
-    # backslashreplace: a lone surrogate would make the script's JSON decoder fail.
+    # JSON escapes control characters: the JSON line of a dead letter never
+    # holds a raw newline; backslashreplace: a lone surrogate would make the script's JSON decoder fail.
     reason = reason[:MAX_REASON].encode("utf-8", "backslashreplace").decode("utf-8")
     return json.dumps({"reason": reason, "consumer": consumer_id, "failed_at": time.time()})

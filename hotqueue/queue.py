@@ -48,8 +48,10 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 # What consume and worker wait out: a server out of reach, still loading or
 # held by a long script, a cluster that stayed down or kept redirecting
-# (nothing was run). Keys in different slots (CrossSlotError) are no such
-# thing: the reliable consumer, whose scripts have several keys, raises it at once.
+# (nothing was run). ClusterError takes in CrossSlotError, keys in different
+# slots, which is no such thing: a pop of one key never meets it, and the
+# reliable consumer, whose scripts have several keys, raises it at once
+# (Consumer._ride_out).
 RIDE_OUT = (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError, resp.BusyScriptError,
             resp.ClusterDownError, resp.ClusterError)
 #: A wait with no timeout is a series of BLPOPs of this many seconds (whole:

@@ -300,10 +300,9 @@ class Consumer:
         return pipe
 
     def _send_heartbeat(self) -> None:
-        # One command at a time, not a pipeline: while a cluster slot
-        # migrates, one of the two keys may have moved and the other not, and
-        # a pipeline answered ASK for one command only raises that AskError
-        # (the other command ran). Alone, each follows its redirection.
+        # One command at a time, each following its own redirection: while a
+        # cluster slot migrates, one of the two keys may have moved and the
+        # other not.
         client = self.queue.client
         for args in self._heartbeat_args():
             client.execute(*args)

@@ -115,7 +115,7 @@ class Client:
         ssl_context: "Optional[_ssl.SSLContext]" = None,
         client_name: "Optional[str]" = None,
         max_connections: "Optional[int]" = None,
-        ssl_ca_certs: "Optional[str]" = None,  # after SPEC's parameters: positional calls keep their meaning
+        ssl_ca_certs: "Optional[str]" = None,  # last: positional calls made without it keep their meaning
     ) -> None:
         if not isinstance(host, str) or not host:
             raise TypeError("host must be a non-empty str")
@@ -286,7 +286,8 @@ class Client:
 
     def _blocking_timeout(self, server_timeout: object) -> "Optional[float]":
         # The deadline of a command that the server itself holds for
-        # ``server_timeout`` seconds (0 = forever).
+        # ``server_timeout`` seconds (0 = forever). blpop's fast path and the
+        # CLI's _pop_grace repeat its sum: keep the three alike.
         try:
             seconds = float(server_timeout)  # type: ignore[arg-type]
         except (TypeError, ValueError):
@@ -325,12 +326,6 @@ class Client:
         if index is None:
             return self._call(parts, self.socket_timeout)
         return self._call(parts, self._blocking_timeout(args[index]), blocking=True)
-
-    def _timeout_for(self, args: "Tuple[CommandArg, ...]") -> "Optional[float]":
-        # How long a command given by its arguments may take: socket_timeout,
-        # or for a blocking command its own timeout plus a margin.
-        index = _timeout_index(args)
-        return self.socket_timeout if index is None else self._blocking_timeout(args[index])
 
     def pipeline(self) -> "Pipeline":
         """Return a ``Pipeline``: queue commands, then send them in one write."""

@@ -31,7 +31,14 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .client import Client
-from .commands import _allowed_command_name, _blpop_keys, _command_name, _timeout_index, blocking_timeout_arg
+from .commands import (
+    MIN_FRACTION,
+    _allowed_command_name,
+    _blpop_keys,
+    _command_name,
+    _timeout_index,
+    blocking_timeout_arg,
+)
 from .connection import Address
 from .errors import (
     AskError,
@@ -163,7 +170,11 @@ def command_keys(args: Sequence[CommandArg]) -> List[CommandArg]:
     if name in _SUBCOMMAND_KEY:
         return [] if _command_name(args, 1) in _KEYLESS_SUBCOMMANDS else list(args[2:3])
     if name in ("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO") and len(args) > 2:
-        return list(args[3 : 3 + int(args[2])])
+        try:
+            count = int(args[2])
+        except (TypeError, ValueError):
+            return []  # the server refuses it
+        return list(args[3 : 3 + max(count, 0)])
     if name in _NUMKEYS and len(args) > _NUMKEYS[name][0]:
         at, destination = _NUMKEYS[name]
         try:
@@ -215,7 +226,7 @@ def _with_time_left(args: Tuple[CommandArg, ...], index: int, started: float) ->
     left = total - (time.monotonic() - started)
     if left <= 0:
         return None
-    value = max(1, round(left)) if isinstance(args[index], int) else max(round(left, 3), 0.001)
+    value = max(1, round(left)) if isinstance(args[index], int) else max(round(left, 3), MIN_FRACTION)
     return args[:index] + (value,) + args[index + 1 :]
 
 

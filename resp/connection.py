@@ -6,7 +6,8 @@ Rules this module keeps:
 1. Deadlines, not timeouts: every wait gets what is left of one
    ``time.monotonic()`` deadline, set by the caller for the whole command.
 2. Every failure is raised as ``resp.ConnectionError`` or ``resp.TimeoutError``
-   (a ``NothingSentError`` when not one byte of the command left); deciding
+   (a ``NothingSentError`` when not one byte of the command left), or as the
+   reader's ``ProtocolError`` for bytes that are not RESP2; deciding
    what to do about it — close, retry — is the caller's job.
 3. No retries and no parsing by hand: replies come from ``protocol.Reader``.
 """

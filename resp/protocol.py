@@ -365,9 +365,11 @@ _SHORT_BULK = 1024
 _BULK_LENGTHS = {b"$%d" % size: size for size in range(-1, _SHORT_BULK)}
 _ARRAY_LENGTHS = {b"*%d" % size: size for size in range(-1, 64)}
 #: _LEAST[n]: the least number of n - 1 digits (0 for one), for an integer
-#: line ':…' of n bytes before its CRLF. int() takes what RESP2 does not (a
-#: '+', spaces, '_', leading zeros): each leaves fewer digits than bytes, so a
-#: value below _LEAST[n]. Checked after int(), cheaper than the bytes before it.
+#: line ':…' of n bytes before its CRLF. int() takes what RESP2 does not
+#: (spaces, '_', leading zeros): each leaves fewer digits than bytes, so a
+#: value below _LEAST[n], and the line is then read by _parse_int (as is one
+#: with a '+' sign, which RESP2 allows). Checked after int(), cheaper than the
+#: bytes before it.
 _LEAST = (0, 0, 0) + tuple(10 ** (size - 2) for size in range(3, 20))
 
 
@@ -564,5 +566,6 @@ def encode_command(*args: "CommandArg") -> bytes:
     b'*4\\r\\n$5\\r\\nRPUSH\\r\\n$1\\r\\nq\\r\\n$1\\r\\nx\\r\\n$1\\r\\n7\\r\\n'
 
     :raises TypeError: an argument is not bytes-like, ``str``, ``int`` or ``float``.
+    :raises ValueError: there is no argument at all.
     """
     return b"".join(encode_parts(args))

@@ -133,6 +133,7 @@ class SentinelClient(Client):
 
         :raises UnknownServiceError: every sentinel answered, and none knows the service.
         :raises NoSentinelReachableError: none that knows the service answered.
+        :raises AuthenticationError: a sentinel refused ``sentinel_password``.
         """
         return self._resolve()[1]
 

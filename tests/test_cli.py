@@ -565,6 +565,19 @@ def test_a_failure_after_ctrl_c_exits_130_quietly(redis_url: str, monkeypatch: p
     assert capsys.readouterr().err == ""
 
 
+def test_a_demo_that_sees_what_the_tutorial_does_not_promise_exits_70(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Status 1 is get's empty queue alone: a failed demo is a bug's 70."""
+    from hotqueue import _demo
+
+    def short_consume(queue: HotQueue, write: Any) -> None:
+        raise _demo.DemoError("consume() yielded []; the tutorial expects ['first', 'second', 'third']")
+
+    monkeypatch.setattr(_demo, "_consume", short_consume)
+    assert main(["--url", redis_url, "demo"]) == 70
+    assert capsys.readouterr().err.startswith("hotqueue: error: demo failed: consume() yielded []")
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads a process's blocked signals in /proc")
 def test_the_demos_workers_keep_the_terminals_ctrl_c_blocked(make_server: Any) -> None:
     """A terminal's Ctrl-C goes to the whole process group: a worker still

@@ -368,6 +368,25 @@ def test_a_blocking_pop_whose_slot_moves_keeps_its_timeout(
     assert elapsed < 5.5  # ... and 4 s in all and a margin; a fresh 4 s after the move would be 6 or more
 
 
+@pytest.mark.parametrize("timeout", [0.5, "0.5", b"0.5"])
+def test_a_resent_blocking_timeout_never_falls_to_what_an_old_server_reads_as_forever(timeout: Any) -> None:
+    """What is left of a blocking command's timeout, when it is resent after a
+    redirection, is never under MIN_FRACTION: Redis 6.0-6.2 read 0.001 and
+    less as 0, which means wait forever."""
+    from resp.cluster import _with_time_left  # the rule itself: a server cannot show the 6.x reading here
+
+    resent = _with_time_left(("BLPOP", "k", timeout), 2, time.monotonic() - 0.4995)
+    assert resent is not None and float(resent[2]) >= resp.commands.MIN_FRACTION
+
+
+def test_a_script_with_a_bad_numkeys_is_refused_by_the_server(cc: resp.ClusterClient) -> None:
+    """As a plain client does: the server's error, not a Python one from
+    reading numkeys to route the command."""
+    for numkeys in ("abc", b"1.5", "-1"):
+        with pytest.raises(resp.ResponseError):
+            cc.execute("EVAL", "return 1", numkeys)
+
+
 def test_clusterdown_is_retried_within_a_bound(cluster: RedisCluster, cc: resp.ClusterClient) -> None:
     key = unique("down")
     spare = resp.key_slot(unique("spare"))
