@@ -48,10 +48,11 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 # What consume and worker wait out: a server out of reach, still loading or
 # held by a long script, a cluster that stayed down or kept redirecting
-# (nothing was run). ClusterError takes in CrossSlotError, keys in different
-# slots, which is no such thing: a pop of one key never meets it, and the
-# reliable consumer, whose scripts have several keys, raises it at once
-# (Consumer._ride_out).
+# (nothing was run). ConnectionError takes in CertificateError, a refused TLS
+# certificate, which is no such thing: consume and Consumer._ride_out raise
+# it. ClusterError takes in CrossSlotError, keys in different slots: a pop of
+# one key never meets it, and the reliable consumer, whose scripts have
+# several keys, raises it at once (Consumer._ride_out).
 RIDE_OUT = (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError, resp.BusyScriptError,
             resp.ClusterDownError, resp.ClusterError)
 #: A wait with no timeout is a series of BLPOPs of this many seconds (whole:
@@ -334,6 +335,8 @@ class HotQueue:
             # backoff) or a cluster that stayed down or kept redirecting past
             # its retries.
             except RIDE_OUT as exc:
+                if isinstance(exc, resp.CertificateError):
+                    raise  # a configuration to fix, as a refused password is
                 _log().warning("queue %r: %s; retrying in %.1f s", self.name, exc, backoff)
                 try:
                     time.sleep(backoff)

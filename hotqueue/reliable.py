@@ -588,7 +588,7 @@ class Consumer:
             try:
                 return action(*args)
             except RIDE_OUT as exc:
-                if isinstance(exc, resp.CrossSlotError):
+                if isinstance(exc, (resp.CrossSlotError, resp.CertificateError)):
                     raise  # will not change by waiting
                 log.warning("queue %r: %s; retrying in %.1f s", self.queue.name, exc, backoff)
                 time.sleep(backoff)

@@ -138,6 +138,12 @@ class Client:
             raise ValueError(f"client_name must be printable ASCII without spaces, not {client_name!r}")
         if not isinstance(ssl, bool):
             raise TypeError(f"ssl must be True or False, not {type(ssl).__name__}")
+        if ssl_ca_certs == "":
+            raise ValueError("ssl_ca_certs is empty: give the path of a CA file, or None for the system's CAs")
+        if ssl_context is not None and ssl_ca_certs is not None:
+            # The file would be ignored: the context says whom it trusts.
+            raise ValueError("give ssl_ca_certs or ssl_context, not both "
+                             "(ssl_context.load_verify_locations(path) adds a CA to a context)")
         if unix_socket_path is not None and (ssl or ssl_context is not None or ssl_ca_certs is not None):
             # Not silently in plain text: the caller asked for TLS.
             raise ValueError("TLS is not available on a unix socket: give ssl, ssl_context and ssl_ca_certs"

@@ -43,6 +43,7 @@ from .connection import Address
 from .errors import (
     AskError,
     AuthenticationError,
+    CertificateError,
     ClusterDownError,
     ClusterError,
     ConnectionError,
@@ -340,9 +341,10 @@ class ClusterClient:
         :raises ConnectionError: no node answered (so ``consume`` waits it out).
         :raises AuthenticationError: none did, and one refused the credentials:
             no outage to wait out.
+        :raises CertificateError: none did, and one's TLS certificate was refused.
         """
         errors = []
-        refused: Optional[AuthenticationError] = None
+        refused: Optional[Union[AuthenticationError, CertificateError]] = None  # no outage to wait out
         names = list(dict.fromkeys([*filter(None, self._slots), *self._seeds]))
         unanswered = self._unanswered.intersection(names)
         names.sort(key=unanswered.__contains__)  # stable: the order otherwise kept
@@ -350,7 +352,7 @@ class ClusterClient:
             try:
                 slots = self._fetch_slots(name)
             except (ConnectionError, TimeoutError, ResponseError) as exc:
-                if refused is None and isinstance(exc, AuthenticationError):
+                if refused is None and isinstance(exc, (AuthenticationError, CertificateError)):
                     refused = exc
                 errors.append(f"{name}: {exc}")
                 unanswered |= {name}

@@ -18,7 +18,7 @@ import select
 import time
 from weakref import WeakSet
 
-from .errors import ConnectionError, TimeoutError
+from .errors import CertificateError, ConnectionError, TimeoutError
 from .protocol import Reader
 
 TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
@@ -198,7 +198,7 @@ class Connection:
                     hint = ""
                     if exc.verify_code in _UNKNOWN_ISSUER:
                         hint = " (give ssl_ca_certs or ssl_context to trust its CA)"
-                    raise ConnectionError(
+                    raise CertificateError(
                         f"TLS certificate of {address} not trusted: {exc.verify_message}{hint}"
                     ) from exc
             raise ConnectionError(f"could not connect to {address}: {_describe(exc)}") from exc

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RespError",
     "ConnectionError",
+    "CertificateError",
     "TimeoutError",
     "PoolTimeoutError",
     "ProtocolError",
@@ -44,6 +45,12 @@ class RespError(Exception):
 
 class ConnectionError(RespError, builtins.ConnectionError):
     """The server could not be reached, or the connection broke mid-command."""
+
+
+class CertificateError(ConnectionError):
+    """The server's TLS certificate was refused (an unknown issuer, another
+    host name, expired): a configuration to fix, not an outage to wait out,
+    so ``consume`` and the workers raise it rather than retry."""
 
 
 class TimeoutError(RespError, builtins.TimeoutError):

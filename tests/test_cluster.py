@@ -632,6 +632,11 @@ def test_a_tls_cluster_is_reached_on_its_tls_port(make_server: Callable[..., Red
     with resp.ClusterClient([f"127.0.0.1:{plain}"], socket_timeout=5) as clear:
         assert clear.lpop(key) == b"x"
         assert clear.node_for(key).address.port == plain
+    # Without the CA: the refused certificate, not "no node answered", which
+    # consume() would wait out for ever.
+    with resp.ClusterClient([f"127.0.0.1:{node.port}"], ssl=True, socket_timeout=5) as untrusting:
+        with pytest.raises(resp.CertificateError):
+            untrusting.rpush(key, "x")
 
 
 def test_a_primary_that_leaves_the_slot_map_is_let_go() -> None:

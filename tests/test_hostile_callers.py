@@ -12,6 +12,7 @@ import ctypes
 import math
 import os
 import pickle
+import ssl
 import subprocess
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Tuple
@@ -141,6 +142,12 @@ CASES: List[Case] = [
     ("from_url timeout -1", lambda p: resp.Client.from_url(f"redis://127.0.0.1:{p}?socket_timeout=-1"),
      ValueError),
     ("from_url timeout abc", lambda p: resp.Client.from_url(f"redis://127.0.0.1:{p}?socket_timeout=abc"),
+     ValueError),
+    ("ssl_ca_certs and ssl_context",
+     lambda p: resp.Client("127.0.0.1", p, ssl_ca_certs=__file__, ssl_context=ssl.create_default_context()),
+     ValueError),
+    ("ssl_ca_certs empty", lambda p: resp.Client("127.0.0.1", p, ssl_ca_certs=""), ValueError),
+    ("from_url ssl_ca_certs empty", lambda p: resp.Client.from_url(f"rediss://127.0.0.1:{p}?ssl_ca_certs="),
      ValueError),
     ("from_url db twice", lambda p: resp.Client.from_url(f"redis://127.0.0.1:{p}?db=1&db=2"), ValueError),
     ("from_url timeout twice",

@@ -164,11 +164,36 @@ def test_rediss_refuses_self_signed_certificate_by_default(make_server: Any) -> 
     server = make_server(tls=True)
     for client in (resp.Client("localhost", server.port, ssl=True, socket_timeout=5),
                    resp.Client.from_url(f"rediss://localhost:{server.port}/0", socket_timeout=5)):
-        with pytest.raises(resp.ConnectionError) as info:
+        with pytest.raises(resp.CertificateError) as info:  # a resp.ConnectionError
             client.ping()
         message = str(info.value)
         assert "certificate" in message and "not trusted" in message, message
         assert "give ssl_ca_certs" in message  # an unknown CA: trusting it is the cure
+
+
+@pytest.mark.parametrize("reliable", [False, True])
+def test_consume_raises_a_refused_certificate_rather_than_wait(make_server: Any, reliable: bool) -> None:
+    """A certificate the client refuses is a configuration to fix, like a
+    refused password: consume() and the workers raise it instead of retrying
+    for ever as they do while a server is out of reach."""
+    server = make_server(tls=True)
+    queue = HotQueue("cert", host="localhost", port=server.port, ssl=True, socket_timeout=5)
+    outcome: List[BaseException] = []
+
+    def consume() -> None:
+        try:
+            if reliable:
+                queue.worker(reliable=True, timeout=1)(lambda message: None)()
+            else:
+                list(queue.consume(timeout=1))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "consume() went on retrying a refused certificate"
+    assert len(outcome) == 1 and isinstance(outcome[0], resp.CertificateError), outcome
 
 
 def test_rediss_with_the_ca_verifies_and_connects(make_server: Any) -> None:
