@@ -89,7 +89,9 @@ class Client:
 
     :param socket_timeout: seconds a command may take, from sending it to
         reading its whole reply; ``None`` waits as long as the connection lives.
-    :param socket_connect_timeout: seconds to connect; defaults to ``socket_timeout``.
+    :param socket_connect_timeout: seconds to connect, the TLS handshake and the
+        setup commands included (each of a host's addresses is tried with the
+        whole of it); defaults to ``socket_timeout``.
     :param ssl: use TLS, verifying the server's certificate and host name
         against the system's CAs, or ``ssl_ca_certs``, or ``ssl_context``
         (any of the three asks for TLS; with ``unix_socket_path``, ``ValueError``).
@@ -227,10 +229,7 @@ class Client:
             if self.client_name is not None:
                 setup.append(("CLIENT", "SETNAME", self.client_name))
             if setup:
-                deadline = None
-                timeout = address.connect_timeout
-                if timeout is not None:
-                    deadline = _monotonic() + timeout
+                deadline = conn.setup_deadline  # part of connecting: what is left of its timeout
                 conn.send([p for args in setup for p in encode_parts(args)], deadline)
                 for args in setup:
                     reply = conn.read_reply(deadline)

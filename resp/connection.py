@@ -25,7 +25,7 @@ TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp
 if TYPE_CHECKING:  # ssl is imported only by programs that use TLS: it costs ~30 modules
     import selectors
     import ssl
-    from typing import List, Optional, Union
+    from typing import List, Optional, Tuple, Union
 
     from .protocol import Reply
 
@@ -106,8 +106,9 @@ class Address:
         return f"{host}:{self.port}"
 
 
-def _connect_tcp(host: str, port: int, timeout: "Optional[float]") -> _socket.socket:
-    # socket.create_connection: each address of the host in turn, until one connects.
+def _connect_tcp(host: str, port: int, timeout: "Optional[float]") -> "Tuple[_socket.socket, float]":
+    # socket.create_connection: each address of the host in turn, until one
+    # connects, each with the whole timeout. Returns when the one that did began.
     error: "Optional[OSError]" = None
     for family, kind, proto, _, sockaddr in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
         try:
@@ -116,9 +117,10 @@ def _connect_tcp(host: str, port: int, timeout: "Optional[float]") -> _socket.so
             error = exc
             continue
         try:
+            began = _monotonic()
             sock.settimeout(timeout)
             sock.connect(sockaddr)
-            return sock
+            return sock, began
         except OSError as exc:
             sock.close()
             error = exc
@@ -128,20 +130,24 @@ def _connect_tcp(host: str, port: int, timeout: "Optional[float]") -> _socket.so
     raise error if error is not None else OSError(f"no address found for {host!r}")
 
 
-def _open_socket(address: Address) -> _socket.socket:
+def _open_socket(address: Address) -> "Tuple[_socket.socket, Optional[float]]":
+    # The socket, and the deadline of the rest of its setup: the connect
+    # timeout counted from when the connect that succeeded began (None: none).
     timeout = address.connect_timeout
     if timeout is not None and timeout > _MAX_SOCKET_TIMEOUT:
         timeout = _MAX_SOCKET_TIMEOUT  # a connection not made in 24.8 days is given up on
     if address.unix_socket_path is not None:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
+            began = _monotonic()
             sock.settimeout(timeout)
             sock.connect(address.unix_socket_path)
         except BaseException:
             sock.close()
             raise
-        return sock
-    sock = _connect_tcp(address.host, address.port, timeout)
+        return sock, None if timeout is None else began + timeout
+    sock, began = _connect_tcp(address.host, address.port, timeout)
+    deadline = None if timeout is None else began + timeout
     try:
         sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
@@ -149,8 +155,11 @@ def _open_socket(address: Address) -> _socket.socket:
             if hasattr(_socket, name):
                 sock.setsockopt(_socket.IPPROTO_TCP, getattr(_socket, name), value)
         if address.ssl_context is not None:
-            if timeout is None:
-                sock.settimeout(_TLS_HANDSHAKE_TIMEOUT)
+            # What is left of the connect timeout: the handshake is part of connecting.
+            left = _TLS_HANDSHAKE_TIMEOUT if deadline is None else deadline - _monotonic()
+            if left <= 0:
+                raise _socket.timeout("timed out")
+            sock.settimeout(left)
             try:
                 sock = address.ssl_context.wrap_socket(sock, server_hostname=address.host)  # type: ignore[arg-type]  # any stream socket
             except _socket.timeout:
@@ -162,7 +171,7 @@ def _open_socket(address: Address) -> _socket.socket:
     except BaseException:
         sock.close()
         raise
-    return sock
+    return sock, deadline
 
 
 class Connection:
@@ -172,8 +181,9 @@ class Connection:
     step with the server; the caller must ``close`` it.
     """
 
-    __slots__ = ("sock", "reader", "pid", "address", "generation", "_selector", "_poll", "_timeout", "_tls",
-                 "_plain", "_bulk_buffer", "_bulk_room", "_bulk_earning", "counted", "lease", "__weakref__")
+    __slots__ = ("sock", "setup_deadline", "reader", "pid", "address", "generation", "_selector", "_poll",
+                 "_timeout", "_tls", "_plain", "_bulk_buffer", "_bulk_room", "_bulk_earning", "counted", "lease",
+                 "__weakref__")
 
     def __init__(self, address: Address) -> None:
         """Connect to ``address``.
@@ -183,7 +193,7 @@ class Connection:
         """
         self.address = address
         try:
-            self.sock = _open_socket(address)
+            self.sock, self.setup_deadline = _open_socket(address)
         except TimeoutError:
             raise  # the TLS handshake's, which says so
         except _socket.timeout as exc:

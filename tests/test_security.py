@@ -5,6 +5,7 @@ certificate and host name by default.
 
 import logging
 import os
+import socket
 import ssl
 import threading
 import time
@@ -231,6 +232,36 @@ def test_rediss_refuses_a_host_name_mismatch(make_server: Any) -> None:
     # The same certificate is good for the address it names.
     with resp.Client("127.0.0.1", server.port, ssl_ca_certs=ca, socket_timeout=5) as client:
         assert client.ping()
+
+
+def test_the_connect_timeout_bounds_the_handshake_and_auth_together(tmp_path: Any) -> None:
+    """Connecting is one deadline: a TLS handshake that took most of
+    socket_connect_timeout leaves AUTH only the rest of it, not a fresh one."""
+    make_certificates(str(tmp_path))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(tmp_path / "server.crt"), str(tmp_path / "server.key"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:  # shakes hands after 1.4 s, then never answers AUTH
+        conn, _ = listener.accept()
+        time.sleep(1.4)
+        with context.wrap_socket(conn, server_side=True):
+            done.wait(10)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    client = resp.Client("127.0.0.1", listener.getsockname()[1], password="secret", socket_timeout=30,
+                         socket_connect_timeout=1.5, ssl_ca_certs=str(tmp_path / "ca.crt"))
+    start = time.monotonic()
+    try:
+        with pytest.raises(resp.TimeoutError):
+            client.ping()
+        elapsed = time.monotonic() - start
+    finally:
+        done.set()
+        listener.close()
+    assert 1.4 <= elapsed < 1.5 + 1.2, elapsed  # a fresh 1.5 s for AUTH would make it 2.9
 
 
 def test_rediss_to_a_plain_server_fails_clearly(make_server: Any) -> None:
