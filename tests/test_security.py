@@ -10,7 +10,7 @@ import ssl
 import threading
 import time
 import traceback
-from typing import Any, List
+from typing import Any, Callable, List
 
 import pytest
 from redis_server import free_port, make_certificates
@@ -161,6 +161,25 @@ def test_log_records_during_outage_name_no_password(make_server: Any, key: str, 
 # -- TLS -----------------------------------------------------------------------------
 
 
+def _raised_within(seconds: float, call: Callable[[], Any], hung: str) -> BaseException:
+    """What ``call`` raises, run in a daemon thread that must end within
+    ``seconds`` (one stuck for ever must not hold up the run)."""
+    outcome: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), hung
+    assert len(outcome) == 1, "it returned instead of raising"
+    return outcome[0]
+
+
 def test_rediss_refuses_self_signed_certificate_by_default(make_server: Any) -> None:
     server = make_server(tls=True)
     for client in (resp.Client("localhost", server.port, ssl=True, socket_timeout=5),
@@ -179,22 +198,15 @@ def test_consume_raises_a_refused_certificate_rather_than_wait(make_server: Any,
     for ever as they do while a server is out of reach."""
     server = make_server(tls=True)
     queue = HotQueue("cert", host="localhost", port=server.port, ssl=True, socket_timeout=5)
-    outcome: List[BaseException] = []
 
     def consume() -> None:
-        try:
-            if reliable:
-                queue.worker(reliable=True, timeout=1)(lambda message: None)()
-            else:
-                list(queue.consume(timeout=1))
-        except BaseException as exc:
-            outcome.append(exc)
+        if reliable:
+            queue.worker(reliable=True, timeout=1)(lambda message: None)()
+        else:
+            list(queue.consume(timeout=1))
 
-    thread = threading.Thread(target=consume, daemon=True)
-    thread.start()
-    thread.join(10)
-    assert not thread.is_alive(), "consume() went on retrying a refused certificate"
-    assert len(outcome) == 1 and isinstance(outcome[0], resp.CertificateError), outcome
+    raised = _raised_within(10, consume, "consume() went on retrying a refused certificate")
+    assert isinstance(raised, resp.CertificateError), raised
 
 
 def test_rediss_with_the_ca_verifies_and_connects(make_server: Any) -> None:
@@ -283,20 +295,10 @@ def test_rediss_to_a_plain_server_does_not_hang_without_a_timeout(make_server: A
     on the connection, whose commands wait as long as they take."""
     monkeypatch.setattr(resp.connection, "_TLS_HANDSHAKE_TIMEOUT", 1.0)
     server = make_server()
-    outcome: List[BaseException] = []
-
-    def ping() -> None:
-        try:
-            resp.Client("127.0.0.1", server.port, ssl=True).ping()
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=ping, daemon=True)
-    thread.start()
-    thread.join(10)
-    assert not thread.is_alive(), "a rediss:// client hung on a plain port"
-    assert len(outcome) == 1 and isinstance(outcome[0], resp.TimeoutError), outcome
-    assert "TLS handshake" in str(outcome[0])
+    raised = _raised_within(10, resp.Client("127.0.0.1", server.port, ssl=True).ping,
+                            "a rediss:// client hung on a plain port")
+    assert isinstance(raised, resp.TimeoutError), raised
+    assert "TLS handshake" in str(raised)
     tls = make_server(tls=True)
     with resp.Client("localhost", tls.port, ssl_ca_certs=f"{tls.tls_dir}/ca.crt") as client:
         assert client.blpop(key, 2) is None  # a wait past the handshake's bound
