@@ -161,7 +161,7 @@ def stats(queue: "HotQueue") -> QueueStats:
         if value is not None and pttl >= 0:
             try:
                 age = max(int(json.loads(value)["ttl_ms"]) - pttl, 0) / 1000
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, OverflowError, RecursionError):  # written by something else
                 age = None
         consumers.append(ConsumerStats(cid.decode("utf-8", "backslashreplace"), in_flight, age))
     return QueueStats(replies[0], replies[1], consumers)

@@ -252,15 +252,17 @@ return {attempts, 1}
 # KEYS: main, consumers, attempts, dead, deliveries, then (processing,
 # heartbeat) of each consumer. ARGV: max_attempts, meta, then the consumer ids.
 # Every consumer whose heartbeat is gone gets its messages moved back to the
-# head of the queue (or to the dead letters) and leaves the set. Returns
-# {requeued, dead}.
+# head of the queue (or to the dead letters) and leaves the set; one whose
+# processing key is not a list (written by something else) is left as it is,
+# rather than fail the others' recovery part-way. Returns {requeued, dead}.
 RECOVER = Script("local DELIVERIES = 5" + _CHECK_DELIVERIES + "local LISTS = {KEYS[1], KEYS[4]}" + _CHECK_LISTS + """
 local meta = cjson.decode(ARGV[2])
 local max_attempts = tonumber(ARGV[1])
 local requeued, dead = 0, 0
 for i = 3, #ARGV do
   local processing, heartbeat = KEYS[2 * i], KEYS[2 * i + 1]
-  if redis.call('EXISTS', heartbeat) == 0 then
+  local kind = redis.call('TYPE', processing)['ok']
+  if redis.call('EXISTS', heartbeat) == 0 and (kind == 'list' or kind == 'none') then
     while true do
       local msg = redis.call('LINDEX', processing, -1)
       if not msg then break end

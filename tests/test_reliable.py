@@ -415,6 +415,28 @@ def test_recover_moves_a_dead_consumers_message_back_to_the_head(queue: HotQueue
     assert queue.recover() == 0
 
 
+def test_a_processing_key_that_is_not_a_list_stops_no_recovery(queue: HotQueue) -> None:
+    """Something else wrote a string where a dead consumer's processing list
+    would be: the others are recovered, that one is left alone, and a new
+    consumer still starts (its start runs the recovery)."""
+    keys = keys_for(queue.key)
+    queue.client.execute("SADD", keys.consumers, "a-ghost", "b-odd")
+    queue.client.rpush(keys.processing("a-ghost"), pickle.dumps("held"))
+    queue.client.execute("SET", keys.processing("b-odd"), "not a list")
+    assert queue.recover() == 1
+    assert sorted(queue.client.execute("SMEMBERS", keys.consumers)) == [b"b-odd"]
+    with queue.reserve(timeout=1) as msg:
+        assert msg == "held"
+
+
+def test_stats_reads_an_unreadable_heartbeat_as_no_age(queue: HotQueue) -> None:
+    keys = keys_for(queue.key)
+    for cid, value in (("huge", '{"ttl_ms": 1e400}'), ("deep", "[" * 100000 + "]" * 100000)):
+        queue.client.execute("SADD", keys.consumers, cid)
+        queue.client.execute("SET", keys.heartbeat(cid), value, "PX", 60000)
+    assert sorted(queue.stats().consumers) == [("deep", 0, None), ("huge", 0, None)]
+
+
 def test_recover_leaves_live_consumers_alone(queue: HotQueue) -> None:
     keys = keys_for(queue.key)
     queue.client.execute("SADD", keys.consumers, "alive")
