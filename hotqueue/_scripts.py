@@ -261,8 +261,9 @@ local max_attempts = tonumber(ARGV[1])
 local requeued, dead = 0, 0
 for i = 3, #ARGV do
   local processing, heartbeat = KEYS[2 * i], KEYS[2 * i + 1]
-  local kind = redis.call('TYPE', processing)['ok']
-  if redis.call('EXISTS', heartbeat) == 0 and (kind == 'list' or kind == 'none') then
+  local kind = 'alive'
+  if redis.call('EXISTS', heartbeat) == 0 then kind = redis.call('TYPE', processing)['ok'] end
+  if kind == 'list' or kind == 'none' then
     while true do
       local msg = redis.call('LINDEX', processing, -1)
       if not msg then break end

@@ -48,13 +48,14 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 # What consume and worker wait out: a server out of reach, still loading or
 # held by a long script, a cluster that stayed down or kept redirecting
-# (nothing was run). ConnectionError takes in CertificateError, a refused TLS
-# certificate, which is no such thing: consume and Consumer._ride_out raise
-# it. ClusterError takes in CrossSlotError, keys in different slots: a pop of
-# one key never meets it, and the reliable consumer, whose scripts have
-# several keys, raises it at once (Consumer._ride_out).
+# (nothing was run).
 RIDE_OUT = (resp.ConnectionError, resp.TimeoutError, resp.BusyLoadingError, resp.BusyScriptError,
             resp.ClusterDownError, resp.ClusterError)
+# Kinds of those that waiting will not change, raised at once: a refused TLS
+# certificate (a configuration to fix, as a refused password is) and keys in
+# different cluster slots (a pop of one key never meets it; the reliable
+# consumer's scripts have several keys).
+NOT_RIDDEN_OUT = (resp.CertificateError, resp.CrossSlotError)
 #: A wait with no timeout is a series of BLPOPs of this many seconds (whole:
 #: the client's fast path): a server that stops answering without closing the
 #: connection (frozen, or a failover's old primary cut off) is noticed within
@@ -335,8 +336,8 @@ class HotQueue:
             # backoff) or a cluster that stayed down or kept redirecting past
             # its retries.
             except RIDE_OUT as exc:
-                if isinstance(exc, resp.CertificateError):
-                    raise  # a configuration to fix, as a refused password is
+                if isinstance(exc, NOT_RIDDEN_OUT):
+                    raise
                 _log().warning("queue %r: %s; retrying in %.1f s", self.name, exc, backoff)
                 try:
                     time.sleep(backoff)

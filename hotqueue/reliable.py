@@ -96,7 +96,7 @@ import resp
 
 from ._inspection import ConsumerStats, DeadLetter, DeadLetters, QueueStats, stats
 from ._scripts import ACK, FAIL, RECOVER, RELEASE, RETIRE, TAKE, Keys, Script, keys_for, meta
-from .queue import BACKOFF_FIRST, BACKOFF_MAX, RIDE_OUT, _check_timeout
+from .queue import BACKOFF_FIRST, BACKOFF_MAX, NOT_RIDDEN_OUT, RIDE_OUT, _check_timeout
 
 if TYPE_CHECKING:
     from .queue import HotQueue
@@ -588,8 +588,8 @@ class Consumer:
             try:
                 return action(*args)
             except RIDE_OUT as exc:
-                if isinstance(exc, (resp.CrossSlotError, resp.CertificateError)):
-                    raise  # will not change by waiting
+                if isinstance(exc, NOT_RIDDEN_OUT):
+                    raise
                 log.warning("queue %r: %s; retrying in %.1f s", self.queue.name, exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
