@@ -487,15 +487,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a name whose keys cannot share a cluster slot
         raise CLIError(str(exc)) from None
 
-    def age(seconds: Optional[float]) -> str:
-        return "expired" if seconds is None else f"{seconds:.1f} s ago"
+    def age(seconds: Optional[float], alive: bool = True) -> str:
+        if not alive:
+            return "expired"
+        return "of unknown age" if seconds is None else f"{seconds:.1f} s ago"
 
     oldest = stats.oldest_heartbeat_age
     lines = [f"length: {stats.length}", f"in flight: {stats.in_flight}",
              f"dead letters: {stats.dead_letters}",
              f"oldest heartbeat: {'none' if oldest is None else age(oldest)}",
              f"consumers: {len(stats.consumers)}"]
-    lines += [f"  {c.id}: {c.in_flight} in flight, heartbeat {age(c.heartbeat_age)}" for c in stats.consumers]
+    lines += [f"  {c.id}: {c.in_flight} in flight, heartbeat {age(c.heartbeat_age, c.alive)}"
+              for c in stats.consumers]
     say("\n".join(lines))
     return EXIT_OK
 

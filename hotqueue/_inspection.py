@@ -116,8 +116,11 @@ class ConsumerStats(NamedTuple):
     in_flight: int
     """Messages in its processing list (0 or 1)."""
     heartbeat_age: Optional[float]
-    """Seconds since its last heartbeat; ``None`` when it expired (a dead
-    consumer whose messages the next recovery moves back)."""
+    """Seconds since its last heartbeat; ``None`` when it expired, or when it
+    cannot be told (a heartbeat with no expiry, written by something else)."""
+    alive: bool = True
+    """Its heartbeat is there: recovery leaves it alone. ``False``: a dead
+    consumer whose messages the next recovery moves back."""
 
 
 class QueueStats(NamedTuple):
@@ -163,5 +166,5 @@ def stats(queue: "HotQueue") -> QueueStats:
                 age = max(int(json.loads(value)["ttl_ms"]) - pttl, 0) / 1000
             except (ValueError, KeyError, TypeError, OverflowError, RecursionError):  # written by something else
                 age = None
-        consumers.append(ConsumerStats(cid.decode("utf-8", "backslashreplace"), in_flight, age))
+        consumers.append(ConsumerStats(cid.decode("utf-8", "backslashreplace"), in_flight, age, value is not None))
     return QueueStats(replies[0], replies[1], consumers)

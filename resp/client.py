@@ -100,7 +100,8 @@ class Client:
     :param max_connections: bound on open connections, not counting those
         waiting in a blocking command (``blpop``, ``blmove``, ``BRPOP`` …), so
         that a wait never delays the command that would end it. Past it, a
-        command waits its turn for a connection (up to ``socket_timeout``).
+        command waits its turn for a connection, up to ``socket_timeout``,
+        before its own ``socket_timeout`` starts as it is sent.
     """
 
     def __init__(

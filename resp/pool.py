@@ -27,6 +27,7 @@ Rules this module keeps:
 
 import _thread
 import os
+from time import monotonic as _monotonic
 from weakref import WeakSet
 
 from .connection import Connection
@@ -118,6 +119,7 @@ class Pool:
             self._after_fork()
         if self._max_connections is None:
             return self._acquire_unbounded(held)
+        wait_until: Optional[float] = None  # one wait for the whole of acquire, set when it begins
         while True:
             conn: Optional[Connection] = None
             counted = False
@@ -126,7 +128,7 @@ class Pool:
             try:
                 with self._lock:
                     if not blocking and (self._line or not self._idle):
-                        self._wait_for_room()
+                        wait_until = self._wait_for_room(wait_until)
                     idle = self._idle  # close() may have put a new list in its place
                     if idle:
                         # Held before it leaves the list: an interrupt as pop()
@@ -219,12 +221,20 @@ class Pool:
             raise
         return fresh
 
-    def _wait_for_room(self) -> None:
+    def _wait_for_room(self, wait_until: "Optional[float]") -> "Optional[float]":
         # Called with the lock held: returns once this thread is first in line
-        # and there is a place free or an idle connection (acquire takes it).
+        # and there is a place free or an idle connection (acquire takes it),
+        # raising at ``wait_until`` (None: ``wait_timeout`` from now, which is
+        # returned for acquire's next turn, if the connection found was dead).
         limit = self._max_connections
         if limit is None or not self._line and self._open_count < limit:
-            return
+            return wait_until
+        timeout = self._wait_timeout
+        if timeout is not None:
+            if wait_until is None:
+                wait_until = _monotonic() + timeout
+            else:
+                timeout = max(0.0, wait_until - _monotonic())
         line = self._line
         ticket = object()
 
@@ -237,13 +247,14 @@ class Pool:
             self._released = threading.Condition(self._lock)
         try:
             line.append(ticket)  # inside the try: an interrupt after it still takes it out
-            if not self._released.wait_for(ready, self._wait_timeout):
+            if not self._released.wait_for(ready, timeout):
                 raise PoolTimeoutError(f"all {limit} connections stayed busy")
         finally:
             if ticket in line:  # not yet, if an interrupt came just before the append
                 line.remove(ticket)
             if line:
                 self._released.notify_all()  # the next in line may go now
+        return wait_until
 
     def release(self, conn: Connection) -> None:
         """Take back a connection whose command finished cleanly. One back

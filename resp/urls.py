@@ -149,7 +149,9 @@ def _with_port(host: str, default: int) -> str:
     return host if ":" in host.rpartition("]")[2] else f"{host}:{default}"
 
 
-_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
+# One server; several hosts (a cluster's seeds, or sentinels), with or without TLS.
+_ONE_SERVER_SCHEMES = ("redis", "rediss", "unix")
+_MANY_HOST_SCHEMES = tuple(f"{base}+{kind}" for kind in ("cluster", "sentinel") for base in ("redis", "rediss"))
 
 
 def from_url(url: str, **overrides: "Any") -> "Union[Client, ClusterClient]":
@@ -164,10 +166,10 @@ def from_url(url: str, **overrides: "Any") -> "Union[Client, ClusterClient]":
         raise TypeError(f"url must be a str, not {type(url).__name__}")
     scheme, has_scheme, _ = url.partition("://")
     scheme = scheme.lower()
-    if has_scheme and scheme not in _SCHEMES:
+    if has_scheme and scheme not in _ONE_SERVER_SCHEMES + _MANY_HOST_SCHEMES:
         raise ValueError(f"unsupported URL scheme {scheme!r}: use redis://, rediss://, unix://, "
                          "redis+cluster:// or redis+sentinel:// (rediss+cluster://, rediss+sentinel:// for TLS)")
-    if scheme not in ("redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"):
+    if scheme not in _MANY_HOST_SCHEMES:
         from .client import Client
 
         return Client.from_url(url, **overrides)

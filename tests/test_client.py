@@ -1064,6 +1064,37 @@ def test_max_connections_wait_times_out(redis_url: str) -> None:
     client.close()
 
 
+def test_a_dead_idle_connection_does_not_restart_the_wait_for_one(redis_url: str) -> None:
+    # The waiter is handed the one connection, finds it closed by the server
+    # and goes back into line behind a thread that came meanwhile: it still
+    # gives up socket_timeout after it began to wait, not that long again.
+    client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=2)
+    held, _ = client._pool.acquire()
+    waited: List[Any] = []
+
+    def wait() -> None:
+        started = time.monotonic()
+        try:
+            client.ping()
+        except resp.PoolTimeoutError as exc:
+            waited.append(exc)
+        waited.append(time.monotonic() - started)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(1.2)
+    with resp.Client.from_url(redis_url) as killer:
+        killer.execute("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    time.sleep(0.2)  # the close reaches the held connection
+    client._pool.release(held)
+    again, _ = client._pool.acquire()  # in line behind the waiter, then ahead of it
+    waiter.join(10)
+    assert isinstance(waited[0], resp.PoolTimeoutError), waited
+    assert waited[1] < 3.2, waited  # 2 s and some; a second wait would end at 3.4 s or later
+    client._pool.release(again)
+    client.close()
+
+
 def test_an_interrupt_while_waiting_for_a_connection_gives_the_turn_on(redis_url: str) -> None:
     # The interrupted thread leaves the line of threads waiting for a place:
     # the one behind it gets the connection when it comes free.

@@ -434,7 +434,22 @@ def test_stats_reads_an_unreadable_heartbeat_as_no_age(queue: HotQueue) -> None:
     for cid, value in (("huge", '{"ttl_ms": 1e400}'), ("deep", "[" * 100000 + "]" * 100000)):
         queue.client.execute("SADD", keys.consumers, cid)
         queue.client.execute("SET", keys.heartbeat(cid), value, "PX", 60000)
-    assert sorted(queue.stats().consumers) == [("deep", 0, None), ("huge", 0, None)]
+    assert sorted(queue.stats().consumers) == [("deep", 0, None, True), ("huge", 0, None, True)]
+
+
+def test_stats_tells_a_live_heartbeat_of_unknown_age_from_an_expired_one(redis_url: str, key: str,
+                                                                         queue: HotQueue) -> None:
+    # Recovery goes by whether the heartbeat is there: one with no expiry
+    # (PERSIST, or written by something else) keeps its consumer alive.
+    keys = keys_for(queue.key)
+    queue.client.execute("SADD", keys.consumers, "kept", "gone")
+    queue.client.execute("SET", keys.heartbeat("kept"), '{"ttl_ms": 5000}')
+    assert sorted(queue.stats().consumers) == [("gone", 0, None, False), ("kept", 0, None, True)]
+    shown = run_cli(redis_url, "stats", key)
+    assert "kept: 0 in flight, heartbeat of unknown age" in shown.stdout
+    assert "gone: 0 in flight, heartbeat expired" in shown.stdout
+    queue.recover()
+    assert [c.id for c in queue.stats().consumers] == ["kept"]
 
 
 def test_recover_leaves_live_consumers_alone(queue: HotQueue) -> None:
