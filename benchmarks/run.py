@@ -181,16 +181,21 @@ def run_mode(server, client_cpu, rounds, scale):
     return samples
 
 
-def import_figures(repeat):
-    """Import time, modules loaded and peak RSS, in bare interpreters."""
-    results = {}
-    probe_modules = "import sys; before = set(sys.modules); import hotqueue; print(len(set(sys.modules) - before))"
-    # Compiled once, as an installation would be: the other sides' packages
-    # were byte-compiled by pip (and PYTHONDONTWRITEBYTECODE may be set here).
+def compile_tree():
+    """Byte-compile this project, as an installation would: the other sides'
+    packages were compiled by pip. Without it a module changed since the last
+    compile (PYTHONDONTWRITEBYTECODE may be set here) is compiled on import,
+    which the import time and the peak RSS would count."""
     compile_env = side_env("bare")
     compile_env.pop("PYTHONDONTWRITEBYTECODE", None)
     subprocess.run([python_of("bare"), "-m", "compileall", "-q", "resp", "hotqueue"], cwd=ROOT, env=compile_env,
                    check=True)
+
+
+def import_figures(repeat):
+    """Import time, modules loaded and peak RSS, in bare interpreters."""
+    results = {}
+    probe_modules = "import sys; before = set(sys.modules); import hotqueue; print(len(set(sys.modules) - before))"
     for side, venv_name in (("this", "bare"), ("redis-py", "redispy"), ("redis-py+hiredis", "hiredis")):
         python, env = python_of(venv_name), side_env(venv_name)
         times = []
@@ -346,6 +351,7 @@ def main():
             out += [f"Targets, {title.split(':')[0]}: the ratio reached; the time each target needs (the other"
                     " side's median / the factor) against the socket floor's fastest round.", ""]
             out += target_table(samples) + [""]
+        compile_tree()
         rss = rss_figures(server.port, 3)
     finally:
         server.cleanup()

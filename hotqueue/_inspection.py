@@ -5,6 +5,8 @@ import contextlib
 import json
 from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional
 
+import resp
+
 from ._scripts import CLEAR_DEAD, REQUEUE_DEAD, is_dead_letter_meta, keys_for
 
 if TYPE_CHECKING:
@@ -156,12 +158,21 @@ def stats(queue: "HotQueue") -> QueueStats:
     for cid in ids:
         pipe.command("LLEN", keys.processing(cid)).command("GET", keys.heartbeat(cid))
         pipe.command("PTTL", keys.heartbeat(cid))
-    replies = pipe.execute()
+    # A consumer's key of another type (written by something else) is read
+    # as recovery reads it: a heartbeat that is there, no message held.
+    replies = pipe.execute(raise_on_error=False)
+    for reply in replies[:2]:
+        if isinstance(reply, resp.ResponseError):
+            raise reply  # the queue's own keys
     consumers = []
     for i, cid in enumerate(ids):
         in_flight, value, pttl = replies[2 + 3 * i: 5 + 3 * i]
+        if isinstance(in_flight, resp.ResponseError):
+            in_flight = 0
         age: Optional[float] = None
-        if value is not None and pttl >= 0:
+        if isinstance(value, resp.ResponseError):
+            value = b""
+        elif value is not None and pttl >= 0:
             try:
                 age = max(int(json.loads(value)["ttl_ms"]) - pttl, 0) / 1000
             except (ValueError, KeyError, TypeError, OverflowError, RecursionError):  # written by something else

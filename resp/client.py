@@ -321,7 +321,7 @@ class Client:
         :raises ValueError: a command that would change the connection for
             the commands after it (``MULTI``, ``WATCH``, ``SELECT``, ``AUTH``,
             ``HELLO``, ``RESET``, ``SUBSCRIBE``…, ``UNSUBSCRIBE``…, ``MONITOR``, ``CLIENT REPLY``,
-            ``QUIT``, ``SYNC``, ``PSYNC``):
+            ``QUIT``, ``SYNC``, ``PSYNC``, ``REPLCONF``, ``SCRIPT DEBUG`` but ``NO``):
             connections are pooled; nothing was sent.
         :raises ResponseError: the server answered with an error.
         :raises ConnectionError, TimeoutError, ProtocolError: the connection

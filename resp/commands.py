@@ -45,6 +45,9 @@ _WHY_REFUSED = {
     "QUIT": "the server would close a connection that the pool hands out again: use close()",
     "SYNC": "it would turn a pooled connection into a replication stream",
     "PSYNC": "it would turn a pooled connection into a replication stream",
+    # Sent by replicas to their primary: a client sending it gets no reply.
+    "REPLCONF": "a replica's command, which the server answers with nothing",
+    "SCRIPT": "SCRIPT DEBUG would turn a pooled connection's next EVAL into a debugging session",
 }
 #: Why a pipeline that leaves a MULTI or WATCH open is refused.
 UNCLOSED_TRANSACTION = ("a MULTI or WATCH in a pipeline must be closed by EXEC or DISCARD in it "
@@ -79,6 +82,8 @@ def _timeout_index(args: "Tuple[CommandArg, ...]", name: "Optional[str]" = None)
 def _refuse_state_change(name: str, args: "Tuple[CommandArg, ...]") -> None:
     # ValueError for a command of _WHY_REFUSED (called with its name).
     if name == "CLIENT" and _command_name(args, 1) != "REPLY":
+        return
+    if name == "SCRIPT" and (_command_name(args, 1) != "DEBUG" or _command_name(args, 2) == "NO"):
         return
     raise ValueError(f"{name} is refused, nothing was sent: {_WHY_REFUSED[name]}")
 

@@ -16,7 +16,7 @@ import _socket  # socket's C core: socket.py would load enum and selectors for e
 import os
 import select
 import time
-from weakref import WeakSet
+from _weakref import ref as _ref  # weakref's C core: the weakref module costs a third of a MiB
 
 from .errors import CertificateError, ConnectionError, TimeoutError
 from .protocol import Reader
@@ -25,7 +25,7 @@ TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp
 if TYPE_CHECKING:  # ssl is imported only by programs that use TLS: it costs ~30 modules
     import selectors
     import ssl
-    from typing import List, Optional, Tuple, Union
+    from typing import Any, List, Optional, Set, Tuple, Union
 
     from .protocol import Reply
 
@@ -57,16 +57,37 @@ _UNKNOWN_ISSUER = frozenset((2, 18, 19, 20, 21))
 #: client forever (it waits for the end of a command line that never comes).
 _TLS_HANDSHAKE_TIMEOUT = 10.0
 
+class _WeakRegistry:
+    # The objects added, each held only until it is garbage: what the fork
+    # hooks need of weakref.WeakSet (add, list, clear), without importing it.
+    # As there, a set of references, each taken out by its own callback.
+
+    __slots__ = ("_refs",)
+
+    def __init__(self) -> None:
+        self._refs: "Set[_ref[Any]]" = set()
+
+    def add(self, member: object) -> None:
+        self._refs.add(_ref(member, self._refs.discard))
+
+    def members(self) -> "List[Any]":
+        alive = [ref() for ref in self._refs.copy()]
+        return [member for member in alive if member is not None]
+
+    def clear(self) -> None:
+        self._refs.clear()
+
+
 # Every open connection, so that a forked child closes its copies of them all
 # at once, the busy ones included (a pool only knows its idle ones, and only
 # when the child uses it): a copy kept open in the child would keep the
 # parent's connection alive after the parent gave it up, and a BLPOP the
 # parent abandoned would go on taking messages that nobody reads.
-_OPEN: "WeakSet[Connection]" = WeakSet()
+_OPEN = _WeakRegistry()
 
 
 def _close_inherited() -> None:
-    for conn in list(_OPEN):
+    for conn in _OPEN.members():
         conn.sock.close()  # never shutdown(): the parent's side stays usable
     _OPEN.clear()
 
@@ -106,11 +127,20 @@ class Address:
         return f"{host}:{self.port}"
 
 
+def _host_bytes(host: str) -> "Union[bytes, str]":
+    # What the IDNA codec makes of an ASCII host name whose labels it takes,
+    # without loading it (three modules, a sixth of a MiB); any other name
+    # goes to it, to be encoded or refused.
+    if host.isascii() and all(0 < len(label) < 64 for label in host.rstrip(".").split(".")):
+        return host.encode()
+    return host
+
+
 def _connect_tcp(host: str, port: int, timeout: "Optional[float]") -> "Tuple[_socket.socket, float]":
     # socket.create_connection: each address of the host in turn, until one
     # connects, each with the whole timeout. Returns when the one that did began.
     error: "Optional[OSError]" = None
-    for family, kind, proto, _, sockaddr in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+    for family, kind, proto, _, sockaddr in _socket.getaddrinfo(_host_bytes(host), port, 0, _socket.SOCK_STREAM):
         try:
             sock = _socket.socket(family, kind, proto)
         except OSError as exc:  # IPv6 turned off in the kernel, say: try the next address

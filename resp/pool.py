@@ -28,9 +28,8 @@ Rules this module keeps:
 import _thread
 import os
 from time import monotonic as _monotonic
-from weakref import WeakSet
 
-from .connection import Connection
+from .connection import Connection, _WeakRegistry
 from .errors import PoolTimeoutError
 
 TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
@@ -48,12 +47,12 @@ _pid = [os.getpid()]
 # child's threads could each find the pool inherited and reset it, one
 # wiping what another had just set up (its lock, held; its connections,
 # counted), which broke the bound or left every thread waiting on that lock.
-_POOLS: "WeakSet[Pool]" = WeakSet()
+_POOLS = _WeakRegistry()
 
 
 def _reset_inherited() -> None:
     _pid[0] = os.getpid()
-    for pool in list(_POOLS):
+    for pool in _POOLS.members():
         pool._after_fork()
 
 

@@ -915,6 +915,29 @@ def test_server_down_then_back(make_server: MakeServer) -> None:
 # -- fork and threads -------------------------------------------------------------
 
 
+def test_the_fork_hooks_registry_holds_what_is_alive_and_lets_go_of_garbage(redis_url: str) -> None:
+    from resp.connection import _OPEN, _WeakRegistry
+
+    class Member:
+        pass
+
+    registry = _WeakRegistry()
+    kept, dropped = Member(), Member()
+    registry.add(kept)
+    registry.add(dropped)
+    del dropped
+    gc.collect()
+    assert registry.members() == [kept]
+    assert len(registry._refs) == 1  # the dead one's reference went with it
+    registry.clear()
+    assert registry.members() == []
+    client = resp.Client.from_url(redis_url)
+    assert client.ping()
+    (conn,) = client._pool._idle
+    assert conn in _OPEN.members()  # what a forked child closes
+    client.close()
+
+
 def test_fork_child_uses_its_own_connection(redis_url: str, key: str, closing: Closing) -> None:
     client = closing(resp.Client.from_url(redis_url))
     parent_id = client.execute("CLIENT", "ID")
@@ -1666,6 +1689,7 @@ REFUSED = [("MULTI",), ("watch", "k"), (b"SELECT", 3), ("AUTH", "x"), ("HELLO", 
            ("SUBSCRIBE", "c"), ("PSUBSCRIBE", "c*"), ("SSUBSCRIBE", "c"), ("unsubscribe", "a", "b"),
            ("PUNSUBSCRIBE", "a*", "b*"), (b"SUNSUBSCRIBE", "a", "b"), ("MONITOR",), ("CLIENT", "REPLY", "OFF"),
            ("client", b"reply", "SKIP"), ("QUIT",), ("sync",), ("PSYNC", "?", "-1"),
+           ("REPLCONF", "GETACK", "*"), ("replconf", "ACK", 0), ("SCRIPT", "DEBUG", "YES"), ("script", "debug", "sync"),
            # Any bytes-like name is the command whose bytes it holds.
            (array.array("B", b"MULTI"),), (array.array("B", b"select"), 3), (memoryview(bytearray(b"QUIT")),)]
 
@@ -1675,7 +1699,7 @@ def test_a_command_that_would_change_a_pooled_connection_is_refused(redis_url: s
     """Connections are pooled: ``execute("MULTI")`` would make a later
     ``RPUSH`` on that connection answer ``QUEUED`` and never run, ``SELECT``
     would send later commands to another database. Refused, nothing sent."""
-    client = resp.Client.from_url(redis_url, max_connections=1)
+    client = resp.Client.from_url(redis_url, max_connections=1, socket_timeout=5)  # REPLCONF: no reply
     try:
         with pytest.raises(ValueError, match="nothing was sent"):
             client.execute(*args)
@@ -1689,6 +1713,8 @@ def test_a_command_that_would_change_a_pooled_connection_is_refused(redis_url: s
         with resp.Client.from_url(redis_url) as other:
             assert other.llen(key) == 1
         assert isinstance(client.execute("CLIENT", "ID"), int)  # other CLIENT subcommands go
+        assert client.execute("SCRIPT", "DEBUG", "no") == "OK"  # and other SCRIPT ones
+        assert client.execute("SCRIPT", "EXISTS", "0" * 40) == [0]
     finally:
         client.delete(key)
         client.close()

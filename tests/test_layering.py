@@ -85,13 +85,25 @@ def test_resp_never_loads_hotqueue() -> None:
 # (connections are opened with its C module, _socket), which would bring enum
 # and selectors.
 NOT_LOADED_BY_IMPORT = {"pickle", "logging", "ssl", "urllib", "threading", "__future__",
-                        "socket", "enum", "selectors", "functools"}
+                        "socket", "enum", "selectors", "functools", "weakref"}
 
 
 @pytest.mark.parametrize("package", ["resp", "hotqueue"])
 def test_import_leaves_out_what_only_some_programs_need(package: str) -> None:
     loaded = {name.split(".", 1)[0] for name in modules_loaded_by(package)}
     assert loaded & NOT_LOADED_BY_IMPORT == set()
+
+
+def test_a_put_and_get_leave_out_the_idna_codec(redis_url: str) -> None:
+    # An ASCII host name goes to getaddrinfo as bytes: the codec would bring
+    # three modules (unicodedata's tables among them) to every program.
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import hotqueue\n"
+             "queue = hotqueue.HotQueue('layering-idna', serializer=None, url=sys.argv[2])\n"
+             "queue.put(b'x'); assert queue.get() == b'x'\n"
+             "print(sorted(name for name in sys.modules if name.startswith(('encodings.idna', 'unicodedata'))))")
+    done = subprocess.run([sys.executable, "-I", "-c", probe, ROOT, redis_url],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
 
 
 def test_import_hotqueue_loads_at_most_40_modules() -> None:

@@ -437,6 +437,21 @@ def test_stats_reads_an_unreadable_heartbeat_as_no_age(queue: HotQueue) -> None:
     assert sorted(queue.stats().consumers) == [("deep", 0, None, True), ("huge", 0, None, True)]
 
 
+def test_stats_reads_consumer_keys_of_another_type_as_recovery_does(queue: HotQueue) -> None:
+    # Recovery leaves such a consumer registered; stats must not fail on it
+    # from then on (nor on a heartbeat of another type, which keeps it alive).
+    keys = keys_for(queue.key)
+    queue.client.execute("SADD", keys.consumers, "a-ghost", "b-odd", "c-odd")
+    queue.client.rpush(keys.processing("a-ghost"), pickle.dumps("held"))
+    queue.client.execute("SET", keys.processing("b-odd"), "not a list")
+    queue.client.execute("HSET", keys.heartbeat("c-odd"), "f", "v")
+    assert queue.recover() == 1
+    assert sorted(queue.stats().consumers) == [("b-odd", 0, None, False), ("c-odd", 0, None, True)]
+    queue.client.execute("SET", queue.key, "not a list")
+    with pytest.raises(resp.WrongTypeError):
+        queue.stats()  # the queue's own key: nothing to read around
+
+
 def test_stats_tells_a_live_heartbeat_of_unknown_age_from_an_expired_one(redis_url: str, key: str,
                                                                          queue: HotQueue) -> None:
     # Recovery goes by whether the heartbeat is there: one with no expiry
@@ -1730,7 +1745,7 @@ def test_a_consumer_id_that_is_not_utf8_stops_no_recovery(redis_url: str, key: s
     keys = keys_for(queue.key)
     queue.client.execute("SADD", keys.consumers, b"\xffghost")
     queue.client.rpush(keys.prefix.encode() + b"processing:\xffghost", pickle.dumps("held"))
-    assert queue.stats().consumers == [("\\xffghost", 1, None)]
+    assert queue.stats().consumers == [("\\xffghost", 1, None, False)]
     stats = run_cli(redis_url, "stats", key)
     assert stats.returncode == 0 and "  \\xffghost: 1 in flight, heartbeat expired" in stats.stdout
     assert queue.recover() == 1 and queue.stats() == (1, 0, [])
