@@ -277,6 +277,9 @@ class Client:
                     conn = pool.replace(conn, held)
                     lease = conn.lease
                     reused = False
+                    # From sending, as for the first try: connecting again
+                    # had a timeout of its own.
+                    deadline = None if timeout is None else _monotonic() + timeout
             if count is not None:
                 reply = [conn.read_reply(deadline) for _ in range(count)]
             pool.release(conn)
