@@ -159,11 +159,12 @@ def stats(queue: "HotQueue") -> QueueStats:
         pipe.command("LLEN", keys.processing(cid)).command("GET", keys.heartbeat(cid))
         pipe.command("PTTL", keys.heartbeat(cid))
     # A consumer's key of another type (written by something else) is read
-    # as recovery reads it: a heartbeat that is there, no message held.
+    # as recovery reads it: a heartbeat that is there, no message held. Any
+    # other error, or one on the queue's own keys, is raised.
     replies = pipe.execute(raise_on_error=False)
-    for reply in replies[:2]:
-        if isinstance(reply, resp.ResponseError):
-            raise reply  # the queue's own keys
+    for index, reply in enumerate(replies):
+        if isinstance(reply, resp.ResponseError) and (index < 2 or not isinstance(reply, resp.WrongTypeError)):
+            raise reply
     consumers = []
     for i, cid in enumerate(ids):
         in_flight, value, pttl = replies[2 + 3 * i: 5 + 3 * i]

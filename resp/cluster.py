@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 
 from .client import Client
 from .commands import (
-    MIN_FRACTION,
     _allowed_command_name,
     _blpop_keys,
     _command_name,
     _timeout_index,
+    _with_time_left,
     blocking_timeout_arg,
 )
 from .connection import Address
@@ -211,24 +211,6 @@ def _cross_slot(slots: Iterable[int]) -> CrossSlotError:
 def _split_node(name: str) -> Tuple[str, int]:
     host, _, port = name.rpartition(":")
     return host.strip("[]"), int(port)
-
-
-def _with_time_left(args: Tuple[CommandArg, ...], index: int, started: float) -> Optional[Tuple[CommandArg, ...]]:
-    # A blocking command with its timeout (at args[index], waited since
-    # started) cut to what is left of it; None once it has passed. Whole
-    # seconds stay whole (servers before 6.0 take nothing else); 0 (forever)
-    # and what is not a number stay as they are.
-    try:
-        total = float(args[index])
-    except (TypeError, ValueError):
-        return args
-    if not total > 0:
-        return args
-    left = total - (time.monotonic() - started)
-    if left <= 0:
-        return None
-    value = max(1, round(left)) if isinstance(args[index], int) else max(round(left, 3), MIN_FRACTION)
-    return args[:index] + (value,) + args[index + 1 :]
 
 
 def _str(value: Any) -> str:

@@ -57,10 +57,12 @@ def _send_asked_on(cluster: ClusterClient, node: Client, commands: List[Tuple[Co
     # The replies, with those of the commands answered ASK replaced by what
     # the migration's target answers them (each after ASKING, in order):
     # they did not run, their keys being on the target already. Not inside a
-    # transaction, whose commands must run together on one node.
+    # transaction, whose commands must run together on one node, nor beside
+    # a WATCH or UNWATCH, whose effect belongs to the connection they ran on
+    # (a WATCH sent on without its UNWATCH would be refused as left open).
     asked = [index for index, reply in enumerate(replies) if isinstance(reply, AskError)]
     if len({replies[index].node for index in asked}) != 1 or any(
-            _command_name(args) in ("MULTI", "EXEC", "DISCARD") for args in commands):
+            _command_name(args) in ("MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH") for args in commands):
         return replies
     target = cluster._redirected_to(replies[asked[0]], node)
     if target is None:
@@ -90,8 +92,9 @@ class ClusterPipeline:
     sent again: to the new owner, to the ``ASK`` target after ``ASKING`` when
     every command with a key was sent there, or after a short wait. Otherwise
     some of the commands may have run, so none of those is resent; outside a
-    ``MULTI``, those answered ``ASK`` (a slot half migrated, their keys on
-    the target already) are sent on to the target, after ``ASKING``.
+    ``MULTI`` (and with no ``WATCH``), those answered ``ASK`` (a slot half
+    migrated, their keys on the target already) are sent on to the target,
+    after ``ASKING``.
     """
 
     def __init__(self, cluster: ClusterClient) -> None:

@@ -5,9 +5,11 @@ pooled connection for later commands (refused), how a pipeline's ``MULTI`` and
 are checked.
 """
 
+import time
+
 TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
 if TYPE_CHECKING:
-    from typing import List, Optional, Sequence, Tuple, Union
+    from typing import Any, List, Optional, Sequence, Tuple, Union
 
     from .protocol import CommandArg
 
@@ -164,3 +166,27 @@ def _still_open(args: "Tuple[CommandArg, ...]", open_before: int) -> int:
     if name in _WHY_REFUSED:
         _refuse_state_change(name, args)
     return open_before
+
+
+def _time_left(timeout: "Any", started: float) -> "Any":
+    # A blocking command's timeout, waited since ``started`` (time.monotonic),
+    # cut to what is left of it; None once it has passed. Whole seconds stay
+    # whole (servers before 6.0 take nothing else); 0 (forever) and what is
+    # not a number stay as they are.
+    try:
+        total = float(timeout)
+    except (TypeError, ValueError):
+        return timeout
+    if not total > 0:
+        return timeout
+    left = total - (time.monotonic() - started)
+    if left <= 0:
+        return None
+    return max(1, round(left)) if isinstance(timeout, int) else max(round(left, 3), MIN_FRACTION)
+
+
+def _with_time_left(args: "Tuple[CommandArg, ...]", index: int, started: float) -> "Optional[Tuple[CommandArg, ...]]":
+    # The command with its timeout (at args[index]) cut by _time_left; None
+    # once it has passed.
+    left = _time_left(args[index], started)
+    return None if left is None else args[:index] + (left,) + args[index + 1 :]

@@ -131,7 +131,8 @@ def _host_bytes(host: str) -> "Union[bytes, str]":
     # What the IDNA codec makes of an ASCII host name whose labels it takes,
     # without loading it (three modules, a sixth of a MiB); any other name
     # goes to it, to be encoded or refused.
-    if host.isascii() and all(0 < len(label) < 64 for label in host.rstrip(".").split(".")):
+    name = host[:-1] if host.endswith(".") else host  # one final dot: the root
+    if host.isascii() and all(0 < len(label) < 64 for label in name.split(".")):
         return host.encode()
     return host
 

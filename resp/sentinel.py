@@ -16,7 +16,8 @@ Rules this module keeps (from the Sentinel clients guidelines):
 2. A ``READONLY`` reply, or ``UNBLOCKED`` (a blocked command released because
    the server became a replica), means the server is no longer the primary and
    did *not* run the command: every pooled connection is closed, and a single
-   command is sent once more on a new connection, which finds the new primary.
+   command is sent once more on a new connection, which finds the new primary;
+   a blocking one with what is left of its timeout.
 3. A connection that breaks after the command was sent raises, as on one
    server (the command may have run), and the pool is emptied so the next
    command resolves the primary afresh.
@@ -25,10 +26,10 @@ Rules this module keeps (from the Sentinel clients guidelines):
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple, Type, Union
 
 from .client import Client
-from .commands import MAX_TIMEOUT
+from .commands import MAX_TIMEOUT, _time_left, _timeout_index
 from .connection import Address, Connection
 from .errors import (
     AuthenticationError,
@@ -47,10 +48,18 @@ from .protocol import encode_parts
 from .urls import _node_address, parse_url
 
 if TYPE_CHECKING:  # type aliases, defined for type checkers only
-    from .client import ClientT
-    from .protocol import Reply
+    from .client import ClientT, KeyT
+    from .protocol import CommandArg, Reply
 
 __all__ = ["SentinelClient"]
+
+
+class _Demoted(Exception):
+    # A blocking command released by a failover (rule 2), to be sent again
+    # with the time left; ``error`` is the server's reply.
+    def __init__(self, error: ResponseError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 #: How often a new connection starts over when the address the sentinels give
 #: is not (yet) a primary, and the first wait between tries (doubling).
@@ -258,8 +267,11 @@ class SentinelClient(Client):
                     raise  # e.g. UNBLOCKED by CLIENT UNBLOCK … ERROR: someone meant to stop it
                 # The server is a replica now and did not run the command:
                 # drop every connection to it and send the command once more;
-                # a new connection asks the sentinels and checks ROLE.
+                # a new connection asks the sentinels and checks ROLE. A
+                # blocking one is sent again by _waited, with the time left.
                 self._pool.close()
+                if blocking:
+                    raise _Demoted(exc) from exc
                 continue
             except ConnectionError:
                 self._pool.close()  # the next connection asks the sentinels again
@@ -278,6 +290,43 @@ class SentinelClient(Client):
                 self._pool.close()  # a pipeline is never resent: some of it may have run
             return reply
         raise AssertionError("unreachable")
+
+    def _waited(self, wait: Callable[[Any], Reply], timeout: Any) -> Reply:
+        # wait(timeout), and once more with what is left of the timeout if a
+        # failover released it (rule 2); None, as on a timeout, if none is.
+        started = time.monotonic()
+        try:
+            return wait(timeout)
+        except _Demoted:
+            pass
+        left = _time_left(timeout, started)
+        if left is None:
+            return None
+        try:
+            return wait(left)
+        except _Demoted as again:
+            raise again.error from None
+
+    def execute(self, *args: CommandArg) -> Reply:
+        """``Client.execute``; a blocking command that a failover released is
+        sent once more to the new primary, with what is left of its timeout."""
+        index = _timeout_index(args)
+        if index is None:
+            return super().execute(*args)
+        run = super().execute
+        return self._waited(lambda left: run(*args[:index], left, *args[index + 1 :]), args[index])
+
+    def blpop(self, keys: Union[KeyT, Sequence[KeyT]], timeout: float = 0) -> Optional[Tuple[bytes, bytes]]:
+        """``Client.blpop``, waiting through a failover as ``execute`` does."""
+        run = super().blpop
+        return self._waited(lambda left: run(keys, left), timeout)  # type: ignore[no-any-return]
+
+    def blmove(self, source: KeyT, destination: KeyT, timeout: float = 0,
+               wherefrom: str = "LEFT", whereto: str = "RIGHT") -> Optional[bytes]:
+        """``Client.blmove``, waiting through a failover as ``execute`` does."""
+        run = super().blmove
+        return self._waited(  # type: ignore[no-any-return]
+            lambda left: run(source, destination, left, wherefrom, whereto), timeout)
 
     @classmethod
     def from_url(cls: Type[ClientT], url: str, **overrides: Any) -> ClientT:

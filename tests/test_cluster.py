@@ -1075,6 +1075,26 @@ def test_a_pipeline_half_answered_ask_sends_the_asked_commands_on(
     assert cc.delete(here, there) == 2
 
 
+def test_a_pipeline_with_a_watch_answered_ask_returns_the_replies_as_they_are(
+    cluster: RedisCluster, cc: resp.ClusterClient
+) -> None:
+    """The WATCH is answered ``ASK``, its UNWATCH ran on the source: sending
+    the WATCH on alone would leave it open on the target (refused as "nothing
+    was sent", when the RPUSH had run). The replies come back as they are."""
+    here, there = unique("{half-watch}"), unique("{half-watch}")
+    slot = resp.key_slot(here)
+    cc.rpush(here, "old")
+    with half_migrated(cluster, slot) as (source, target):
+        try:
+            replies = cc.pipeline().command("RPUSH", here, "a").command("WATCH", there) \
+                .command("UNWATCH").execute(raise_on_error=False)
+            assert replies[0] == 2 and isinstance(replies[1], resp.AskError) and replies[2] == "OK"
+            assert cluster.client(source).execute("LRANGE", here, 0, -1) == [b"old", b"a"]
+        finally:
+            cluster.client(source).execute("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", here)
+    assert cc.delete(here) == 1
+
+
 def test_a_primary_that_gave_no_map_is_asked_last_in_the_next_refresh() -> None:
     """A frozen primary (its kernel still accepts) costs one refresh of the
     slot map its timeout, not every one: once it has given no map, the nodes

@@ -452,6 +452,26 @@ def test_stats_reads_consumer_keys_of_another_type_as_recovery_does(queue: HotQu
         queue.stats()  # the queue's own key: nothing to read around
 
 
+def test_stats_raises_a_refusal_that_is_not_a_key_of_another_type(redis_url: str, key: str,
+                                                                   queue: HotQueue) -> None:
+    # A user who may not read the consumers' keys learns so, rather than see
+    # a dead consumer holding a message as alive and holding none.
+    keys = keys_for(queue.key)
+    queue.client.execute("SADD", keys.consumers, "c1")
+    queue.client.rpush(keys.processing("c1"), pickle.dumps("held"))
+    user = "monitor-" + key
+    queue.client.execute("ACL", "SETUSER", user, "on", ">pw", "resetkeys", "~" + keys.main, "~" + keys.dead,
+                         "~" + keys.consumers, "+@read")
+    try:
+        watcher = HotQueue(queue.name, url=redis_url, username=user, password="pw")
+        with pytest.raises(resp.NoPermissionError):
+            watcher.stats()
+        watcher.client.close()
+    finally:
+        queue.client.execute("ACL", "DELUSER", user)
+    assert queue.stats().consumers == [("c1", 1, None, False)]
+
+
 def test_stats_tells_a_live_heartbeat_of_unknown_age_from_an_expired_one(redis_url: str, key: str,
                                                                          queue: HotQueue) -> None:
     # Recovery goes by whether the heartbeat is there: one with no expiry

@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 import uuid
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 from cluster_fixtures import NO_SYNC_DELAY, SentinelServer, SentinelSet, run_example, scaling_out_examples, wait_for
@@ -166,12 +166,28 @@ def test_an_address_that_is_not_a_primary_is_refused(sentinels: SentinelSet, mon
         late.close()
 
 
-def test_readonly_and_unblocked_re_resolve_and_retry_once(make_server) -> None:
+def primary_and_replica(make_server) -> Tuple[resp.Client, resp.Client, FakeSentinel]:
+    """Clients of a primary and of its synced replica, and a fake sentinel
+    naming the primary."""
     first = make_server(args=NO_SYNC_DELAY)
     second = make_server(args=[*NO_SYNC_DELAY, "--replicaof", "127.0.0.1", str(first.port)])
     a, b = resp.Client("127.0.0.1", first.port), resp.Client("127.0.0.1", second.port)
     wait_for("the replica to sync", lambda: b"master_link_status:up" in b.execute("INFO", "replication"))
-    fake = FakeSentinel([first.port])
+    return a, b, FakeSentinel([first.port])
+
+
+def fail_over(a: resp.Client, b: resp.Client, fake: FakeSentinel) -> None:
+    """The failover, by hand: the replica (b) becomes the primary, named by
+    the sentinel, and the primary (a) its replica, which releases its
+    blocked commands with UNBLOCKED."""
+    fake.ports.append(b.address.port)
+    fake.asked = len(fake.ports) - 1
+    b.execute("REPLICAOF", "NO", "ONE")
+    a.execute("REPLICAOF", "127.0.0.1", b.address.port)
+
+
+def test_readonly_and_unblocked_re_resolve_and_retry_once(make_server) -> None:
+    a, b, fake = primary_and_replica(make_server)
     client = resp.SentinelClient([("127.0.0.1", fake.port)], "svc")
     key = unique()
     assert client.rpush(key, "1") == 1  # a pooled connection to `first` now
@@ -180,16 +196,40 @@ def test_readonly_and_unblocked_re_resolve_and_retry_once(make_server) -> None:
     assert client.lpop(key) == b"1"
     blocked.start()
     wait_for("BLPOP to block", lambda: b"blocked_clients:1" in a.execute("INFO", "clients"))
-    # The failover, by hand: `second` becomes the primary, `first` its replica.
-    fake.ports.append(second.port)
-    fake.asked = len(fake.ports) - 1
-    b.execute("REPLICAOF", "NO", "ONE")
-    a.execute("REPLICAOF", "127.0.0.1", second.port)  # UNBLOCKED for the BLPOP
+    fail_over(a, b, fake)  # UNBLOCKED for the BLPOP
     assert client.rpush(key, "2") == 1  # READONLY on the pooled connection, then once on `second`
     assert b.execute("LRANGE", key, 0, -1) == [b"2"]
     b.rpush(key + "-b", "woken")
     blocked.join(10)
     assert popped == [((key + "-b").encode(), b"woken")]
+    for c in (a, b, client):
+        c.close()
+    fake.close()
+
+
+@pytest.mark.parametrize("how", ["blpop", "execute", "blmove"])
+def test_a_wait_released_by_a_failover_goes_on_for_the_time_left(make_server, how: str) -> None:
+    # 3 s of a 4 s wait gone when the failover releases it: the wait sent to
+    # the new primary is the 1 s left, not 4 s again.
+    a, b, fake = primary_and_replica(make_server)
+    client = resp.SentinelClient([("127.0.0.1", fake.port)], "svc")
+    key = unique()
+    wait = {"blpop": lambda: client.blpop(key, 4), "execute": lambda: client.execute("BRPOP", key, 4.0),
+            "blmove": lambda: client.blmove(key, key + "-to", 4)}[how]
+    outcome: List[Any] = []
+
+    def waiter() -> None:
+        started = time.monotonic()
+        outcome.append(wait())
+        outcome.append(time.monotonic() - started)
+
+    blocked = threading.Thread(target=waiter)
+    blocked.start()
+    wait_for("the wait to block", lambda: b"blocked_clients:1" in a.execute("INFO", "clients"))
+    time.sleep(3)
+    fail_over(a, b, fake)
+    blocked.join(15)
+    assert outcome[0] is None and 3.5 < outcome[1] < 6.0, outcome  # 7 s and more when it began again
     for c in (a, b, client):
         c.close()
     fake.close()
