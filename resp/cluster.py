@@ -374,18 +374,21 @@ class ClusterClient:
         if shards is not None:
             for shard in shards:
                 shard = dict(zip(map(_str, shard[::2]), shard[1::2]))
-                for fields in shard["nodes"]:
-                    info = dict(zip(map(_str, fields[::2]), fields[1::2]))
-                    if _str(info["role"]) == "master":
-                        host = _str(info.get("endpoint") or b"?")
-                        host = _str(info["ip"]) if host in ("", "?") else host
-                        host = host or node.address.host  # "" means: the node asked
-                        # A node that takes both TLS and plain text lists both ports.
-                        tls = node.address.ssl_context is not None and info.get("tls-port")
-                        owner = f"{host}:{tls or info.get('port') or info.get('tls-port')}"
-                        ranges = shard["slots"]
-                        for start, end in zip(ranges[::2], ranges[1::2]):
-                            slots[int(start) : int(end) + 1] = [owner] * (int(end) - int(start) + 1)
+                nodes = [dict(zip(map(_str, fields[::2]), fields[1::2])) for fields in shard["nodes"]]
+                # Redis 7.2+ may list a failed old primary beside the new one:
+                # one whose health is "online" is taken last, so it is the owner.
+                masters = [info for info in nodes if _str(info["role"]) == "master"]
+                masters.sort(key=lambda info: _str(info.get("health") or b"online") == "online")
+                for info in masters:
+                    host = _str(info.get("endpoint") or b"?")
+                    host = _str(info["ip"]) if host in ("", "?") else host
+                    host = host or node.address.host  # "" means: the node asked
+                    # A node that takes both TLS and plain text lists both ports.
+                    tls = node.address.ssl_context is not None and info.get("tls-port")
+                    owner = f"{host}:{tls or info.get('port') or info.get('tls-port')}"
+                    ranges = shard["slots"]
+                    for start, end in zip(ranges[::2], ranges[1::2]):
+                        slots[int(start) : int(end) + 1] = [owner] * (int(end) - int(start) + 1)
             return slots
         for start, end, primary, *_replicas in _ask_bounded(node, timeout, "CLUSTER", "SLOTS"):
             host = _str(primary[0]) or node.address.host  # "" means: the node asked

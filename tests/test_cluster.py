@@ -615,6 +615,37 @@ def test_a_one_node_cluster_is_reached_where_it_was_asked(make_server: Callable[
         assert client.node_for(queue.key).address.port == node.port
 
 
+def resp2(value: Any) -> bytes:
+    """A reply in RESP2: lists as arrays, ints as integers, the rest as bulks."""
+    if isinstance(value, list):
+        return b"*%d\r\n" % len(value) + b"".join(map(resp2, value))
+    if isinstance(value, int):
+        return b":%d\r\n" % value
+    data = value.encode() if isinstance(value, str) else value
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def test_a_failed_old_primary_listed_in_its_shard_is_not_taken_for_the_owner() -> None:
+    """Redis 7.2+ can list, in CLUSTER SHARDS, a failed old primary beside
+    the new one in the same shard, either first: the one online owns it."""
+    from test_client import TinyServer
+
+    def node(port: int, health: str) -> List[Any]:
+        return ["id", "%040d" % port, "port", port, "ip", "127.0.0.1", "endpoint", "127.0.0.1",
+                "role", "master", "replication-offset", 0, "health", health]
+
+    for listed in (["online", "fail"], ["fail", "online"]):
+        ports = {"online": 7101, "fail": 7102}
+        shards = [["slots", [0, 16383], "nodes", [node(ports[health], health) for health in listed]]]
+        fake = TinyServer(lambda args: [resp2(shards)] if args[:2] == [b"CLUSTER", b"SHARDS"] else [b"-ERR no\r\n"])
+        try:
+            with resp.ClusterClient([f"127.0.0.1:{fake.port}"], socket_timeout=5) as client:
+                client.refresh()
+                assert client.node_for("any").address.port == ports["online"], listed
+        finally:
+            fake.close()
+
+
 def test_a_tls_cluster_is_reached_on_its_tls_port(make_server: Callable[..., RedisServer]) -> None:
     """A node that takes TLS and plain text (``tls-port`` and ``port``, with
     ``tls-cluster yes``) lists both ports: a client with ``ssl`` uses the TLS
