@@ -636,8 +636,8 @@ def test_a_failed_old_primary_listed_in_its_shard_is_not_taken_for_the_owner() -
 
     for listed in (["online", "fail"], ["fail", "online"]):
         ports = {"online": 7101, "fail": 7102}
-        shards = [["slots", [0, 16383], "nodes", [node(ports[health], health) for health in listed]]]
-        fake = TinyServer(lambda args: [resp2(shards)] if args[:2] == [b"CLUSTER", b"SHARDS"] else [b"-ERR no\r\n"])
+        shards = resp2([["slots", [0, 16383], "nodes", [node(ports[health], health) for health in listed]]])
+        fake = TinyServer(lambda args, map_=shards: [map_ if args[:2] == [b"CLUSTER", b"SHARDS"] else b"-ERR no\r\n"])
         try:
             with resp.ClusterClient([f"127.0.0.1:{fake.port}"], socket_timeout=5) as client:
                 client.refresh()
