@@ -384,7 +384,8 @@ class Consumer:
         if thread is None or not self._started_here():
             return  # in a forked child the registration and the message are the parent's
         self._stopping.set()
-        thread.join(self.heartbeat_ttl)
+        if thread is not threading.current_thread():  # the garbage collector may close a consume there
+            thread.join(self.heartbeat_ttl)
         self._retire()
 
     def _retire(self) -> None:

@@ -333,6 +333,31 @@ def test_identical_messages_held_by_two_consumers_are_settled_apart(queue: HotQu
     assert queue.stats() == (0, 0, [])
 
 
+def test_a_consumer_stopped_on_its_own_heartbeat_thread_still_unregisters(queue: HotQueue) -> None:
+    # The garbage collector may close a forgotten reliable consume on any
+    # thread, the heartbeat's own included: that thread cannot join itself.
+    consumer = Consumer(queue, consumer_id="self-stop", heartbeat_ttl=1)
+    consumer.start()
+    heartbeat = consumer._thread
+    raised: List[BaseException] = []
+
+    def stop_as_the_heartbeat() -> None:
+        consumer._thread = threading.current_thread()
+        try:
+            consumer.stop()
+        except BaseException as exc:
+            raised.append(exc)
+
+    stopper = threading.Thread(target=stop_as_the_heartbeat)
+    stopper.start()
+    stopper.join(10)
+    assert raised == []
+    assert queue.stats() == (0, 0, [])  # unregistered
+    assert heartbeat is not None
+    heartbeat.join(5)
+    assert not heartbeat.is_alive()
+
+
 def test_every_script_is_sent_whole_again_after_script_flush(queue: HotQueue) -> None:
     """A server forgets its scripts on a restart or ``SCRIPT FLUSH``: each one
     (recover, fail, dead-letter, ack, requeue) then runs from its source."""
