@@ -170,13 +170,12 @@ def stats(queue: "HotQueue") -> QueueStats:
         in_flight, value, pttl = replies[2 + 3 * i: 5 + 3 * i]
         if isinstance(in_flight, resp.ResponseError):
             in_flight = 0
+        alive = value is not None
         age: Optional[float] = None
-        if isinstance(value, resp.ResponseError):
-            value = b""
-        elif value is not None and pttl >= 0:
+        if alive and not isinstance(value, resp.ResponseError) and pttl >= 0:
             try:
                 age = max(int(json.loads(value)["ttl_ms"]) - pttl, 0) / 1000
             except (ValueError, KeyError, TypeError, OverflowError, RecursionError):  # written by something else
                 age = None
-        consumers.append(ConsumerStats(cid.decode("utf-8", "backslashreplace"), in_flight, age, value is not None))
+        consumers.append(ConsumerStats(cid.decode("utf-8", "backslashreplace"), in_flight, age, alive))
     return QueueStats(replies[0], replies[1], consumers)

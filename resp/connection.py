@@ -57,6 +57,7 @@ _UNKNOWN_ISSUER = frozenset((2, 18, 19, 20, 21))
 #: client forever (it waits for the end of a command line that never comes).
 _TLS_HANDSHAKE_TIMEOUT = 10.0
 
+
 class _WeakRegistry:
     # The objects added, each held only until it is garbage: what the fork
     # hooks need of weakref.WeakSet (add, list, clear), without importing it.

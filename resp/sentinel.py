@@ -61,6 +61,7 @@ class _Demoted(Exception):
         super().__init__(str(error))
         self.error = error
 
+
 #: How often a new connection starts over when the address the sentinels give
 #: is not (yet) a primary, and the first wait between tries (doubling).
 ROLE_ATTEMPTS, ROLE_WAIT = 6, 0.1
