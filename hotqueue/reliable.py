@@ -406,7 +406,9 @@ class Consumer:
     def fetch(self, block: bool = True, timeout: Optional[float] = None) -> Optional[Tuple[bytes, Any]]:
         """Move the next message into this consumer's processing list and
         return ``(stored bytes, message)``, or ``None`` when the queue is empty
-        (``block=False``) or ``timeout`` seconds passed. Settle it with ``ack``,
+        (``block=False``) or ``timeout`` seconds passed, or when its heartbeat
+        has expired again before a take reached the server (``heartbeat_ttl``
+        too short for the link: logged). Settle it with ``ack``,
         ``fail`` or ``release``. A consumer holds one message at a time: a
         settlement whose outcome is unknown (it raised on its way) is sent
         again by the next fetch before it takes; a message never settled is
@@ -430,6 +432,7 @@ class Consumer:
         self._send_unsettled()
         keys = self.keys
         take_keys = [keys.main, self._processing, self._heartbeat, keys.consumers, keys.deliveries]
+        expired = 0  # takes in a row that found this consumer's heartbeat gone
         while True:
             serializer = self.queue.serializer
             loads = None if serializer is None else serializer.loads  # before the take
@@ -448,6 +451,13 @@ class Consumer:
                     # process stalled, or lost Redis for longer than the TTL)
                     # and recovery forgot this consumer. Register again first.
                     self._last_beat = 0.0
+                    expired += 1
+                    if expired == 2:  # gone again between the beat and the take
+                        log.warning("queue %r: consumer %s: its heartbeat expires before a take reaches "
+                                    "the server; heartbeat_ttl %s is too short for this link",
+                                    self.queue.name, self.id, self.heartbeat_ttl)
+                    if expired >= 2 and (not block or deadline is not None and time.monotonic() >= deadline):
+                        return None
                     continue
                 if taken is None:
                     if not block or deadline is not None and time.monotonic() >= deadline:

@@ -1797,3 +1797,33 @@ def test_a_consumer_id_that_is_not_utf8_stops_no_recovery(redis_url: str, key: s
     queue.client.execute("SADD", keys.consumers, b"\xfe")
     with queue.reserve(timeout=1) as msg:
         assert msg == "held"
+
+
+@pytest.mark.parametrize("fetch_options", [{"block": False}, {"timeout": 0.3}])
+def test_a_heartbeat_that_expires_before_each_take_does_not_hold_fetch_past_its_time(
+        fetch_options: Dict[str, Any], caplog: pytest.LogCaptureFixture,
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """A heartbeat_ttl shorter than the way to the server: every take finds
+    the heartbeat that fetch has just renewed expired, and the consumer not
+    alive. A non-blocking fetch, or one with a timeout, gives up (once it has
+    registered again and failed again) instead of trying again for ever; the
+    cause is logged. (It went on while takes came back refused.)"""
+    queue.put("m1")
+    with proxy_for(redis_url) as proxy:
+        slow = through(proxy, redis_url, key)
+        slow.client.execute("SCRIPT", "LOAD", TAKE.source)
+        consumer = Consumer(slow, consumer_id="c", heartbeat_ttl=0.01)
+        consumer.start()
+        consumer._stopping.set()  # a stalled heartbeat thread: only fetch beats
+        consumer._thread.join(5)
+        for _ in range(400):  # 400 x 50 ms: far past any bound below
+            proxy.inject(("delay_request", 0.05), marker=_take_marker(slow, "c"))
+        started = time.monotonic()
+        assert consumer.fetch(**fetch_options) is None
+        took = time.monotonic() - started
+        proxy.clear()
+        consumer.stop()
+        slow.client.close()
+    assert took < 5, took
+    assert any("heartbeat_ttl 0.01 is too short" in r.getMessage() for r in caplog.records)
+    assert queue.get() == "m1" and queue.stats() == (0, 0, [])
