@@ -348,22 +348,24 @@ class Consumer:
                 raise reply
         self._last_beat = time.monotonic()
         self._pid = os.getpid()
-        self._stopping.clear()
+        # An event of its own for each heartbeat thread: one that stop() gave
+        # up waiting for must not take up beating again when we start anew.
+        self._stopping = threading.Event()
         try:
             recover(self.queue, self.max_attempts)
         except BaseException:
             self._retire()
             raise
         self._thread = threading.Thread(
-            target=self._beat, name=f"hotqueue-heartbeat-{self.id}", daemon=True
+            target=self._beat, args=(self._stopping,), name=f"hotqueue-heartbeat-{self.id}", daemon=True
         )
         self._thread.start()
 
-    def _beat(self) -> None:
+    def _beat(self, stopping: threading.Event) -> None:
         # The background thread: heartbeat every ttl/3, recovery every ttl.
         next_recovery = time.monotonic() + self.heartbeat_ttl
         failing = False
-        while not self._stopping.wait(self.heartbeat_ttl / 3):
+        while not stopping.wait(self.heartbeat_ttl / 3):
             try:
                 self._send_heartbeat()
                 self._last_beat = time.monotonic()

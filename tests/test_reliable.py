@@ -1827,3 +1827,33 @@ def test_a_heartbeat_that_expires_before_each_take_does_not_hold_fetch_past_its_
     assert took < 5, took
     assert any("heartbeat_ttl 0.01 is too short" in r.getMessage() for r in caplog.records)
     assert queue.get() == "m1" and queue.stats() == (0, 0, [])
+
+
+def test_a_heartbeat_thread_stop_gave_up_on_does_not_beat_again_after_a_new_start(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """stop() waits heartbeat_ttl for the heartbeat thread, here held up in
+    the network for longer, and goes on without it; the consumer is started
+    again. When the old thread's heartbeat lands at last, the old thread ends:
+    one heartbeat thread per consumer. (It took up beating beside the new
+    one, both for as long as the consumer ran.)"""
+    heartbeat = keys_for(queue.key).heartbeat("c").encode()
+
+    def beating() -> List[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "hotqueue-heartbeat-c" and t.is_alive()]
+
+    with proxy_for(redis_url) as proxy:
+        slow = through(proxy, redis_url, key)
+        consumer = Consumer(slow, consumer_id="c", heartbeat_ttl=0.3)
+        consumer.start()
+        proxy.inject(("delay_request", 1.0), marker=b"$%d\r\n%s" % (len(heartbeat), heartbeat))
+        wait_until("a heartbeat held up", lambda: proxy.injected["delay_request"] == 1)
+        consumer.stop()  # gives up on the thread after 0.3 s
+        assert len(beating()) == 1
+        consumer.start()
+        wait_until("the late heartbeat passed on", lambda: proxy.passed_late == 1)
+        wait_until("one heartbeat thread", lambda: len(beating()) == 1)
+        time.sleep(0.5)  # several beats of the new thread
+        assert len(beating()) == 1
+        consumer.stop()
+        slow.client.close()
+    wait_until("no heartbeat thread", lambda: not beating())
