@@ -285,6 +285,10 @@ class ClusterClient:
         self._slots: List[Optional[str]] = [None] * SLOTS
         self._stale = True
         self._unanswered: frozenset[str] = frozenset()  # nodes the last refreshes got no map from
+        # The other nodes the last map named (replicas): asked last, so
+        # that a client idle while every node it knew was replaced, one by
+        # one, by its replica, still finds the cluster.
+        self._others: List[str] = []
         for seed in seeds:
             self._node(seed)  # checks the options now, without connecting
 
@@ -316,9 +320,9 @@ class ClusterClient:
 
     def refresh(self) -> None:
         """Learn the slot map again from the first node that answers (known
-        primaries first, then the startup nodes; those that gave no map last
-        time after the others, so that a frozen node does not cost every
-        refresh its timeout).
+        primaries first, then the startup nodes, then the replicas the map
+        named; those that gave no map last time after the others, so that a
+        frozen node does not cost every refresh its timeout).
 
         :raises ConnectionError: no node answered (so ``consume`` waits it out).
         :raises AuthenticationError: none did, and one refused the credentials:
@@ -327,12 +331,12 @@ class ClusterClient:
         """
         errors = []
         refused: Optional[Union[AuthenticationError, CertificateError]] = None  # no outage to wait out
-        names = list(dict.fromkeys([*filter(None, self._slots), *self._seeds]))
+        names = list(dict.fromkeys([*filter(None, self._slots), *self._seeds, *self._others]))
         unanswered = self._unanswered.intersection(names)
         names.sort(key=unanswered.__contains__)  # stable: the order otherwise kept
         for name in names:
             try:
-                slots = self._fetch_slots(name)
+                slots, others = self._fetch_slots(name)
             except (ConnectionError, TimeoutError, ResponseError) as exc:
                 if refused is None and isinstance(exc, (AuthenticationError, CertificateError)):
                     refused = exc
@@ -344,7 +348,7 @@ class ClusterClient:
                 unanswered |= {name}
                 continue
             self._unanswered = unanswered - {name}
-            self._slots, self._stale = slots, False
+            self._slots, self._others, self._stale = slots, others, False
             # Let go of nodes the map no longer names (failed over, removed):
             # their idle sockets would stay open until close().
             keep = {*filter(None, slots), *self._seeds}
@@ -361,9 +365,12 @@ class ClusterClient:
             raise refused
         raise ConnectionError("no cluster node answered for the slot map: " + "; ".join(errors))
 
-    def _fetch_slots(self, name: str) -> List[Optional[str]]:
+    def _fetch_slots(self, name: str) -> Tuple[List[Optional[str]], List[str]]:
+        # The owner of each slot, and the other nodes named (replicas, and
+        # nodes that serve no slot, such as a replica not yet attached).
         node = self._node(name)
         slots: List[Optional[str]] = [None] * SLOTS
+        others: List[str] = []
         timeout = SLOT_MAP_TIMEOUT if node.socket_timeout is None else node.socket_timeout
         try:
             shards = _ask_bounded(node, timeout, "CLUSTER", "SHARDS")
@@ -377,23 +384,29 @@ class ClusterClient:
                 nodes = [dict(zip(map(_str, fields[::2]), fields[1::2])) for fields in shard["nodes"]]
                 # Redis 7.2+ may list a failed old primary beside the new one:
                 # one whose health is "online" is taken last, so it is the owner.
-                masters = [info for info in nodes if _str(info["role"]) == "master"]
-                masters.sort(key=lambda info: _str(info.get("health") or b"online") == "online")
-                for info in masters:
+                nodes.sort(key=lambda info: (_str(info["role"]) == "master",
+                                             _str(info.get("health") or b"online") == "online"))
+                for info in nodes:
                     host = _str(info.get("endpoint") or b"?")
                     host = _str(info["ip"]) if host in ("", "?") else host
                     host = host or node.address.host  # "" means: the node asked
                     # A node that takes both TLS and plain text lists both ports.
                     tls = node.address.ssl_context is not None and info.get("tls-port")
-                    owner = f"{host}:{tls or info.get('port') or info.get('tls-port')}"
+                    address = f"{host}:{tls or info.get('port') or info.get('tls-port')}"
+                    others.append(address)
+                    if _str(info["role"]) != "master":
+                        continue
                     ranges = shard["slots"]
                     for start, end in zip(ranges[::2], ranges[1::2]):
-                        slots[int(start) : int(end) + 1] = [owner] * (int(end) - int(start) + 1)
-            return slots
-        for start, end, primary, *_replicas in _ask_bounded(node, timeout, "CLUSTER", "SLOTS"):
-            host = _str(primary[0]) or node.address.host  # "" means: the node asked
-            slots[start : end + 1] = [f"{host}:{primary[1]}"] * (end - start + 1)
-        return slots
+                        slots[int(start) : int(end) + 1] = [address] * (int(end) - int(start) + 1)
+            owners = set(slots)
+            return slots, [address for address in others if address not in owners]
+        for start, end, *served_by in _ask_bounded(node, timeout, "CLUSTER", "SLOTS"):
+            # The primary first, then its replicas; "" means: the node asked.
+            addresses = [f"{_str(host) or node.address.host}:{port}" for host, port, *_ in served_by]
+            slots[start : end + 1] = [addresses[0]] * (end - start + 1)
+            others.extend(addresses[1:])
+        return slots, others
 
     def _owner(self, slot: Optional[int]) -> str:
         if self._stale:

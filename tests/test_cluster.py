@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator, List, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Set, Tuple
 
 import pytest
 from cluster_fixtures import (
@@ -1179,3 +1179,43 @@ def test_a_frozen_startup_node_with_a_password_is_passed_over(make_server: Calla
         os.kill(frozen.process.pid, signal.SIGCONT)
         worker.join(10)
         client.close()
+
+
+def test_a_client_idle_while_every_node_it_knew_was_replaced_finds_the_cluster() -> None:
+    """Every primary is failed over to its replica and then shut down, while
+    the client, which knew only the old primaries, is idle. The map it
+    learned named the replicas too. The first command finds its node gone
+    and raises, as any command whose node went away does; the next asks the
+    replicas for the map and goes on. (Only primaries and seeds were asked:
+    every command failed with "no cluster node answered", for good.)"""
+    cluster = RedisCluster(primaries=3, replicas=1).start()
+    try:
+        primaries = cluster.primary_ports()
+        cc = resp.ClusterClient([f"127.0.0.1:{port}" for port in primaries], socket_timeout=5)
+        key = unique("replaced")
+        assert cc.rpush(key, "m1") == 1
+        for old in primaries:
+            replica = next(node.port for node in cluster.nodes if node.port not in primaries and (
+                b"master_port:%d\r" % old in cluster.client(node.port).execute("INFO", "replication")))
+            # TAKEOVER does not wait for the replica to catch up: wait here.
+            wait_for(f"{replica} to have what {old} has", lambda old=old, replica=replica: (
+                _replication(cluster, old)["master_repl_offset"]
+                == _replication(cluster, replica).get("slave_repl_offset")))
+            cluster.client(replica).execute("CLUSTER", "FAILOVER", "TAKEOVER")
+            wait_for(f"{replica} to be a primary",
+                     lambda replica=replica: cluster.client(replica).execute("ROLE")[0] == b"master")
+        wait_for("the new primaries in every map", lambda: not set(primaries) & set(cluster.primary_ports()))
+        for node in cluster.nodes:
+            if node.port in primaries:
+                node.stop()
+        with pytest.raises(resp.ConnectionError):
+            cc.llen(key)
+        assert cc.llen(key) == 1
+        cc.close()
+    finally:
+        cluster.stop()
+
+
+def _replication(cluster: RedisCluster, port: int) -> Dict[str, str]:
+    info = cluster.client(port).execute("INFO", "replication").decode()
+    return dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
