@@ -12,7 +12,8 @@ Rules this module keeps (from the Sentinel clients guidelines):
    When the sentinels name another primary than before, every pooled
    connection to the old one is closed: one client never uses two primaries.
    A user whose ACL denies ``ROLE`` (it is in ``@admin``) trusts the
-   sentinels; ``READONLY`` still catches a replica (rule 2).
+   sentinels; ``READONLY`` still catches a replica (rule 2), and sends the
+   sentinel that named it to the back of the list.
 2. A ``READONLY`` reply, or ``UNBLOCKED`` (a blocked command released because
    the server became a replica), means the server is no longer the primary and
    did *not* run the command: every pooled connection is closed, and a single
@@ -34,6 +35,7 @@ from .connection import Address, Connection
 from .errors import (
     AuthenticationError,
     ConnectionError,
+    MaxClientsError,
     NoSentinelReachableError,
     PoolTimeoutError,
     ProtocolError,
@@ -133,6 +135,7 @@ class SentinelClient(Client):
         if not self.sentinels:
             raise ValueError("a SentinelClient needs at least one sentinel")
         self._primary: Optional[Tuple[str, int]] = None  # the primary last connected to
+        self._named_by: Optional[Tuple[str, int]] = None  # the sentinel that named it
 
     def __repr__(self) -> str:
         return f"<resp.SentinelClient {self.service_name!r} via {len(self.sentinels)} sentinels db={self.db}>"
@@ -193,7 +196,11 @@ class SentinelClient(Client):
             conn.close()
         for args, reply in zip(commands, replies):
             if isinstance(reply, ResponseError):
-                raise _auth_refused(reply, args[-1]) if args[0] == "AUTH" else reply
+                if args[0] == "AUTH" and not isinstance(reply, MaxClientsError):
+                    # As Client does: whatever the sentinel's words (a wrong
+                    # password, or one given where none is set), a refusal.
+                    raise AuthenticationError(str(_auth_refused(reply, args[-1])))
+                raise reply
         return replies[-1]
 
     def _connect(self) -> Connection:
@@ -238,12 +245,12 @@ class SentinelClient(Client):
                 # (or a server with ROLE renamed away) cannot run it. Trust the
                 # sentinels then; a READONLY reply still catches a replica.
                 if role.kind == "NOPERM" or "unknown command" in str(role).lower():
-                    conn.generation = generation
+                    conn.generation, self._named_by = generation, sentinel
                     return conn
                 conn.close()
                 raise role
             if isinstance(role, list) and role and role[0] == b"master":
-                conn.generation = generation
+                conn.generation, self._named_by = generation, sentinel
                 return conn
             conn.close()  # not a primary: start over, after a wait (none after the last try)
             self._pass_over(sentinel)
@@ -270,6 +277,11 @@ class SentinelClient(Client):
                 # drop every connection to it and send the command once more;
                 # a new connection asks the sentinels and checks ROLE. A
                 # blocking one is sent again by _waited, with the time left.
+                # The sentinel that named this server goes to the back: it
+                # may be stale, and where ROLE is denied nothing else finds out.
+                named_by = self._named_by
+                if named_by is not None:
+                    self._pass_over(named_by)
                 self._pool.close()
                 if blocking:
                     raise _Demoted(exc) from exc

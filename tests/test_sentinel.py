@@ -306,6 +306,14 @@ def test_a_user_whose_acl_denies_role_works_through_the_sentinels(sentinels: Sen
                 to_replica.rpush(queue.key, "never written")
             assert liar.asked == 2  # READONLY: asked again, sent once more, refused again
             to_replica.close()
+            # A stale sentinel asked first: READONLY sends it to the back, as
+            # ROLE would, and the command is sent once more where the others say.
+            past_it = resp.SentinelClient([("127.0.0.1", liar.port), *sentinels.addresses], "mymaster",
+                                          username=user, password="s3cret")
+            assert past_it.rpush(queue.key, "past the stale sentinel") == 1
+            assert past_it.sentinels[-1] == ("127.0.0.1", liar.port)
+            assert past_it.lpop(queue.key) == b"past the stale sentinel"
+            past_it.close()
         finally:
             liar.close()
     finally:
@@ -834,5 +842,11 @@ def test_an_empty_sentinel_password_is_none(make_server: Callable[..., RedisServ
         assert client.primary_address() == ("127.0.0.1", primary.port)
         assert client.ping()
         client.close()
+        # A password where the sentinel has none: refused, a configuration
+        # error as a wrong one is (not "no sentinel answered", waited out).
+        needless = resp.SentinelClient([("127.0.0.1", sentinel.port)], "k2", sentinel_password="needless")
+        with pytest.raises(resp.AuthenticationError) as caught:
+            needless.ping()
+        assert not isinstance(caught.value, resp.ConnectionError) and "needless" not in str(caught.value)
     finally:
         sentinel.cleanup()
