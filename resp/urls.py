@@ -62,8 +62,11 @@ def _node_address(node: object) -> "Tuple[str, int]":
     # unpack non-iterable NoneType object".
     if isinstance(node, str):
         host, _, port = node.rpartition(":")
-        if host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
-            return host.strip("[]"), int(port)
+        if host.startswith("[") and host.endswith("]") and len(host) > 2:
+            host = host[1:-1]  # an IPv6 address, bracketed as in a URL
+        if host and "[" not in host and "]" not in host and port.isascii() and port.isdigit() \
+                and 0 < int(port) < 65536:
+            return host, int(port)
         raise ValueError(f"a node is 'host:port' or a (host, port) pair, not {node!r}")
     if isinstance(node, (tuple, list)) and len(node) == 2:
         host, port = node

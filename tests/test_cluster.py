@@ -576,6 +576,7 @@ def test_blpop_takes_a_bytes_like_key_as_one_key(cc: resp.ClusterClient) -> None
 @pytest.mark.parametrize("node", [
     "127.0.0.1", "127.0.0.1:7_000", "127.0.0.1: 7000", "127.0.0.1:\u0667\u0660\u0660\u0660", "127.0.0.1:abc",
     "127.0.0.1:0", ("127.0.0.1", "7000"), (None, 7000), ("h",), None, b"127.0.0.1:7000",
+    "[::1:7000", "[::1", "::1]:7000", "[]:7000",  # an IPv6 bracket left open, or closed alone
 ])
 def test_a_malformed_node_is_refused_clearly(node: Any) -> None:
     """A startup node or sentinel that is not 'host:port' or a (host, port)
