@@ -346,3 +346,11 @@ def test_cli_bad_arguments_exit_nonzero_with_one_line(watched: Watched) -> None:
         STATS["cases"] += 1
     assert not failures, "\n".join(failures)
     assert watched.content() == before
+
+
+def test_the_readme_gives_the_number_of_cases_there_are() -> None:
+    """The figure README quotes is this file's, not one from an older version of it."""
+    readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md"), encoding="utf-8").read()
+    total = len(CASES) + len(CLI_CASES)
+    quoted = f"> {total} bad calls ({len(CASES)} to the Python API, {len(CLI_CASES)} to the command line)"
+    assert quoted in readme
