@@ -98,6 +98,22 @@ def _check_timeout(timeout: "Optional[float]") -> None:
         raise ValueError(f"timeout must be a number of seconds from 0 to {resp.MAX_TIMEOUT:.0e}, not {timeout!r}")
 
 
+def _wait_left(exc: Exception, timeout: "Optional[float]", waited: float) -> "Optional[float]":
+    # After a wait for a message that raised ``exc``, when ``waited`` seconds
+    # of its ``timeout`` have passed: what is left of the timeout (0 when
+    # there is none: forever), None once nothing is. Whole seconds stay whole
+    # (servers before 6.0 take no other timeout). ``exc`` is raised again
+    # where it is not to be ridden out.
+    if isinstance(exc, NOT_RIDDEN_OUT):
+        raise exc
+    if not timeout:
+        return 0
+    left = timeout - waited
+    if left <= 0:
+        return None
+    return max(1, round(left)) if isinstance(timeout, int) else left
+
+
 _RAW_TYPES = frozenset({bytes, str, int, float, bytearray, memoryview})
 _DUMPED_TYPES = frozenset({bytes, str, bytearray, memoryview})
 
@@ -297,8 +313,10 @@ class HotQueue:
 
         A message that is ``None`` is yielded like any other. When Redis goes
         away the generator waits and reconnects (0.1 s doubling to 5 s, with a
-        warning logged each time) and goes on; a timeout counts afresh after a
-        reconnection; with no timeout, a server that stops answering is
+        warning logged each time) and goes on; a timeout counts the time the
+        pops for one message waited, those cut short by a broken connection
+        included, but not the time spent reconnecting; with no timeout, a
+        server that stops answering is
         noticed within two slices of ``WAIT_SLICE`` seconds (plus the
         client's ``socket_timeout``), and ridden out
         the same way. ``KeyboardInterrupt`` while waiting ends it quietly.
@@ -317,9 +335,13 @@ class HotQueue:
             raise TypeError(f"consume() got unexpected argument(s): {', '.join(sorted(unknown))}")
         backoff = BACKOFF_FIRST
         client, key, server_timeout = self._client, self._key, timeout or WAIT_SLICE
+        # Of the wait for the next message: the time pops waited on connections
+        # that broke under them (the backoff between tries is not counted).
+        waited = 0.0
         while True:
             serializer = self.serializer
             loads = None if serializer is None else serializer.loads  # before the pop, as in get()
+            started = time.monotonic()
             try:
                 if block:  # as get() does, without its checks each time
                     popped = client.blpop(key, server_timeout)
@@ -336,8 +358,11 @@ class HotQueue:
             # backoff) or a cluster that stayed down or kept redirecting past
             # its retries.
             except RIDE_OUT as exc:
-                if isinstance(exc, NOT_RIDDEN_OUT):
-                    raise
+                waited += time.monotonic() - started
+                left = _wait_left(exc, timeout if block else None, waited)
+                if left is None:
+                    return  # the wait has timed out, in pieces
+                server_timeout = left or WAIT_SLICE
                 _log().warning("queue %r: %s; retrying in %.1f s", self.name, exc, backoff)
                 try:
                     time.sleep(backoff)
@@ -346,6 +371,8 @@ class HotQueue:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_FIRST
+            if waited:
+                waited, server_timeout = 0.0, timeout or WAIT_SLICE
             if data is None:
                 if block and not timeout:
                     continue  # a slice of an endless wait

@@ -96,7 +96,7 @@ import resp
 
 from ._inspection import ConsumerStats, DeadLetter, DeadLetters, QueueStats, stats
 from ._scripts import ACK, FAIL, RECOVER, RELEASE, RETIRE, TAKE, Keys, Script, keys_for, meta
-from .queue import BACKOFF_FIRST, BACKOFF_MAX, NOT_RIDDEN_OUT, RIDE_OUT, _check_timeout
+from .queue import BACKOFF_FIRST, BACKOFF_MAX, NOT_RIDDEN_OUT, RIDE_OUT, _check_timeout, _wait_left
 
 if TYPE_CHECKING:
     from .queue import HotQueue
@@ -613,12 +613,31 @@ class Consumer:
         A ``KeyboardInterrupt`` while waiting ends it quietly."""
         while True:
             try:
-                got = self._ride_out(self.fetch, block, timeout)
+                got = self._fetch_riding_out(block, timeout)
             except KeyboardInterrupt:
                 return
             if got is None:
                 return
             yield got
+
+    def _fetch_riding_out(self, block: bool, timeout: Optional[float]) -> Optional[Tuple[bytes, Any]]:
+        # fetch(), again after a backoff while the server is out of reach. The
+        # timeout counts the time fetches waited, those cut short by a broken
+        # connection included, not the backoff (as in HotQueue.consume).
+        backoff = BACKOFF_FIRST
+        left, waited = timeout, 0.0
+        while True:
+            started = time.monotonic()
+            try:
+                return self.fetch(block, left)
+            except RIDE_OUT as exc:
+                waited += time.monotonic() - started
+                left = _wait_left(exc, timeout if block else None, waited)
+                if left is None:
+                    return None  # the wait has timed out, in pieces
+                log.warning("queue %r: %s; retrying in %.1f s", self.queue.name, exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
 
     def consume(self, block: bool = True, timeout: Optional[float] = None) -> Iterator[Any]:
         """Yield messages; each is acked when the next one is asked for (or the

@@ -209,6 +209,32 @@ def test_consume_timeout_counts_only_on_a_live_connection(make_server: Any, key:
     queue.client.close()
 
 
+@pytest.mark.parametrize("reliable", [False, True], ids=["plain", "reliable"])
+def test_a_timeout_counts_waits_that_a_dropped_link_cut_short(make_server: Any, key: str, reliable: bool) -> None:
+    """The link drops every 0.7 s (a proxy that closes idle connections)
+    while ``consume(timeout=2)`` waits on an empty queue: the waits cut short
+    add up, and it ends once 2 s of them have passed. (Each reconnection
+    started the 2 s afresh: it never ended.)"""
+    server = make_server()
+    queue = HotQueue(key, host="127.0.0.1", port=server.port, socket_timeout=2)
+    admin = resp.Client("127.0.0.1", server.port)
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (list(queue.consume(timeout=2, reliable=reliable)), done.set()),
+                              daemon=True)
+    started = time.monotonic()
+    thread.start()
+    while not done.wait(0.7) and time.monotonic() - started < 20:
+        for line in admin.execute("CLIENT", "LIST").decode().splitlines():
+            fields = dict(field.split("=", 1) for field in line.split() if "=" in field)
+            if fields.get("cmd") in ("blpop", "blmove"):
+                admin.execute("CLIENT", "KILL", "ID", fields["id"])
+    took = time.monotonic() - started
+    admin.close()
+    queue.client.close()
+    assert done.is_set(), "consume never timed out"
+    assert 2 <= took < 10, took
+
+
 def test_backoff_doubles_up_to_the_cap(monkeypatch: Any) -> None:
     # Nothing listens on the port, so every pop fails at once; the 8th sleep
     # is interrupted, which ends consume() quietly.
