@@ -29,6 +29,14 @@ would span lines (a line feed or carriage return in what would be printed) is
 printed as the ``repr`` of that text or those bytes.
 """
 
+import signal
+import sys
+
+if __name__ == "__main__":
+    # Ctrl-C before main() sets its handlers (while the modules below load):
+    # exit 130 quietly, as later, not with a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
+
 import argparse
 import contextlib
 import json
@@ -37,8 +45,6 @@ import math
 import os
 import pickle
 import shutil
-import signal
-import sys
 from types import FrameType
 from typing import Any, Callable, Dict, Iterator, NamedTuple, NoReturn, Optional, Sequence
 from urllib.parse import parse_qsl
@@ -76,6 +82,16 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+    def print_help(self, file: Any = None) -> None:
+        """Print the help, as the output of any subcommand is: a help that
+        cannot be written exits 74 or 141, not 0 (argparse drops the error)."""
+        if file is None:
+            _need_stdout("the help was not shown")
+            file = sys.stdout
+        with _writing():
+            file.write(self.format_help())
+            file.flush()
 
 
 def seconds(text: str) -> float:

@@ -1030,6 +1030,16 @@ def test_an_output_that_cannot_be_written_is_its_own_error(redis_url: str, queue
         err = one_line_error(result, 74)
         assert "cannot write the output" in err and "No space left" in err, args
     assert [queue.get(), queue.get(), queue.get()] == ["kept", "too", None]
+    # --help too (argparse drops the error: it exited 0), or with no output at all.
+    for args in (["--help"], ["get", "--help"]):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, "-m", "hotqueue", *args], stdout=full,
+                                    stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT, timeout=30)
+        assert "No space left" in one_line_error(result, 74), args
+        closed = subprocess.run([sys.executable, "-m", "hotqueue", *args], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT, timeout=30,
+                                preexec_fn=lambda: os.close(1))
+        assert "standard output is closed" in one_line_error(closed, 141), args
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -1053,3 +1063,21 @@ def test_a_signal_while_the_output_is_not_read_loses_no_message(redis_url: str, 
     assert (proc.returncode, err) == (status, b"")
     assert 0 < len(printed) < len(sent)
     assert printed + list(iter(queue.get, None)) == sent
+
+
+def test_ctrl_c_while_the_command_line_loads_exits_130_without_a_traceback(tmp_path: Any) -> None:
+    """SIGINT that arrives while ``python -m hotqueue`` imports what it needs,
+    before its own handlers are set: exit status 130 and nothing on stderr, as
+    later. (It was a KeyboardInterrupt traceback.) The signal is sent from an
+    import hook, as argparse starts to load."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, signal, sys\n"
+        "class InterruptOnArgparse:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'argparse':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, InterruptOnArgparse())\n"
+    )
+    result = hq("len", "q", url=dead_url(), env=env(PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}"))
+    assert (result.returncode, result.stderr, result.stdout) == (130, "", "")
