@@ -189,12 +189,31 @@ redis.call('HSET', KEYS[5], ARGV[1], number)
 return {msg, number}
 """)
 
-# KEYS: main, processing, heartbeat, consumers, deliveries. ARGV: consumer id.
-# A consumer that stops: what its list holds goes back to the head of the
+# Each start of a consumer is a run, numbered from the counter that numbers
+# deliveries (so later runs have larger numbers), and its heartbeat says which
+# run wrote it. What a run sends when it starts or stops (the recovery of its
+# own id, RETIRE) may be held up in the network and land after the next run
+# of the same id has registered and taken a message: it then finds a larger
+# run in the heartbeat and leaves that run alone. run_of(heartbeat): the run
+# its value names; 0 for one without (an older version's, or not ours).
+_RUN_OF = """
+local function run_of(heartbeat)
+  if redis.call('TYPE', heartbeat)['ok'] ~= 'string' then return 0 end
+  local ok, value = pcall(cjson.decode, redis.call('GET', heartbeat))
+  if ok and type(value) == 'table' and type(value['run']) == 'number' then return value['run'] end
+  return 0
+end
+"""
+
+# KEYS: main, processing, heartbeat, consumers, deliveries. ARGV: consumer id,
+# run. A consumer that stops: what its list holds goes back to the head of the
 # queue, and it leaves the set, in one step, so that no take can land between
 # the two and leave a message in the list of a consumer nobody knows any
-# more. Returns how many messages went back.
-RETIRE = Script("local DELIVERIES = 5" + _CHECK_DELIVERIES + "local LISTS = {KEYS[1], KEYS[2]}" + _CHECK_LISTS + """
+# more; unless a later run of the same id has registered since. Returns how
+# many messages went back.
+RETIRE = Script("local DELIVERIES = 5" + _CHECK_DELIVERIES + "local LISTS = {KEYS[1], KEYS[2]}" + _CHECK_LISTS
+                + _RUN_OF + """
+if run_of(KEYS[3]) > tonumber(ARGV[2]) then return 0 end
 redis.call('SREM', KEYS[4], ARGV[1])
 local moved = 0
 while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do moved = moved + 1 end
@@ -250,19 +269,26 @@ return {attempts, 1}
 """)
 
 # KEYS: main, consumers, attempts, dead, deliveries, then (processing,
-# heartbeat) of each consumer. ARGV: max_attempts, meta, then the consumer ids.
-# Every consumer whose heartbeat is gone gets its messages moved back to the
-# head of the queue (or to the dead letters) and leaves the set; one whose
-# processing key is not a list (written by something else) is left as it is,
-# rather than fail the others' recovery part-way. Returns {requeued, dead}.
-RECOVER = Script("local DELIVERIES = 5" + _CHECK_DELIVERIES + "local LISTS = {KEYS[1], KEYS[4]}" + _CHECK_LISTS + """
+# heartbeat) of each consumer. ARGV: max_attempts, meta, run, then the
+# consumer ids. Every consumer whose heartbeat is gone gets its messages moved
+# back to the head of the queue (or to the dead letters) and leaves the set;
+# one whose processing key is not a list (written by something else) is left
+# as it is, rather than fail the others' recovery part-way. With a run other
+# than 0 (a consumer starting: its own id, whose earlier run may have been
+# killed) a heartbeat counts only when a run as late or later wrote it.
+# Returns {requeued, dead}.
+RECOVER = Script("local DELIVERIES = 5" + _CHECK_DELIVERIES + "local LISTS = {KEYS[1], KEYS[4]}" + _CHECK_LISTS
+                 + _RUN_OF + """
 local meta = cjson.decode(ARGV[2])
 local max_attempts = tonumber(ARGV[1])
+local run = tonumber(ARGV[3])
 local requeued, dead = 0, 0
-for i = 3, #ARGV do
-  local processing, heartbeat = KEYS[2 * i], KEYS[2 * i + 1]
+for i = 4, #ARGV do
+  local processing, heartbeat = KEYS[2 * i - 2], KEYS[2 * i - 1]
   local kind = 'alive'
-  if redis.call('EXISTS', heartbeat) == 0 then kind = redis.call('TYPE', processing)['ok'] end
+  if redis.call('EXISTS', heartbeat) == 0 or run > 0 and run_of(heartbeat) < run then
+    kind = redis.call('TYPE', processing)['ok']
+  end
   if kind == 'list' or kind == 'none' then
     while true do
       local msg = redis.call('LINDEX', processing, -1)

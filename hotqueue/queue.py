@@ -98,20 +98,52 @@ def _check_timeout(timeout: "Optional[float]") -> None:
         raise ValueError(f"timeout must be a number of seconds from 0 to {resp.MAX_TIMEOUT:.0e}, not {timeout!r}")
 
 
-def _wait_left(exc: Exception, timeout: "Optional[float]", waited: float) -> "Optional[float]":
-    # After a wait for a message that raised ``exc``, when ``waited`` seconds
-    # of its ``timeout`` have passed: what is left of the timeout (0 when
-    # there is none: forever), None once nothing is. Whole seconds stay whole
-    # (servers before 6.0 take no other timeout). ``exc`` is raised again
-    # where it is not to be ridden out.
-    if isinstance(exc, NOT_RIDDEN_OUT):
-        raise exc
-    if not timeout:
-        return 0
-    left = timeout - waited
-    if left <= 0:
-        return None
-    return max(1, round(left)) if isinstance(timeout, int) else left
+class _RidingOut:
+    """A wait for messages riding out a server that goes away: the backoff
+    between tries, and how much of ``timeout`` (None or 0: none) the waits
+    for the next message have used. A wait counts only when a connection
+    broke or fell silent under it after the link was seen alive (a reply
+    came, or the probe after a reconnection answered): time spent connecting,
+    in a cluster that is down or waiting for a place in the pool is not time
+    waiting on a live connection."""
+
+    __slots__ = ("name", "timeout", "backoff", "waited", "seen_alive", "probing")
+
+    def __init__(self, name: str, timeout: "Optional[float]") -> None:
+        self.name, self.timeout = name, timeout
+        self.backoff = BACKOFF_FIRST
+        self.waited = 0.0
+        self.seen_alive = False
+        self.probing = False  # whether to see the link answer before the next wait
+
+    def failed(self, exc: Exception, started: float) -> bool:
+        """Count the wait begun at ``started`` (monotonic) that raised
+        ``exc``, log it and sleep the backoff; False, without sleeping, once
+        the timeout is used up. Raises ``exc`` again if it is not ridden out."""
+        if isinstance(exc, NOT_RIDDEN_OUT):
+            raise exc
+        if self.timeout and self.seen_alive and type(exc) in (resp.ConnectionError, resp.TimeoutError):
+            self.waited += time.monotonic() - started
+            if self.waited >= self.timeout:
+                return False  # the wait has timed out, in pieces
+        self.seen_alive, self.probing = False, bool(self.timeout)
+        _log().warning("queue %r: %s; retrying in %.1f s", self.name, exc, self.backoff)
+        time.sleep(self.backoff)
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+        return True
+
+    def answered(self) -> None:
+        """The link answered: waits on it count again."""
+        self.backoff, self.seen_alive, self.probing = BACKOFF_FIRST, True, False
+
+    def left(self) -> float:
+        """What is left of the timeout for the next wait (0: none). Whole
+        seconds stay whole: servers before 6.0 take no other timeout."""
+        timeout = self.timeout
+        if not timeout or not self.waited:
+            return timeout or 0
+        left = timeout - self.waited
+        return max(1, round(left)) if isinstance(timeout, int) else left
 
 
 _RAW_TYPES = frozenset({bytes, str, int, float, bytearray, memoryview})
@@ -314,9 +346,10 @@ class HotQueue:
         A message that is ``None`` is yielded like any other. When Redis goes
         away the generator waits and reconnects (0.1 s doubling to 5 s, with a
         warning logged each time) and goes on; a timeout counts the time the
-        pops for one message waited, those cut short by a broken connection
-        included, but not the time spent reconnecting; with no timeout, a
-        server that stops answering is
+        pops for one message waited on a live connection, those that a
+        connection broke under included, but not the time spent reconnecting
+        (a reconnection is confirmed with an ``LLEN`` before the next wait
+        counts); with no timeout, a server that stops answering is
         noticed within two slices of ``WAIT_SLICE`` seconds (plus the
         client's ``socket_timeout``), and ridden out
         the same way. ``KeyboardInterrupt`` while waiting ends it quietly.
@@ -333,16 +366,18 @@ class HotQueue:
         unknown = set(kwargs) - {"block", "timeout"}
         if unknown:
             raise TypeError(f"consume() got unexpected argument(s): {', '.join(sorted(unknown))}")
-        backoff = BACKOFF_FIRST
-        client, key, server_timeout = self._client, self._key, timeout or WAIT_SLICE
-        # Of the wait for the next message: the time pops waited on connections
-        # that broke under them (the backoff between tries is not counted).
-        waited = 0.0
+        client, key = self._client, self._key
+        riding = _RidingOut(self.name, timeout if block else None)
+        server_timeout = timeout or WAIT_SLICE
         while True:
             serializer = self.serializer
             loads = None if serializer is None else serializer.loads  # before the pop, as in get()
             started = time.monotonic()
             try:
+                if riding.probing:  # after a reconnection: does the link answer?
+                    client.llen(key)
+                    riding.answered()
+                    server_timeout, started = riding.left(), time.monotonic()
                 if block:  # as get() does, without its checks each time
                     popped = client.blpop(key, server_timeout)
                     data = None if popped is None else popped[1]
@@ -358,21 +393,16 @@ class HotQueue:
             # backoff) or a cluster that stayed down or kept redirecting past
             # its retries.
             except RIDE_OUT as exc:
-                waited += time.monotonic() - started
-                left = _wait_left(exc, timeout if block else None, waited)
-                if left is None:
-                    return  # the wait has timed out, in pieces
-                server_timeout = left or WAIT_SLICE
-                _log().warning("queue %r: %s; retrying in %.1f s", self.name, exc, backoff)
                 try:
-                    time.sleep(backoff)
+                    if not riding.failed(exc, started):
+                        return
                 except KeyboardInterrupt:
                     return
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                server_timeout = riding.left() or WAIT_SLICE
                 continue
-            backoff = BACKOFF_FIRST
-            if waited:
-                waited, server_timeout = 0.0, timeout or WAIT_SLICE
+            if riding.waited or riding.backoff != BACKOFF_FIRST:  # a new wait, on a link that answers
+                riding.answered()
+                riding.waited, server_timeout = 0.0, timeout or WAIT_SLICE
             if data is None:
                 if block and not timeout:
                     continue  # a slice of an endless wait

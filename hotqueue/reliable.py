@@ -96,7 +96,7 @@ import resp
 
 from ._inspection import ConsumerStats, DeadLetter, DeadLetters, QueueStats, stats
 from ._scripts import ACK, FAIL, RECOVER, RELEASE, RETIRE, TAKE, Keys, Script, keys_for, meta
-from .queue import BACKOFF_FIRST, BACKOFF_MAX, NOT_RIDDEN_OUT, RIDE_OUT, _check_timeout, _wait_left
+from .queue import BACKOFF_FIRST, BACKOFF_MAX, NOT_RIDDEN_OUT, RIDE_OUT, _check_timeout, _RidingOut
 
 if TYPE_CHECKING:
     from .queue import HotQueue
@@ -182,7 +182,7 @@ def recover(queue: "HotQueue", max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
     script_keys = [keys.main, keys.consumers, keys.attempts, keys.dead, keys.deliveries]
     for cid in ids:
         script_keys += [keys.processing(cid), keys.heartbeat(cid)]
-    requeued, dead = RECOVER(client, script_keys, [max_attempts, meta(_ABANDONED, ""), *ids])
+    requeued, dead = RECOVER(client, script_keys, [max_attempts, meta(_ABANDONED, ""), 0, *ids])
     if requeued or dead:
         log.warning("queue %r: recovered %d message(s) from dead consumers, %d dead-lettered",
                     queue.name, requeued, dead)
@@ -259,6 +259,7 @@ class Consumer:
         # monotonic() of the last heartbeat that reached the server.
         self._last_beat = 0.0
         self._pid = 0  # of the process that started it: a forked child shares its id
+        self._run = 0  # this start's number (see start)
         self._delivery = b""  # the number TAKE gave the message held (as bytes), named by its settlement
         # A settlement sent whose outcome is not known (it raised, or was
         # interrupted): sent again before the next take, so that no copy of
@@ -289,7 +290,7 @@ class Consumer:
 
     def _heartbeat_args(self) -> Tuple[Tuple[Any, ...], Tuple[Any, ...]]:
         value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                            "ttl_ms": int(self.heartbeat_ttl * 1000)})
+                            "ttl_ms": int(self.heartbeat_ttl * 1000), "run": self._run})
         # The heartbeat first: a consumer in the set without one is dead.
         return (("SET", self._heartbeat, value, "PX", int(self.heartbeat_ttl * 1000)),
                 ("SADD", self.keys.consumers, self.id))
@@ -322,20 +323,17 @@ class Consumer:
             self._default_id_pid = os.getpid()
             self._name(_default_id())
         probe = self.keys.prefix + "probe"  # never written: LMOVE of an empty list
-        # A consumer that had our id before and was killed (a supervisor that
-        # restarts a worker under a fixed consumer_id) may have left its
-        # message in our processing list: recover it now, as abandoned, before
-        # our heartbeat hides it (``probe`` stands for a heartbeat that is gone).
         keys = self.keys
-        RECOVER(self.queue.client, [keys.main, keys.consumers, keys.attempts, keys.dead, keys.deliveries,
-                                    self._processing, probe],
-                [self.max_attempts, meta(_ABANDONED, ""), self.id])
-        pipe = self.queue.client.pipeline().command("MULTI")
+        client = self.queue.client
+        pipe = client.pipeline().command("MULTI")
         # Inside MULTI a BLMOVE does not block; an unknown command aborts the
-        # whole transaction, so nothing is registered on an old server.
+        # whole transaction, so nothing is written on an old server.
         pipe.command("LMOVE", probe, probe, "LEFT", "LEFT")
         pipe.command("BLMOVE", probe, probe, "LEFT", "LEFT", 0)
-        self._heartbeat_commands(pipe).command("EXEC")
+        # This run's number, from the counter that numbers deliveries: what
+        # this run sends as it starts and stops leaves a later run of the same
+        # id alone, however late it lands (see _scripts.RETIRE).
+        pipe.command("HINCRBY", keys.deliveries, "", 1).command("EXEC")
         replies = pipe.execute(raise_on_error=False)
         for reply in replies[1:3]:
             if isinstance(reply, resp.ResponseError) and _unsupported(reply):
@@ -343,9 +341,19 @@ class Consumer:
                     "reliable mode needs LMOVE and BLMOVE (Redis 6.2 or newer); "
                     f"the server answered: {reply}"
                 )
-        for reply in replies:
+        for reply in [*replies, *(replies[-1] if isinstance(replies[-1], list) else ())]:
             if isinstance(reply, resp.ResponseError):
                 raise reply
+        self._run = replies[-1][-1]
+        # A consumer that had our id before and was killed (a supervisor that
+        # restarts a worker under a fixed consumer_id) may have left its
+        # message in our processing list: recover it now, as abandoned, even
+        # while the heartbeat it left lasts (an earlier run's), before ours
+        # hides it. Then register.
+        RECOVER(client, [keys.main, keys.consumers, keys.attempts, keys.dead, keys.deliveries,
+                         self._processing, self._heartbeat],
+                [self.max_attempts, meta(_ABANDONED, ""), self._run, self.id])
+        self._heartbeat_commands(client.pipeline()).execute()
         self._last_beat = time.monotonic()
         self._pid = os.getpid()
         # An event of its own for each heartbeat thread: one that stop() gave
@@ -398,7 +406,7 @@ class Consumer:
             log.warning("queue %r: consumer %s could not settle its last message: %r", self.queue.name, self.id, exc)
         try:
             RETIRE(self.queue.client, [keys.main, self._processing, self._heartbeat, keys.consumers, keys.deliveries],
-                   [self.id])
+                   [self.id, self._run])
         except Exception as exc:
             # Harmless: the heartbeat expires and others recover what we held.
             log.warning("queue %r: consumer %s could not unregister: %r", self.queue.name, self.id, exc)
@@ -621,23 +629,20 @@ class Consumer:
             yield got
 
     def _fetch_riding_out(self, block: bool, timeout: Optional[float]) -> Optional[Tuple[bytes, Any]]:
-        # fetch(), again after a backoff while the server is out of reach. The
-        # timeout counts the time fetches waited, those cut short by a broken
-        # connection included, not the backoff (as in HotQueue.consume).
-        backoff = BACKOFF_FIRST
-        left, waited = timeout, 0.0
+        # fetch(), again after a backoff while the server is out of reach,
+        # with what is left of the timeout (see queue._RidingOut).
+        riding = _RidingOut(self.queue.name, timeout if block else None)
         while True:
             started = time.monotonic()
             try:
-                return self.fetch(block, left)
+                if riding.probing:  # after a reconnection: does the link answer?
+                    self.queue.client.llen(self.keys.main)
+                    riding.answered()
+                    started = time.monotonic()
+                return self.fetch(block, riding.left() or timeout)
             except RIDE_OUT as exc:
-                waited += time.monotonic() - started
-                left = _wait_left(exc, timeout if block else None, waited)
-                if left is None:
-                    return None  # the wait has timed out, in pieces
-                log.warning("queue %r: %s; retrying in %.1f s", self.queue.name, exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                if not riding.failed(exc, started):
+                    return None
 
     def consume(self, block: bool = True, timeout: Optional[float] = None) -> Iterator[Any]:
         """Yield messages; each is acked when the next one is asked for (or the

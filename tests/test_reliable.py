@@ -23,7 +23,7 @@ from faultproxy import FaultProxy
 
 import resp
 from hotqueue import HotQueue
-from hotqueue._scripts import ACK, FAIL, RELEASE, RETIRE, TAKE, Script
+from hotqueue._scripts import ACK, FAIL, RECOVER, RELEASE, RETIRE, TAKE, Script
 from hotqueue.reliable import Consumer, ReliableUnsupportedError, keys_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -1325,9 +1325,9 @@ def test_a_take_fails_before_it_moves_anything(queue: HotQueue, last: str) -> No
     integer to Redis, or about to overflow) makes it fail with the message
     still in the queue, not moved and unnumbered."""
     keys = keys_for(queue.key)
-    queue.client.execute("HSET", keys.deliveries, "", last)
     queue.put("m")
-    with Consumer(queue, consumer_id="c") as consumer:
+    with Consumer(queue, consumer_id="c") as consumer:  # its start takes a run number from the counter
+        queue.client.execute("HSET", keys.deliveries, "", last)
         with pytest.raises(resp.ResponseError, match="not a number"):
             consumer.fetch(block=False)
         assert queue.client.execute("LRANGE", keys.processing("c"), 0, -1) == []
@@ -1342,9 +1342,9 @@ def test_delivery_numbers_are_kept_exactly_as_written(queue: HotQueue) -> None:
     Lua number, a large one came back as 1e+17 and no settlement matched it,
     so the message was delivered again for ever."""
     keys = keys_for(queue.key)
-    queue.client.execute("HSET", keys.deliveries, "", "99999999999999999")
     queue.put("m1", "m2")
-    with Consumer(queue, consumer_id="c") as consumer:
+    with Consumer(queue, consumer_id="c") as consumer:  # its start takes a run number from the counter
+        queue.client.execute("HSET", keys.deliveries, "", "99999999999999999")
         for expected in ("m1", "m2"):
             data, msg = consumer.fetch(block=False)
             assert msg == expected and consumer.ack(data)
@@ -1857,3 +1857,63 @@ def test_a_heartbeat_thread_stop_gave_up_on_does_not_beat_again_after_a_new_star
         consumer.stop()
         slow.client.close()
     wait_until("no heartbeat thread", lambda: not beating())
+
+
+def _late_copy_lands(proxy: FaultProxy) -> None:
+    wait_until("the request held up to be passed on", lambda: proxy.passed_late == 1)
+    time.sleep(0.2)  # the server runs it as it arrives
+
+
+def _still_held_by(queue: HotQueue, consumer: Consumer, data: bytes) -> None:
+    keys = keys_for(queue.key)
+    assert queue.client.execute("LRANGE", keys.processing(consumer.id), 0, -1) == [data]
+    assert len(queue) == 0
+    assert queue.client.execute("HGETALL", keys.attempts) == []  # no attempt counted
+    assert queue.client.execute("SMEMBERS", keys.consumers) == [consumer.id.encode()]
+    assert consumer.ack(data)
+
+
+def test_a_late_unregistering_leaves_the_next_start_of_the_same_id_alone(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """stop()'s unregistering is held up in the network past the socket
+    timeout (logged), and the same consumer starts again and takes a
+    message. When the unregistering lands it finds the heartbeat of a later
+    run and does nothing. (It gave that message back to the queue while it
+    was being handled, for another consumer to take at the same time.)"""
+    with proxy_for(redis_url) as proxy:
+        slow = _impatient(proxy, redis_url, key, RETIRE)
+        consumer = Consumer(slow, consumer_id="c")
+        with consumer:
+            proxy.inject(("delay_request", 1.5), marker=RETIRE.sha.encode())
+        queue.put("m2")
+        with consumer:
+            data, msg = consumer.fetch(block=False)
+            assert msg == "m2"
+            _late_copy_lands(proxy)
+            _still_held_by(queue, consumer, data)
+        slow.client.close()
+    assert queue.stats() == (0, 0, [])
+
+
+def test_a_late_recovery_at_start_leaves_the_next_start_of_the_same_id_alone(
+        redis_url: str, key: str, queue: HotQueue) -> None:
+    """start()'s recovery of its own id (what a killed earlier run of it
+    left) is held up past the socket timeout, and start() is tried again, as
+    consume(reliable=True) does, under the same id; the consumer takes a
+    message. When the first recovery lands, it finds the heartbeat of a
+    later run and does nothing. (It took the consumer for dead: the message
+    went back to the queue, counted as abandoned, while it was handled.)"""
+    queue.put("m1")
+    with proxy_for(redis_url) as proxy:
+        slow = _impatient(proxy, redis_url, key, RECOVER)
+        consumer = Consumer(slow, consumer_id="c")
+        proxy.inject(("delay_request", 1.5), marker=RECOVER.sha.encode())
+        with pytest.raises(resp.TimeoutError):
+            consumer.start()
+        with consumer:
+            data, msg = consumer.fetch(block=False)
+            assert msg == "m1"
+            _late_copy_lands(proxy)
+            _still_held_by(queue, consumer, data)
+        slow.client.close()
+    assert queue.stats() == (0, 0, [])
