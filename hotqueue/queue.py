@@ -369,12 +369,13 @@ class HotQueue:
         client, key = self._client, self._key
         riding = _RidingOut(self.name, timeout if block else None)
         server_timeout = timeout or WAIT_SLICE
+        failing = False  # since the last reply: riding is then to be asked
         while True:
             serializer = self.serializer
             loads = None if serializer is None else serializer.loads  # before the pop, as in get()
             started = time.monotonic()
             try:
-                if riding.probing:  # after a reconnection: does the link answer?
+                if failing and riding.probing:  # after a reconnection: does the link answer?
                     client.llen(key)
                     riding.answered()
                     server_timeout, started = riding.left(), time.monotonic()
@@ -393,6 +394,7 @@ class HotQueue:
             # backoff) or a cluster that stayed down or kept redirecting past
             # its retries.
             except RIDE_OUT as exc:
+                failing = True
                 try:
                     if not riding.failed(exc, started):
                         return
@@ -400,7 +402,8 @@ class HotQueue:
                     return
                 server_timeout = riding.left() or WAIT_SLICE
                 continue
-            if riding.waited or riding.backoff != BACKOFF_FIRST:  # a new wait, on a link that answers
+            if failing:  # a reply: the next wait is a new one, on a link that answers
+                failing = False
                 riding.answered()
                 riding.waited, server_timeout = 0.0, timeout or WAIT_SLICE
             if data is None:
