@@ -5,7 +5,20 @@ beyond the standard library (it speaks to Redis through the bundled ``resp``).
 >>> queue = HotQueue("myqueue", host="localhost", port=6379, db=0)   # doctest: +SKIP
 """
 
-from .queue import HotQueue, key_for_name
+import sys
+
+if sys.argv[:1] == ["-m"] and any(
+    part == "-mhotqueue" or part == "-m" and sys.orig_argv[i + 1 : i + 2] == ["hotqueue"]
+    for i, part in enumerate(getattr(sys, "orig_argv", ()))
+):
+    # Python is finding ``python -m hotqueue``, and imports this package
+    # first: a Ctrl-C before the command line sets its own handlers exits 130
+    # quietly, as later, not with a traceback (Python 3.10+: sys.orig_argv).
+    import signal
+
+    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
+
+from .queue import HotQueue, key_for_name  # noqa: E402
 
 TYPE_CHECKING = False  # not typing's: importing typing would slow ``import hotqueue``
 if TYPE_CHECKING:

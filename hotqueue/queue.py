@@ -133,8 +133,13 @@ class _RidingOut:
         return True
 
     def answered(self) -> None:
-        """The link answered: waits on it count again."""
-        self.backoff, self.seen_alive, self.probing = BACKOFF_FIRST, True, False
+        """The link answered the probe: waits on it count again (the backoff
+        goes on growing until a wait ends with a reply)."""
+        self.seen_alive, self.probing = True, False
+
+    def replied(self) -> None:
+        """A wait ended with a reply: the next one is a new wait."""
+        self.backoff, self.waited, self.seen_alive, self.probing = BACKOFF_FIRST, 0.0, True, False
 
     def left(self) -> float:
         """What is left of the timeout for the next wait (0: none). Whole
@@ -404,8 +409,8 @@ class HotQueue:
                 continue
             if failing:  # a reply: the next wait is a new one, on a link that answers
                 failing = False
-                riding.answered()
-                riding.waited, server_timeout = 0.0, timeout or WAIT_SLICE
+                riding.replied()
+                server_timeout = timeout or WAIT_SLICE
             if data is None:
                 if block and not timeout:
                     continue  # a slice of an endless wait

@@ -25,8 +25,8 @@ from .commands import (
     _timeout_index,
     blocking_timeout_arg,
 )
-from .connection import Address, Connection, NothingSentError
-from .errors import AuthenticationError, MaxClientsError, ResponseError, _auth_refused
+from .connection import Address, Connection, NothingSentError, NothingSentTimeoutError
+from .errors import AuthenticationError, ConnectionError, MaxClientsError, ResponseError, TimeoutError, _auth_refused
 from .pool import Pool
 from .protocol import encode_parts
 
@@ -238,8 +238,13 @@ class Client:
                         if args[0] == "AUTH" and not isinstance(reply, MaxClientsError):
                             raise AuthenticationError(str(_auth_refused(reply, self._password)))
                         raise reply
-        except BaseException:
+        except BaseException as exc:
             conn.close()
+            # The set-up is part of connecting: the command was not sent.
+            if type(exc) is ConnectionError:
+                raise NothingSentError(str(exc)) from exc
+            if type(exc) is TimeoutError:
+                raise NothingSentTimeoutError(str(exc)) from exc
             raise
         return conn
 

@@ -39,7 +39,7 @@ from .commands import (
     _with_time_left,
     blocking_timeout_arg,
 )
-from .connection import Address
+from .connection import Address, NothingSentError
 from .errors import (
     AskError,
     AuthenticationError,
@@ -363,7 +363,7 @@ class ClusterClient:
         self._unanswered = unanswered
         if refused is not None:
             raise refused
-        raise ConnectionError("no cluster node answered for the slot map: " + "; ".join(errors))
+        raise NothingSentError("no cluster node answered for the slot map: " + "; ".join(errors))
 
     def _fetch_slots(self, name: str) -> Tuple[List[Optional[str]], List[str]]:
         # The owner of each slot, and the other nodes named (replicas, and

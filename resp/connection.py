@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # ssl is imported only by programs that use TLS: it costs ~30
 
     from .protocol import Reply
 
-__all__ = ["Connection", "NothingSentError", "Address"]
+__all__ = ["Connection", "NothingSentError", "NothingSentTimeoutError", "Address"]
 
 _monotonic = time.monotonic
 _HAS_POLL = hasattr(select, "poll")
@@ -98,7 +98,13 @@ if hasattr(os, "register_at_fork"):
 
 
 class NothingSentError(ConnectionError):
-    """The connection failed before any byte of the command was written."""
+    """The connection failed before any byte of the command was written
+    (connecting to the server failed, or a pooled connection was closed)."""
+
+
+class NothingSentTimeoutError(TimeoutError):
+    """Connecting (the TLS handshake and the connection's set-up included)
+    took longer than its timeout: no byte of the command was written."""
 
 
 class Address:
@@ -195,7 +201,7 @@ def _open_socket(address: Address) -> "Tuple[_socket.socket, Optional[float]]":
             try:
                 sock = address.ssl_context.wrap_socket(sock, server_hostname=address.host)  # type: ignore[arg-type]  # any stream socket
             except _socket.timeout:
-                raise TimeoutError(
+                raise NothingSentTimeoutError(
                     f"timed out in the TLS handshake with {address}: is it a TLS port?"
                     " (a plain Redis port never answers one; use redis:// there)"
                 ) from None
@@ -229,7 +235,7 @@ class Connection:
         except TimeoutError:
             raise  # the TLS handshake's, which says so
         except _socket.timeout as exc:
-            raise TimeoutError(f"timed out connecting to {address}") from exc
+            raise NothingSentTimeoutError(f"timed out connecting to {address}") from exc
         except OSError as exc:
             if address.ssl_context is not None:
                 import ssl
@@ -243,9 +249,9 @@ class Connection:
                     raise CertificateError(
                         f"TLS certificate of {address} not trusted: {exc.verify_message}{hint}"
                     ) from exc
-            raise ConnectionError(f"could not connect to {address}: {_describe(exc)}") from exc
+            raise NothingSentError(f"could not connect to {address}: {_describe(exc)}") from exc
         except UnicodeError as exc:  # the IDNA codec refused the host name (an empty or long label)
-            raise ConnectionError(f"could not connect to {address}: {exc}") from exc
+            raise NothingSentError(f"could not connect to {address}: {exc}") from exc
         self.reader = Reader()
         self.pid = os.getpid()
         _OPEN.add(self)

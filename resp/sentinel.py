@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 from .client import Client
 from .commands import MAX_TIMEOUT, _time_left, _timeout_index
-from .connection import Address, Connection
+from .connection import Address, Connection, NothingSentError, NothingSentTimeoutError
 from .errors import (
     AuthenticationError,
     ConnectionError,
@@ -239,6 +239,11 @@ class SentinelClient(Client):
                 conn.close()
                 if isinstance(exc, (ConnectionError, TimeoutError)):
                     self._pass_over(sentinel)
+                # Part of connecting: the command was not sent.
+                if type(exc) is ConnectionError:
+                    raise NothingSentError(str(exc)) from exc
+                if type(exc) is TimeoutError:
+                    raise NothingSentTimeoutError(str(exc)) from exc
                 raise
             if isinstance(role, ResponseError):
                 # ROLE is in @admin and @dangerous: a least-privilege ACL user
@@ -254,7 +259,7 @@ class SentinelClient(Client):
                 return conn
             conn.close()  # not a primary: start over, after a wait (none after the last try)
             self._pass_over(sentinel)
-        raise ConnectionError(
+        raise NothingSentError(
             f"the sentinels name {host}:{port} as the primary of {self.service_name!r}, but it is not one"
         )
 

@@ -1065,19 +1065,24 @@ def test_a_signal_while_the_output_is_not_read_loses_no_message(redis_url: str, 
     assert printed + list(iter(queue.get, None)) == sent
 
 
-def test_ctrl_c_while_the_command_line_loads_exits_130_without_a_traceback(tmp_path: Any) -> None:
+@pytest.mark.parametrize("module", [
+    "argparse",  # the command line's own imports
+    pytest.param("resp.client", marks=pytest.mark.skipif(  # the package's, which Python imports first
+        sys.version_info < (3, 10), reason="the package knows it is run by -m from sys.orig_argv (3.10+)")),
+])
+def test_ctrl_c_while_the_command_line_loads_exits_130_without_a_traceback(tmp_path: Any, module: str) -> None:
     """SIGINT that arrives while ``python -m hotqueue`` imports what it needs,
     before its own handlers are set: exit status 130 and nothing on stderr, as
     later. (It was a KeyboardInterrupt traceback.) The signal is sent from an
-    import hook, as argparse starts to load."""
+    import hook, as ``module`` starts to load."""
     (tmp_path / "sitecustomize.py").write_text(
         "import os, signal, sys\n"
-        "class InterruptOnArgparse:\n"
+        "class InterruptOnImport:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'argparse':\n"
+        f"        if name == {module!r}:\n"
         "            os.kill(os.getpid(), signal.SIGINT)\n"
         "        return None\n"
-        "sys.meta_path.insert(0, InterruptOnArgparse())\n"
+        "sys.meta_path.insert(0, InterruptOnImport())\n"
     )
     result = hq("len", "q", url=dead_url(), env=env(PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}"))
     assert (result.returncode, result.stderr, result.stdout) == (130, "", "")

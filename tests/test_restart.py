@@ -235,6 +235,32 @@ def test_a_timeout_counts_waits_that_a_dropped_link_cut_short(make_server: Any, 
     assert 2 <= took < 10, took
 
 
+@pytest.mark.parametrize("reliable", [False, True], ids=["plain", "reliable"])
+def test_the_backoff_grows_on_a_link_that_answers_but_cuts_every_wait(
+        make_server: Any, key: str, caplog: Any, reliable: bool) -> None:
+    """Every blocking pop is cut as it is sent, while other commands (the
+    probe after each reconnection) pass: with a timeout, the backoff still
+    doubles, as the contract says. (The probe's answer set it back to 0.1 s
+    each time: ten reconnections a second.)"""
+    caplog.set_level(logging.WARNING, logger="hotqueue")
+    server = make_server()
+    with FaultProxy(server.port) as proxy:
+        for _ in range(1000):
+            proxy.inject("cut_before", b"BLMOVE" if reliable else b"BLPOP")
+        queue = HotQueue(key, host="127.0.0.1", port=proxy.port)
+        consuming = queue.consume(timeout=60, reliable=reliable)
+        consumer = threading.Thread(target=lambda: next(consuming, None), daemon=True)
+        consumer.start()
+        time.sleep(OUTAGE)
+        logged = len(warnings(caplog, queue))
+        proxy.clear()
+        HotQueue(key, host="127.0.0.1", port=server.port).put("end")  # the consumer's last message
+        consumer.join(15)
+    assert not consumer.is_alive()
+    assert 1 <= logged <= max_attempts(OUTAGE), logged
+    check_backoff(caplog, queue)
+
+
 def test_backoff_doubles_up_to_the_cap(monkeypatch: Any) -> None:
     # Nothing listens on the port, so every pop fails at once; the 8th sleep
     # is interrupted, which ends consume() quietly.
