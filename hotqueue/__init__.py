@@ -7,13 +7,23 @@ beyond the standard library (it speaks to Redis through the bundled ``resp``).
 
 import sys
 
-if sys.argv[:1] == ["-m"] and any(
-    part == "-mhotqueue" or part == "-m" and sys.orig_argv[i + 1 : i + 2] == ["hotqueue"]
-    for i, part in enumerate(getattr(sys, "orig_argv", ()))
-):
-    # Python is finding ``python -m hotqueue``, and imports this package
-    # first: a Ctrl-C before the command line sets its own handlers exits 130
-    # quietly, as later, not with a traceback (Python 3.10+: sys.orig_argv).
+
+def _located_by_python_m() -> bool:
+    # Whether Python is finding ``python -m hotqueue``: runpy imports this
+    # package before the command line's module (sys.argv[0] is "-m" then).
+    if sys.argv[:1] != ["-m"]:
+        return False
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_run_module_as_main" and frame.f_globals.get("__name__") == "runpy":
+            return frame.f_locals.get("mod_name") == "hotqueue"
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+if _located_by_python_m():
+    # A Ctrl-C before the command line sets its own handlers exits 130
+    # quietly, as later, not with a traceback.
     import signal
 
     signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))

@@ -1067,8 +1067,7 @@ def test_a_signal_while_the_output_is_not_read_loses_no_message(redis_url: str, 
 
 @pytest.mark.parametrize("module", [
     "argparse",  # the command line's own imports
-    pytest.param("resp.client", marks=pytest.mark.skipif(  # the package's, which Python imports first
-        sys.version_info < (3, 10), reason="the package knows it is run by -m from sys.orig_argv (3.10+)")),
+    "resp.client",  # the package's, which Python imports first
 ])
 def test_ctrl_c_while_the_command_line_loads_exits_130_without_a_traceback(tmp_path: Any, module: str) -> None:
     """SIGINT that arrives while ``python -m hotqueue`` imports what it needs,
@@ -1086,3 +1085,18 @@ def test_ctrl_c_while_the_command_line_loads_exits_130_without_a_traceback(tmp_p
     )
     result = hq("len", "q", url=dead_url(), env=env(PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}"))
     assert (result.returncode, result.stderr, result.stdout) == (130, "", "")
+
+
+def test_a_program_that_imports_hotqueue_keeps_its_ctrl_c(tmp_path: Any) -> None:
+    """The quiet Ctrl-C of ``python -m hotqueue`` is set only there: not in
+    ``python -m other`` whose package imports hotqueue, even when its own
+    arguments read ``-m hotqueue``."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "__init__.py").write_text("import hotqueue\n")
+    (other / "__main__.py").write_text(
+        "import signal\nprint(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    for args in (["-m", "hotqueue"], ["-mhotqueue"], []):
+        done = subprocess.run([sys.executable, "-m", "other", *args], capture_output=True, text=True, timeout=30,
+                              cwd=ROOT, env=env(PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}"))
+        assert (done.returncode, done.stdout, done.stderr) == (0, "True\n", ""), args
