@@ -102,10 +102,11 @@ class _RidingOut:
     """A wait for messages riding out a server that goes away: the backoff
     between tries, and how much of ``timeout`` (None or 0: none) the waits
     for the next message have used. A wait counts only when a connection
-    broke or fell silent under it after the link was seen alive (a reply
-    came, or the probe after a reconnection answered): time spent connecting,
-    in a cluster that is down or waiting for a place in the pool is not time
-    waiting on a live connection."""
+    broke or fell silent under it after the link was seen alive since the
+    last failure (the probe after the reconnection answered, or a wait
+    replied): time spent connecting, in a cluster that is down or waiting for
+    a place in the pool is not time waiting on a live connection, and the
+    first wait cut short is not counted either."""
 
     __slots__ = ("name", "timeout", "backoff", "waited", "seen_alive", "probing")
 

@@ -25,8 +25,8 @@ from .commands import (
     _timeout_index,
     blocking_timeout_arg,
 )
-from .connection import Address, Connection, NothingSentError, NothingSentTimeoutError
-from .errors import AuthenticationError, ConnectionError, MaxClientsError, ResponseError, TimeoutError, _auth_refused
+from .connection import Address, Connection, NothingSentError, _while_connecting
+from .errors import AuthenticationError, MaxClientsError, ResponseError, _auth_refused
 from .pool import Pool
 from .protocol import encode_parts
 
@@ -240,11 +240,9 @@ class Client:
                         raise reply
         except BaseException as exc:
             conn.close()
-            # The set-up is part of connecting: the command was not sent.
-            if type(exc) is ConnectionError:
-                raise NothingSentError(str(exc)) from exc
-            if type(exc) is TimeoutError:
-                raise NothingSentTimeoutError(str(exc)) from exc
+            error = _while_connecting(exc)
+            if error is not exc:
+                raise error from exc
             raise
         return conn
 

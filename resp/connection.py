@@ -107,6 +107,17 @@ class NothingSentTimeoutError(TimeoutError):
     took longer than its timeout: no byte of the command was written."""
 
 
+def _while_connecting(exc: BaseException) -> BaseException:
+    # ``exc``, raised on a new connection as it was set up (AUTH, SELECT, a
+    # sentinel's ROLE), as it is to be raised: a broken or silent connection
+    # there is one of the NothingSent kinds, since no command was sent on it.
+    if type(exc) is ConnectionError:
+        return NothingSentError(str(exc))
+    if type(exc) is TimeoutError:
+        return NothingSentTimeoutError(str(exc))
+    return exc
+
+
 class Address:
     """Where and how to connect: a TCP host and port or a unix socket path, and
     the TLS context for ``rediss://``. Holds no credentials."""

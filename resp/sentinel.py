@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 from .client import Client
 from .commands import MAX_TIMEOUT, _time_left, _timeout_index
-from .connection import Address, Connection, NothingSentError, NothingSentTimeoutError
+from .connection import Address, Connection, NothingSentError, _while_connecting
 from .errors import (
     AuthenticationError,
     ConnectionError,
@@ -239,11 +239,9 @@ class SentinelClient(Client):
                 conn.close()
                 if isinstance(exc, (ConnectionError, TimeoutError)):
                     self._pass_over(sentinel)
-                # Part of connecting: the command was not sent.
-                if type(exc) is ConnectionError:
-                    raise NothingSentError(str(exc)) from exc
-                if type(exc) is TimeoutError:
-                    raise NothingSentTimeoutError(str(exc)) from exc
+                error = _while_connecting(exc)
+                if error is not exc:
+                    raise error from exc
                 raise
             if isinstance(role, ResponseError):
                 # ROLE is in @admin and @dangerous: a least-privilege ACL user
