@@ -379,7 +379,7 @@ class HotQueue:
         while True:
             serializer = self.serializer
             loads = None if serializer is None else serializer.loads  # before the pop, as in get()
-            started = time.monotonic()
+            started = time.monotonic() if riding.timeout else 0.0  # read only to count a timeout
             try:
                 if failing and riding.probing:  # after a reconnection: does the link answer?
                     client.llen(key)

@@ -96,7 +96,7 @@ import resp
 
 from ._inspection import ConsumerStats, DeadLetter, DeadLetters, QueueStats, stats
 from ._scripts import ACK, FAIL, RECOVER, RELEASE, RETIRE, TAKE, Keys, Script, keys_for, meta
-from .queue import BACKOFF_FIRST, BACKOFF_MAX, NOT_RIDDEN_OUT, RIDE_OUT, _check_timeout, _RidingOut
+from .queue import RIDE_OUT, _check_timeout, _RidingOut
 
 if TYPE_CHECKING:
     from .queue import HotQueue
@@ -603,17 +603,13 @@ class Consumer:
     # -- many messages, riding out a server that goes away
 
     def _ride_out(self, action: Callable[..., T], *args: Any) -> T:
-        # Run ``action(*args)`` until the server answers: capped exponential backoff.
-        backoff = BACKOFF_FIRST
+        # Run ``action(*args)`` until the server answers, with consume's backoff.
+        riding = _RidingOut(self.queue.name, None)
         while True:
             try:
                 return action(*args)
             except RIDE_OUT as exc:
-                if isinstance(exc, NOT_RIDDEN_OUT):
-                    raise
-                log.warning("queue %r: %s; retrying in %.1f s", self.queue.name, exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                riding.failed(exc, 0.0)  # no timeout: logs, sleeps, or raises exc
 
     def deliveries(self, block: bool = True, timeout: Optional[float] = None) -> Iterator[Tuple[bytes, Any]]:
         """Yield ``(stored bytes, message)`` like ``fetch`` until the queue is

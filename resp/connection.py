@@ -343,7 +343,11 @@ class Connection:
         views = [memoryview(part) for part in parts]
         # sendmsg() hands the kernel many parts in one call, none copied: a
         # server reading a large value gets it in fewer, larger pieces. TLS
-        # sockets have no sendmsg().
+        # sockets have no sendmsg(): a part at a time. A TLS send() that
+        # fails may have written some records of its part, but a part holds
+        # at most one command, which the server does not run before it has
+        # read it whole: when the first part fails, nothing was sent that
+        # could have run, and the command may be sent again.
         sendmsg = None if self._tls else getattr(self.sock, "sendmsg", None)
         first = 0  # views[first:] are still to send
         try:
