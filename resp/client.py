@@ -302,7 +302,7 @@ class Client:
         # CLI's _pop_grace repeat its sum: keep the three alike.
         try:
             seconds = float(server_timeout)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float's range
             try:  # the server reads C99 hex floats too: '0x3', '0x1.8p1'
                 text = server_timeout if isinstance(server_timeout, str) else (
                     memoryview(server_timeout).tobytes().decode())  # type: ignore[arg-type]

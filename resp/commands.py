@@ -175,7 +175,7 @@ def _time_left(timeout: "Any", started: float) -> "Any":
     # not a number stay as they are.
     try:
         total = float(timeout)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float's range
         return timeout
     if not total > 0:
         return timeout

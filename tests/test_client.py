@@ -646,11 +646,12 @@ def test_blocking_command_outlives_socket_timeout(redis_url: str, key: str) -> N
         assert client.ping()
 
 
-def test_a_hex_timeout_too_large_for_a_float_is_left_to_the_server(client: resp.Client, key: str) -> None:
+@pytest.mark.parametrize("timeout", ["0x1p2000", 10**400, 2**1024], ids=["hex 2**2000", "10**400", "2**1024"])
+def test_a_timeout_too_large_for_a_float_is_left_to_the_server(client: resp.Client, key: str, timeout: Any) -> None:
     """The server refuses it at once: its error, not an OverflowError from
     working out the client's deadline."""
     with pytest.raises(resp.ResponseError, match="timeout"):
-        client.execute("BLPOP", key, "0x1p2000")
+        client.execute("BLPOP", key, timeout)
     assert client.ping()
 
 

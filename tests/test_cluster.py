@@ -379,6 +379,15 @@ def test_a_resent_blocking_timeout_never_falls_to_what_an_old_server_reads_as_fo
     assert resent is not None and float(resent[2]) >= resp.commands.MIN_FRACTION
 
 
+def test_a_resent_timeout_too_large_for_a_float_is_left_to_the_server() -> None:
+    """As a plain client does (test_client): the server refuses it, where
+    cutting it to what is left raised an OverflowError."""
+    from resp.cluster import _with_time_left
+
+    command = ("BLPOP", "k", 10**400)
+    assert _with_time_left(command, 2, time.monotonic() - 1) == command
+
+
 def test_a_script_with_a_bad_numkeys_is_refused_by_the_server(cc: resp.ClusterClient) -> None:
     """As a plain client does: the server's error, not a Python one from
     reading numkeys to route the command."""
