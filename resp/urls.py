@@ -41,17 +41,22 @@ _URL_QUERY_OPTIONS: "Dict[str, Callable[[str], Any]]" = {
 
 
 def _check_no_at_after_host(url: str) -> None:
-    # An '@' after the host part: a password holding an unescaped '/', '?' or
-    # '#' ended the host part early, and the rest of it would reach error
-    # messages as a database, an option or a host name. Refused, repeating
-    # nothing of the URL.
-    rest = url.partition("://")[2]
-    ends = [index for index in (rest.find("/"), rest.find("?"), rest.find("#")) if index >= 0]
-    host_part_end = min(ends, default=len(rest))
-    if host_part_end and "@" in rest[host_part_end:]:
+    # An '@' anywhere but before the host: a password holding an unescaped
+    # '/', '?' or '#' ended the host part early, or a slash too many or too
+    # few (redis:///:pw@host, redis:/:pw@host) left no host part at all, and
+    # the rest of it would reach error messages as a database, an option, a
+    # socket path or a scheme. Refused, repeating nothing of the URL. (A
+    # socket path with an '@' in it gives it as %40.)
+    scheme, has_scheme, rest = url.partition("://")
+    if has_scheme:
+        ends = [index for index in (rest.find("/"), rest.find("?"), rest.find("#")) if index >= 0]
+        after_host = rest[min(ends, default=len(rest)) :]
+    else:
+        scheme, after_host = "", url  # no '//': no host part, nor user name and password before one
+    if "@" in scheme or "@" in after_host:
         raise ValueError(
-            "malformed Redis URL: an '@' after the host; percent-encode '@', '/', '?' and '#' "
-            "in a user name, password or option (e.g. '/' as %2F)"
+            "malformed Redis URL: an '@' that is not the one before the host; percent-encode '@', '/', "
+            "'?' and '#' in a user name, password, option or socket path (e.g. '/' as %2F, '@' as %40)"
         )
 
 
@@ -106,6 +111,8 @@ def parse_url(url: str) -> "Dict[str, Any]":
                              "e.g. unix:///run/redis.sock")
         options["unix_socket_path"] = unquote(parts.path)
     elif scheme in ("redis", "rediss"):
+        if not url[len(scheme) + 1 :].startswith("//"):  # redis:host, redis:/0: the text would be read as a db
+            raise ValueError("malformed Redis URL (expected redis://[[user]:password@]host[:port][/db])")
         if parts.hostname:
             options["host"] = unquote(parts.hostname)
         if port is not None:
@@ -167,16 +174,17 @@ def from_url(url: str, **overrides: "Any") -> "Union[Client, ClusterClient]":
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
+    _check_no_at_after_host(url)
     scheme, has_scheme, _ = url.partition("://")
     scheme = scheme.lower()
     if has_scheme and scheme not in _ONE_SERVER_SCHEMES + _MANY_HOST_SCHEMES:
-        raise ValueError(f"unsupported URL scheme {scheme!r}: use redis://, rediss://, unix://, "
+        shown = f" {scheme!r}" if scheme.replace("+", "").replace("-", "").replace(".", "").isalnum() else ""
+        raise ValueError(f"unsupported URL scheme{shown}: use redis://, rediss://, unix://, "
                          "redis+cluster:// or redis+sentinel:// (rediss+cluster://, rediss+sentinel:// for TLS)")
     if scheme not in _MANY_HOST_SCHEMES:
         from .client import Client
 
         return Client.from_url(url, **overrides)
-    _check_no_at_after_host(url)
     base, hosts, path, query = _split(url)
     if not hosts:
         raise ValueError(f"a {scheme}:// URL needs at least one host:port")

@@ -1674,6 +1674,16 @@ def test_a_unix_url_with_a_host_is_refused(url: str) -> None:
     assert "secret" not in str(caught.value)
 
 
+def test_an_at_sign_in_a_socket_path_is_given_as_percent_40() -> None:
+    """An unescaped '@' after the host part is refused (a password with a
+    slash too many would be read as a socket path, and shown in errors)."""
+    from resp.urls import parse_url
+
+    assert parse_url("unix:///run/redis%40main.sock") == {"unix_socket_path": "/run/redis@main.sock"}
+    with pytest.raises(ValueError, match="%40"):
+        resp.Client.from_url("unix:///run/redis@main.sock")
+
+
 def test_one_bad_byte_then_silence_is_a_protocol_error_not_a_wait(tiny_server: Any) -> None:
     def script(command: List[bytes]) -> List[Any]:
         return [b"x", 30.0]

@@ -114,6 +114,15 @@ def test_unreachable_server_error_names_no_password() -> None:
     f"redis+cluster://user:1234/{PASSWORD}@127.0.0.1:7000",
     f"redis+cluster://user:1234?{PASSWORD}@127.0.0.1:7000",
     f"redis+sentinel://user:1234/{PASSWORD}@127.0.0.1:26379/mymaster",
+    # A slash too many or too few: no host part, and the rest read as a db or a socket path.
+    f"redis:///:{PASSWORD}@localhost/0",
+    f"redis:/:{PASSWORD}@localhost/0",
+    f"redis::{PASSWORD}@localhost",
+    f"redis:{PASSWORD}@localhost",
+    f"unix:///:{PASSWORD}@/tmp/redis.sock",
+    f"redis+cluster:///:{PASSWORD}@127.0.0.1:7000",
+    f"redis:{PASSWORD}@127.0.0.1://x",  # an '@' in what would be the scheme
+    f"redis:{PASSWORD}://127.0.0.1",
 ])
 def test_malformed_url_error_names_no_password(url: str) -> None:
     for make in (resp.Client.from_url, resp.from_url, lambda u: HotQueue("q", url=u)):
