@@ -175,8 +175,10 @@ def recover(queue: "HotQueue", max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
     keys = keys_for(queue.key)
     client = queue.client
     # Bytes: an id that another client wrote may not be UTF-8, and must not
-    # stop the recovery of every other consumer.
-    ids = sorted(client.execute("SMEMBERS", keys.consumers))
+    # stop the recovery of every other consumer. '' is no consumer's id (its
+    # field in the deliveries hash is the run counter, which recovering it
+    # would delete).
+    ids = sorted(cid for cid in client.execute("SMEMBERS", keys.consumers) if cid)
     if not ids:
         return 0
     script_keys = [keys.main, keys.consumers, keys.attempts, keys.dead, keys.deliveries]
@@ -576,8 +578,9 @@ class Consumer:
         fail it and re-raise, on any other ``BaseException`` (Ctrl-C) release it.
         The ack and the failure wait for a server out of reach, as ``work``
         does, rather than give back a message that was handled or let a failure
-        go uncounted; what the block raised is what comes out, never a
-        ``ConnectionError`` of the settlement in its place. A message that is
+        go uncounted; what the block raised is what comes out, never an
+        error of the settlement in its place (one the server refuses is
+        logged, and the message stays held). A message that is
         ``None`` looks like no message: ``fetch`` tells the two apart."""
         got = self.fetch(block, timeout)
         if got is None:
@@ -588,7 +591,11 @@ class Consumer:
             yield msg
         except Exception as exc:
             if self._started_here():  # a forked child leaves the parent's message alone
-                self._ride_out(self.fail, data, exc)
+                try:
+                    self._ride_out(self.fail, data, exc)
+                except Exception as refused:  # OOM, READONLY, NOPERM…: not ridden out
+                    log.warning("queue %r: the failure could not be recorded (%s); the message stays "
+                                "held until the next fetch or stop gives it back", self.queue.name, refused)
             raise
         except BaseException:
             # Still held if this fails: the next fetch, or stop, gives it back.

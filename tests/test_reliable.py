@@ -1917,3 +1917,35 @@ def test_a_late_recovery_at_start_leaves_the_next_start_of_the_same_id_alone(
             _still_held_by(queue, consumer, data)
         slow.client.close()
     assert queue.stats() == (0, 0, [])
+
+
+def test_recover_skips_an_empty_id_in_the_consumers_set(queue: HotQueue) -> None:
+    """'' is no consumer's id: its field in the deliveries hash is the run
+    counter. Written into the set by something else, it was recovered as a
+    dead consumer, which deleted the counter: run numbers started again from
+    1, and a late copy of what an earlier run sent would act on a later one."""
+    keys = keys_for(queue.key)
+    with Consumer(queue, consumer_id="c"):
+        pass
+    counter = queue.client.execute("HGET", keys.deliveries, "")
+    assert counter is not None
+    queue.client.execute("SADD", keys.consumers, "")
+    assert queue.recover() == 0
+    assert queue.client.execute("HGET", keys.deliveries, "") == counter
+
+
+def test_reserve_raises_what_the_block_raised_when_its_failure_cannot_be_recorded(
+        queue: HotQueue, caplog: pytest.LogCaptureFixture) -> None:
+    """The server refuses to record the failure (here the attempts hash is a
+    string written by something else; OOM, READONLY and NOPERM alike): that
+    is logged, and what the block raised comes out, not the refusal."""
+    keys = keys_for(queue.key)
+    queue.put("m")
+    queue.client.execute("SET", keys.attempts, "not a hash")
+    with pytest.raises(ValueError, match="the handler's"):
+        with queue.reserve(block=False) as msg:
+            assert msg == "m"
+            raise ValueError("the handler's")
+    assert any("could not be recorded" in r.getMessage() for r in caplog.records)
+    queue.client.execute("DEL", keys.attempts)
+    assert queue.get() == "m"  # given back when the reserve's consumer stopped
