@@ -23,10 +23,11 @@ def _located_by_python_m() -> bool:
 
 if _located_by_python_m():
     # A Ctrl-C before the command line sets its own handlers exits 130
-    # quietly, as later, not with a traceback.
+    # quietly, as later, not with a traceback; one ignored stays ignored.
     import signal
 
-    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
 
 from .queue import HotQueue, key_for_name  # noqa: E402
 

@@ -17,7 +17,8 @@ Rules it keeps:
   have taken is printed (at most as long as the client waits for a pop's
   reply, see ``_pop_grace``): stopped between sending a pop and printing its
   reply, they would lose that message. ``put`` holds them until its reply
-  (at most ``STOP_GRACE`` seconds), the demo until its next line.
+  (at most ``STOP_GRACE`` seconds), the demo until its next line. One that
+  was ignored when the command started stays ignored.
 
 Messages on the command line are strings. With ``--serializer pickle`` (the
 default, like the library) a message is stored as that ``str``; with ``json``
@@ -32,13 +33,15 @@ printed as the ``repr`` of that text or those bytes.
 import signal
 import sys
 
-if __name__ == "__main__":
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
     # Ctrl-C before main() sets its handlers (while the modules below load):
     # exit 130 quietly, as later, not with a KeyboardInterrupt traceback.
+    # (Ignored when inherited so, as by a job started with '&' in a script.)
     signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -255,7 +258,14 @@ def write_message(value: Any, serializer: str, one_line: bool = False) -> None:
             sys.stdout.write(data.decode(sys.stdout.encoding or "utf-8", "surrogateescape") + "\n")
             sys.stdout.flush()
             return
-        buffer.write(data + b"\n")
+        # Unbuffered (python -u, PYTHONUNBUFFERED), buffer is the raw file,
+        # whose write() may take only part of a long message into a pipe.
+        rest = memoryview(data + b"\n")
+        while rest:
+            written = buffer.write(rest)
+            if written is None:  # a non-blocking output that is full
+                raise BlockingIOError(errno.EAGAIN, "the output is full (non-blocking)")
+            rest = rest[written:]
         buffer.flush()
 
 
@@ -463,7 +473,7 @@ def _demo_command(args: argparse.Namespace) -> int:
     except resp.RespError:
         raise  # a resp.ConnectionError is an OSError too
     except (ValueError, OSError) as exc:  # OSError: an ssl_ca_certs that cannot be read
-        raise CLIError(f"bad Redis URL {shown}: {exc}") from None
+        raise CLIError(f"bad Redis URL: {exc}") from None  # not shown: it may be cut where the password is
     if here:
         return _run_demo(url)
     binary = shutil.which("redis-server")
@@ -670,7 +680,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         for signum, handler in ((signal.SIGINT, _on_sigint), (signal.SIGTERM, _on_sigterm),
                                 (signal.SIGALRM, _on_sigalrm)):
-            before[signum] = signal.signal(signum, handler)
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored (nohup, '&', trap ''): stays so
+                before[signum] = signal.signal(signum, handler)
     except ValueError:
         pass  # not the main thread: the signals keep their default behaviour
     try:

@@ -322,6 +322,16 @@ def test_password_with_an_unescaped_character_is_not_shown(cut: str) -> None:
         assert "s3cr3t" not in err and "percent-encode" in err
 
 
+@pytest.mark.parametrize("url", ["redis:///:s3cr3t-pw@127.0.0.1/0", "redis:/:s3cr3t-pw@127.0.0.1/0",
+                                 "redis://127.0.0.1/0?password=s3cr3t-pw"])
+def test_a_password_in_the_wrong_place_is_not_shown(url: str) -> None:
+    """A slash too many or too few before the password, or the password as
+    an option, which resp does not take: the demo repeated the URL whole."""
+    for args in (["len", "q"], ["demo"]):
+        err = one_line_error(hq(*args, url=url), 2)
+        assert "s3cr3t" not in err, args
+
+
 @pytest.mark.parametrize("url", ["http://localhost/", "redis://localhost:99999", "redis://localhost/x",
                                  "redis://localhost/0?bogus=1"])
 def test_bad_url(url: str) -> None:
@@ -1100,3 +1110,45 @@ def test_a_program_that_imports_hotqueue_keeps_its_ctrl_c(tmp_path: Any) -> None
         done = subprocess.run([sys.executable, "-m", "other", *args], capture_output=True, text=True, timeout=30,
                               cwd=ROOT, env=env(PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}"))
         assert (done.returncode, done.stdout, done.stderr) == (0, "True\n", ""), args
+
+
+def test_a_long_message_cut_short_by_its_reader_goes_back_with_unbuffered_output(redis_url: str,
+                                                                                  queue: HotQueue) -> None:
+    """With unbuffered output (``python -u``, ``PYTHONUNBUFFERED``) standard
+    output is the raw file, whose write() took only what the pipe held of a
+    long message when its reader left: the command exited 0 and the message
+    was lost. It is printed whole or put back."""
+    message = "x" * 5_000_000  # far more than a pipe holds
+    queue.put(message)
+    for command in (["get", queue.name], ["consume", queue.name, "--no-block"]):
+        proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", redis_url, *command],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(PYTHONUNBUFFERED="1"),
+                                cwd=ROOT)
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read(10) == b"x" * 10  # the write has begun, and waits for room
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.wait(30)
+        assert (proc.returncode, err) == (141, b""), command
+        assert len(queue) == 1, command
+    assert queue.get() == message
+
+
+@pytest.mark.parametrize("ignored, other, status", [(signal.SIGINT, signal.SIGTERM, 143),
+                                                    (signal.SIGTERM, signal.SIGINT, 130)],
+                         ids=["SIGINT ignored", "SIGTERM ignored"])
+def test_a_signal_ignored_when_the_command_starts_stays_ignored(redis_url: str, key: str, ignored: int,
+                                                                other: int, status: int) -> None:
+    """A job a shell script starts with '&' (Ctrl-C ignored), under ``trap ''``
+    or ``nohup``: what the command inherits as ignored it ignores, as Python
+    does, where it set its own handlers and stopped."""
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", redis_url, "consume", key],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(ignored, signal.SIG_IGN))
+    time.sleep(1.0)  # loaded and waiting
+    proc.send_signal(ignored)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the ignored signal stopped it"
+    proc.send_signal(other)
+    out, err = proc.communicate(timeout=10)
+    assert (proc.returncode, out, err) == (status, b"", b"")
