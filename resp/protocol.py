@@ -8,7 +8,8 @@ Rules this module keeps:
 2. Everything the peer claims is bounded before it is believed (see the limits
    below), and memory grows only with the bytes actually fed.
 3. No recursion: nested arrays are kept on an explicit stack that survives
-   between calls, so a reply split anywhere is parsed once, in linear time.
+   between calls, so a reply split anywhere is parsed once, in linear time;
+   replies left unread when more bytes are fed are not copied again.
 4. Any malformed input raises ``ProtocolError``. Any other exception from the
    parser is a bug. After a ``ProtocolError`` the reader is unusable, as is the
    connection it served.
@@ -168,30 +169,14 @@ class Reader:
         if self._pieces:
             if self._pieces_size < self._need:
                 return False  # the unfinished reply still lacks bytes
-            self._pieces_size = 0
-            self._need = 0
-            self._line_wait = False
-            if self._long_bulk:
-                finished = self._settle(self._take_long_bulk())
+            # Otherwise the last gets() returned a whole reply, and what
+            # follows it in _buffer is read first, joined to the pieces only
+            # where it runs out (_wait_for_line, _wait_for_bulk): joined now,
+            # replies left unread would be copied again at every feed().
+            if self._need or self._line_wait or self._pos >= len(self._buffer):
+                finished = self._join_pieces()
                 if finished is not _UNFINISHED:
                     return finished
-            else:
-                self._pieces.insert(0, self._buffer[self._pos :])
-                self._buffer = b"".join(self._pieces)
-                self._pos = 0
-                self._pieces = []
-                self._tail = None
-                if self._stack:
-                    # An array cut short by the end of the bytes fed before:
-                    # its short bulk strings in the tight loop again.
-                    top = self._stack[-1]
-                    taken = len(top[0])
-                    self._pos = _take_short_bulks(self._buffer, 0, top[0], top[1])
-                    top[1] -= len(top[0]) - taken
-                    if not top[1]:
-                        finished = self._settle(self._stack.pop()[0])
-                        if finished is not _UNFINISHED:
-                            return finished
         buffer = self._buffer
         pos = self._pos
         value: Reply
@@ -276,9 +261,41 @@ class Reader:
             if value is not _UNFINISHED:
                 return value
 
-    def _wait_for_line(self, pos: int) -> bool:
+    def _join_pieces(self) -> "Reply":
+        # The bytes fed since _buffer joined to what is unread of it (or the
+        # long bulk string waited for taken out of them): the whole reply
+        # this completes, or _UNFINISHED.
+        self._pieces_size = 0
+        self._need = 0
+        self._line_wait = False
+        if self._long_bulk:
+            return self._settle(self._take_long_bulk())
+        self._pieces.insert(0, self._buffer[self._pos :])
+        self._buffer = b"".join(self._pieces)
+        self._pos = 0
+        self._pieces = []
+        self._tail = None
+        if self._stack:
+            # An array cut short by the end of the bytes fed before: its
+            # short bulk strings in the tight loop again.
+            top = self._stack[-1]
+            taken = len(top[0])
+            self._pos = _take_short_bulks(self._buffer, 0, top[0], top[1])
+            top[1] -= len(top[0]) - taken
+            if not top[1]:
+                return self._settle(self._stack.pop()[0])
+        return _UNFINISHED
+
+    def _read_on(self) -> "Reply":
+        # _buffer ran out where pieces fed before it was read take over.
+        finished = self._join_pieces()
+        return self.gets() if finished is _UNFINISHED else finished
+
+    def _wait_for_line(self, pos: int) -> "Reply":
         # No CRLF after pos: wait for one, or for the line to outgrow the bound.
         self._pos = pos
+        if self._pieces:
+            return self._read_on()
         waiting = len(self._buffer) - pos
         if not waiting:
             return False
@@ -292,13 +309,15 @@ class Reader:
         self._line_wait = True
         return False
 
-    def _wait_for_bulk(self, pos: int, start: int, stop: int) -> bool:
+    def _wait_for_bulk(self, pos: int, start: int, stop: int) -> "Reply":
         # The bulk string whose length line is at pos holds buffer[start:stop]
         # and a CRLF, but not all of it is here yet.
         buffer = self._buffer
         if stop + 2 <= len(buffer):
             raise ProtocolError("bulk string not terminated by CRLF")
         self._pos = pos
+        if self._pieces:
+            return self._read_on()
         self._need = stop + 2 - len(buffer)
         self._line_wait = False
         if stop - start >= _SMALL_PIECE:

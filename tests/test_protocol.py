@@ -443,6 +443,45 @@ def test_round_trip_under_random_chunkings(values: List[Any], null_array: bool, 
     assert [normalize(r) for r in got] == [normalize(v) for v in values]
 
 
+@given(st.lists(st.one_of(replies, st.sampled_from([b"L" * 16_384, b"\r\n" * 9_000])), min_size=1, max_size=6),
+       st.booleans(), st.data())
+def test_round_trip_with_gets_called_at_random_between_feeds(values: List[Any], null_array: bool,
+                                                              data: Any) -> None:
+    """Fed before it is drained (gets() called any number of times between
+    two feeds, none included): the same replies, in the same order."""
+    wire = b"".join(encode_reply(v, null_array) for v in values)
+    reader = resp.Reader()
+    got = []
+    for chunk in chunked(wire, data.draw):
+        reader.feed(chunk)
+        for _ in range(data.draw(st.integers(0, 2))):
+            reply = reader.gets()
+            if reply is not False:
+                got.append(reply)
+    while True:
+        reply = reader.gets()
+        if reply is False:  # is, not ==: a reply 0 equals False
+            break
+        got.append(reply)
+    assert [normalize(r) for r in got] == [normalize(v) for v in values]
+    assert not reader.has_data()
+
+
+def test_replies_left_unread_are_not_copied_again_at_each_feed() -> None:
+    """Fed before it is drained, the reader reads on in what it holds and
+    joins what came since only where that runs out: joined at each feed,
+    every reply left unread was copied again, in time that grew with the
+    square of the backlog."""
+    reader = resp.Reader()
+    reader.feed(b":1\r\n" * 1000)
+    held = reader._buffer  # type: ignore[attr-defined]
+    for _ in range(1000):
+        reader.feed(b":2\r\n")
+        assert reader.gets() == 1
+        assert reader._buffer is held  # type: ignore[attr-defined]
+    assert [reader.gets() for _ in range(1001)] == [2] * 1000 + [False]
+
+
 def _random_bytes_only_raise_protocol_error(chunks: List[bytes]) -> None:
     reader = resp.Reader()
     try:
