@@ -269,6 +269,12 @@ class Floor:
         lpop = self._command(b"LPOP", self.key)
         header = b"$%d\r\n" % size
         reply_size = len(header) + size + 2
+        # Received into one buffer kept for every call and copied out once,
+        # as the caller keeps the value: what resp does. (A fresh zeroed
+        # buffer per call and no copy measured about the same here, and
+        # resp's way beat it in some runs.)
+        buffer = bytearray(reply_size)
+        view = memoryview(buffer)
         start = _clock()
         for _ in range(n):
             sent = sendmsg(parts)
@@ -276,13 +282,10 @@ class Floor:
                 sendall(memoryview(b"".join(parts))[sent:])
             recv(65536)  # ':1\r\n'
             sendall(lpop)
-            # A fresh buffer per call, as the caller keeps the value.
-            buffer = bytearray(reply_size)
-            view = memoryview(buffer)
             got = 0
             while got < reply_size:
                 got += recv_into(view[got:])
-            value = view[len(header) : reply_size - 2]
+            value = bytes(view[len(header) : reply_size - 2])
         seconds = _clock() - start
         assert buffer[: len(header)] == header and buffer[-2:] == b"\r\n" and value == BIG
         return seconds
