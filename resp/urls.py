@@ -111,7 +111,7 @@ def parse_url(url: str) -> "Dict[str, Any]":
                              "e.g. unix:///run/redis.sock")
         options["unix_socket_path"] = unquote(parts.path)
     elif scheme in ("redis", "rediss"):
-        if not url[len(scheme) + 1 :].startswith("//"):  # redis:host, redis:/0: the text would be read as a db
+        if not url.partition(":")[2].startswith("//"):  # redis:host, redis:/0: the text would be read as a db
             raise ValueError("malformed Redis URL (expected redis://[[user]:password@]host[:port][/db])")
         if parts.hostname:
             options["host"] = unquote(parts.hostname)

@@ -1674,6 +1674,22 @@ def test_a_unix_url_with_a_host_is_refused(url: str) -> None:
     assert "secret" not in str(caught.value)
 
 
+def test_a_url_without_its_two_slashes_is_refused_and_one_after_a_space_is_not() -> None:
+    for url in ("redis:localhost", "redis:/0", "REDIS:x", "rediss:"):
+        with pytest.raises(ValueError, match="expected redis://"):
+            resp.Client.from_url(url)
+    # urllib (since the 2023 security releases) drops the spaces before a URL,
+    # as from an environment variable written with one: the slashes are
+    # still there, and the URL is read as urllib reads it.
+    from urllib.parse import urlsplit
+
+    if urlsplit(" redis://localhost").scheme == "redis":
+        assert repr(resp.Client.from_url(" redis://localhost:7/2")) == "<resp.Client localhost:7 db=2>"
+    else:
+        with pytest.raises(ValueError, match="scheme"):
+            resp.Client.from_url(" redis://localhost:7/2")
+
+
 def test_an_at_sign_in_a_socket_path_is_given_as_percent_40() -> None:
     """An unescaped '@' after the host part is refused (a password with a
     slash too many would be read as a socket path, and shown in errors)."""
