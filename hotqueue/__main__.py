@@ -678,10 +678,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # in it ever after).
     before: Dict[int, Any] = {}
     try:
-        for signum, handler in ((signal.SIGINT, _on_sigint), (signal.SIGTERM, _on_sigterm),
-                                (signal.SIGALRM, _on_sigalrm)):
+        for signum, handler in ((signal.SIGINT, _on_sigint), (signal.SIGTERM, _on_sigterm)):
             if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored (nohup, '&', trap ''): stays so
                 before[signum] = signal.signal(signum, handler)
+        before[signal.SIGALRM] = signal.signal(signal.SIGALRM, _on_sigalrm)  # the grace's own timer
     except ValueError:
         pass  # not the main thread: the signals keep their default behaviour
     try:

@@ -906,6 +906,31 @@ def test_a_put_stopped_by_a_signal_says_whether_it_was_stored(answered: bool, si
         assert time.monotonic() - start < 10  # the grace, not forever
 
 
+def test_the_grace_runs_out_with_sigalrm_ignored_when_the_command_starts() -> None:
+    """The grace after Ctrl-C is timed with SIGALRM, which the command owns:
+    inherited ignored (``trap '' ALRM``), it is set all the same, where a
+    put to a stalled server then ignored Ctrl-C for as long as it stalled."""
+    server = _SlowToAnswer()
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", server.url, "put", "q", "only once"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGALRM, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 10
+        while b"only once" not in server.received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert b"only once" in server.received
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=15)[1].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.close()
+    assert proc.returncode == 130, err
+    assert time.monotonic() - start < 10  # the grace, not as long as the server stalls
+
+
 def _put_held_then(server: "_SlowToAnswer", sig: int, then: Callable[[], None],
                    **popen: Any) -> Tuple[int, str]:
     """Run ``put q 'only once'`` against ``server``, send ``sig`` while its
