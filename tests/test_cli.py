@@ -863,6 +863,13 @@ class _SlowToAnswer:
                 return
             self.received += chunk
 
+    def wait_for(self, data: bytes) -> None:
+        """Wait (10 s at most) until ``data`` has been received."""
+        deadline = time.monotonic() + 10
+        while data not in self.received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert data in self.received
+
     def answer(self) -> None:
         assert self.conn is not None
         self.conn.sendall(b":1\r\n")
@@ -883,10 +890,7 @@ def test_a_put_stopped_by_a_signal_says_whether_it_was_stored(answered: bool, si
     proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", server.url, "put", "q", "only once"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT)
     try:
-        deadline = time.monotonic() + 10
-        while b"only once" not in server.received and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert b"only once" in server.received
+        server.wait_for(b"only once")
         start = time.monotonic()
         proc.send_signal(sig)
         if answered:
@@ -910,25 +914,11 @@ def test_the_grace_runs_out_with_sigalrm_ignored_when_the_command_starts() -> No
     """The grace after Ctrl-C is timed with SIGALRM, which the command owns:
     inherited ignored (``trap '' ALRM``), it is set all the same, where a
     put to a stalled server then ignored Ctrl-C for as long as it stalled."""
-    server = _SlowToAnswer()
-    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", server.url, "put", "q", "only once"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT,
-                            preexec_fn=lambda: signal.signal(signal.SIGALRM, signal.SIG_IGN))
-    try:
-        deadline = time.monotonic() + 10
-        while b"only once" not in server.received and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert b"only once" in server.received
-        start = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        err = proc.communicate(timeout=15)[1].decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        server.close()
-    assert proc.returncode == 130, err
-    assert time.monotonic() - start < 10  # the grace, not as long as the server stalls
+    start = time.monotonic()
+    returncode, err = _put_held_then(_SlowToAnswer(), signal.SIGINT, lambda: None,
+                                     preexec_fn=lambda: signal.signal(signal.SIGALRM, signal.SIG_IGN))
+    assert returncode == 130, err
+    assert time.monotonic() - start < 15  # loading, the grace: not the communicate() timeout of 30 s
 
 
 def _put_held_then(server: "_SlowToAnswer", sig: int, then: Callable[[], None],
@@ -940,10 +930,7 @@ def _put_held_then(server: "_SlowToAnswer", sig: int, then: Callable[[], None],
     proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", server.url, "put", "q", "only once"],
                             stdout=subprocess.PIPE, env=env(), cwd=ROOT, **popen)
     try:
-        deadline = time.monotonic() + 10
-        while b"only once" not in server.received and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert b"only once" in server.received
+        server.wait_for(b"only once")
         proc.send_signal(sig)
         time.sleep(0.3)
         then()
