@@ -51,12 +51,7 @@ class DemoError(Exception):
 def redact(url: str) -> str:
     """``url`` with any password replaced by ``***``, fit to print."""
     try:
-        parts = urlsplit(url)
-        rest = url.partition("://")[2]
-        if parts.netloc and "@" in rest[len(parts.netloc) :]:
-            # A password with an unescaped '/', '?' or '#' ended the host
-            # part early: hide everything up to the last '@'.
-            return f"{parts.scheme}://***@{rest.rpartition('@')[2]}"
+        parts = urlsplit(url)  # resp refuses an '@' after the host part before this is shown
         if parts.password is None:
             return url
         user = parts.username or ""

@@ -657,6 +657,12 @@ def test_demo_without_redis_server_on_path() -> None:
     assert "redis-server" in err
 
 
+def test_demo_does_not_show_the_password_of_its_url() -> None:
+    url = dead_url().replace("//", "//user:s3cret@")
+    err = one_line_error(hq("demo", url=url, env=env(PATH="/nonexistent")), 3)
+    assert "user:***@127.0.0.1" in err and "s3cret" not in err
+
+
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_demo_interrupted_stops_its_server(sig: int, status: int) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", dead_url(), "demo"],
