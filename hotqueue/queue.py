@@ -408,7 +408,7 @@ class HotQueue:
                     return
                 server_timeout = riding.left() or WAIT_SLICE
                 continue
-            if failing:  # a reply: the next wait is a new one, on a link that answers
+            if failing or not riding.seen_alive:  # a reply: the next wait is a new one, on a link that answers
                 failing = False
                 riding.replied()
                 server_timeout = timeout or WAIT_SLICE

@@ -622,19 +622,23 @@ class Consumer:
         """Yield ``(stored bytes, message)`` like ``fetch`` until the queue is
         empty or a wait times out, reconnecting like ``HotQueue.consume``.
         A ``KeyboardInterrupt`` while waiting ends it quietly."""
+        answered = False  # whether a fetch has: a wait cut short after one counts toward the timeout
         while True:
             try:
-                got = self._fetch_riding_out(block, timeout)
+                got = self._fetch_riding_out(block, timeout, answered)
             except KeyboardInterrupt:
                 return
             if got is None:
                 return
+            answered = True
             yield got
 
-    def _fetch_riding_out(self, block: bool, timeout: Optional[float]) -> Optional[Tuple[bytes, Any]]:
+    def _fetch_riding_out(self, block: bool, timeout: Optional[float],
+                          seen_alive: bool) -> Optional[Tuple[bytes, Any]]:
         # fetch(), again after a backoff while the server is out of reach,
         # with what is left of the timeout (see queue._RidingOut).
         riding = _RidingOut(self.queue.name, timeout if block else None)
+        riding.seen_alive = seen_alive
         while True:
             started = time.monotonic()
             try:

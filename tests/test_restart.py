@@ -236,6 +236,42 @@ def test_a_timeout_counts_waits_that_a_dropped_link_cut_short(make_server: Any, 
 
 
 @pytest.mark.parametrize("reliable", [False, True], ids=["plain", "reliable"])
+def test_a_wait_cut_short_after_a_message_counts_toward_the_timeout(make_server: Any, key: str,
+                                                                     reliable: bool) -> None:
+    """``consume(timeout=3.0)`` gets a message at once, and its next wait is
+    cut 2.5 s in: those 2.5 s count, and it ends half a second after the
+    reconnection. (A reply marked the link alive only after a failure: the cut
+    wait did not count, and the 3 s started again.)"""
+    server = make_server()
+    queue = HotQueue(key, host="127.0.0.1", port=server.port, socket_timeout=2)
+    admin = resp.Client("127.0.0.1", server.port)
+    queue.put("first")
+    got: List[Any] = []
+    done = threading.Event()
+
+    def consume() -> None:
+        for message in queue.consume(timeout=3.0, reliable=reliable):
+            got.append(message)
+        done.set()
+
+    started = time.monotonic()
+    threading.Thread(target=consume, daemon=True).start()
+    wait_until(lambda: got == ["first"])
+    time.sleep(max(0.0, started + 2.5 - time.monotonic()))
+    killed = 0
+    for line in admin.execute("CLIENT", "LIST").decode().splitlines():
+        fields = dict(field.split("=", 1) for field in line.split() if "=" in field)
+        if fields.get("cmd") in ("blpop", "blmove"):
+            killed += admin.execute("CLIENT", "KILL", "ID", fields["id"])
+    done.wait(15)
+    took = time.monotonic() - started
+    admin.close()
+    queue.client.close()
+    assert killed == 1 and done.is_set() and got == ["first"]
+    assert 2.9 <= took < 4.6, took  # 2.5 s, the first backoff (0.1 s) and the 0.5 s left; before: 5.6 s
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["plain", "reliable"])
 def test_the_backoff_grows_on_a_link_that_answers_but_cuts_every_wait(
         make_server: Any, key: str, caplog: Any, reliable: bool) -> None:
     """Every blocking pop is cut as it is sent, while other commands (the
