@@ -42,14 +42,30 @@ if TYPE_CHECKING:  # type aliases, defined for type checkers only
 __all__ = ["ClusterPipeline"]
 
 
-def _not_run(reply: Reply, args: Tuple[CommandArg, ...]) -> bool:
+def _not_run(reply: Reply, args: Tuple[CommandArg, ...], queued: bool) -> bool:
     # Whether a pipelined command's reply shows it did not run, or ran without
     # effect (MULTI; a command queued in a transaction that was then aborted).
+    # Only one sent between MULTI and its EXEC (queued) is QUEUED by that
+    # reply: a script may return the status "QUEUED" after it has written.
     if isinstance(reply, (MovedError, AskError, TryAgainError, ClusterDownError)):
         return True
     if isinstance(reply, ResponseError):
         return reply.kind == "EXECABORT"
-    return reply == "QUEUED" or (reply == "OK" and _command_name(args) == "MULTI")
+    if queued:
+        return bool(reply == "QUEUED")
+    return reply == "OK" and _command_name(args) == "MULTI"
+
+
+def _queued_flags(commands: List[Tuple[CommandArg, ...]]) -> List[bool]:
+    # For each command, whether it is sent inside a MULTI (before its EXEC or DISCARD).
+    flags = []
+    in_multi = False
+    for args in commands:
+        name = _command_name(args)
+        closing = name in ("EXEC", "DISCARD")
+        flags.append(in_multi and not closing)
+        in_multi = name == "MULTI" or (in_multi and not closing)
+    return flags
 
 
 def _send_asked_on(cluster: ClusterClient, node: Client, commands: List[Tuple[CommandArg, ...]],
@@ -177,7 +193,7 @@ class ClusterPipeline:
             asks = [reply for reply in moved if isinstance(reply, AskError)]
             if len(asks) < len(moved):
                 cluster._stale = True  # an ASK alone leaves the map as it is
-            if not all(_not_run(reply, args) for reply, args in zip(replies, commands)):
+            if not all(map(_not_run, replies, commands, _queued_flags(commands))):
                 # Some of it ran: resending all could run that twice.
                 if len(asks) == len(moved):
                     replies = _send_asked_on(cluster, node, commands, replies)

@@ -1116,6 +1116,27 @@ def test_a_pipeline_half_answered_ask_sends_the_asked_commands_on(
     assert cc.delete(here, there) == 2
 
 
+def test_a_script_that_answers_queued_is_not_taken_for_a_command_queued_in_a_transaction(
+    cluster: RedisCluster, cc: resp.ClusterClient
+) -> None:
+    """A script that returns the status ``QUEUED`` has run all the same: with
+    the rest of the pipeline answered ``ASK``, the pipeline is not sent again
+    (it was, up to ``max_redirects`` times, the script running each time);
+    the asked command alone is sent on."""
+    here, there = unique("{queued-script}"), unique("{queued-script}")
+    slot = resp.key_slot(here)
+    cc.rpush(here, "old")
+    script = "redis.call('RPUSH', KEYS[1], 'ran'); return {ok='QUEUED'}"
+    with half_migrated(cluster, slot) as (source, target):
+        try:
+            replies = cc.pipeline().command("EVAL", script, 1, here).command("RPUSH", there, "b").execute()
+            assert replies == ["QUEUED", 1]
+            assert cluster.client(source).execute("LRANGE", here, 0, -1) == [b"old", b"ran"]
+        finally:
+            cluster.client(source).execute("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", here)
+    assert cc.delete(here, there) == 2
+
+
 def test_a_pipeline_with_a_watch_answered_ask_returns_the_replies_as_they_are(
     cluster: RedisCluster, cc: resp.ClusterClient
 ) -> None:
