@@ -25,7 +25,7 @@ from .commands import (
     _timeout_index,
     blocking_timeout_arg,
 )
-from .connection import Address, Connection, NothingSentError, _while_connecting
+from .connection import _HOST_WITH_AT, Address, Connection, NothingSentError, _while_connecting
 from .errors import AuthenticationError, MaxClientsError, ResponseError, _auth_refused
 from .pool import Pool
 from .protocol import encode_parts
@@ -122,6 +122,8 @@ class Client:
     ) -> None:
         if not isinstance(host, str) or not host:
             raise TypeError("host must be a non-empty str")
+        if "@" in host:  # not repeated: what comes before the '@' may be a password
+            raise ValueError(_HOST_WITH_AT)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"port must be an int from 1 to 65535, not {port!r}")
         if isinstance(db, bool) or not isinstance(db, int) or not 0 <= db < MAX_DB:

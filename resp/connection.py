@@ -118,6 +118,11 @@ def _while_connecting(exc: BaseException) -> BaseException:
     return exc
 
 
+#: Why a host with an '@' is refused, without repeating it.
+_HOST_WITH_AT = ("a host name has no '@': a password goes in a URL (redis://user:password@host) "
+                 "or in the password option")
+
+
 class Address:
     """Where and how to connect: a TCP host and port or a unix socket path, and
     the TLS context for ``rediss://``. Holds no credentials."""

@@ -81,7 +81,8 @@ class SentinelClient(Client):
     1
 
     :param sentinels: the sentinels, as ``(host, port)`` pairs, ``"host:port"``
-        strings or ``redis://`` URLs (only their host and port are used).
+        strings or ``redis://host:port`` URLs (one that says more, a password
+        or ``rediss://`` say, is refused: its sentinel would be reached without them).
     :param service_name: the name the sentinels monitor the primary under.
     :param sentinel_timeout: seconds to wait for each sentinel to connect and
         answer (a positive number: never ``None``).
@@ -129,7 +130,11 @@ class SentinelClient(Client):
         for sentinel in [sentinels] if isinstance(sentinels, str) else sentinels:
             if isinstance(sentinel, str) and "://" in sentinel:
                 parsed = parse_url(sentinel)
-                self.sentinels.append((parsed.get("host", "localhost"), parsed.get("port", 26379)))
+                address = (parsed.pop("host", "localhost"), parsed.pop("port", 26379))
+                if parsed.pop("db", 0) or parsed:  # a password, TLS, a socket path: not used
+                    raise ValueError("a sentinel URL is redis://host:port and no more: a sentinel's "
+                                     "password is sentinel_password, its connections are plain TCP")
+                self.sentinels.append(address)
             else:
                 self.sentinels.append(_node_address(sentinel))
         if not self.sentinels:

@@ -65,7 +65,11 @@ def _node_address(node: object) -> "Tuple[str, int]":
     # int() alone would take " 7000", "7_000" and other scripts' digits, and
     # a bare host or a None failed as "invalid literal for int()" or "cannot
     # unpack non-iterable NoneType object".
+    from .connection import _HOST_WITH_AT
+
     if isinstance(node, str):
+        if "@" in node:  # not repeated: what comes before it may be a password
+            raise ValueError(_HOST_WITH_AT)
         host, _, port = node.rpartition(":")
         if host.startswith("[") and host.endswith("]") and len(host) > 2:
             host = host[1:-1]  # an IPv6 address, bracketed as in a URL
@@ -75,6 +79,8 @@ def _node_address(node: object) -> "Tuple[str, int]":
         raise ValueError(f"a node is 'host:port' or a (host, port) pair, not {node!r}")
     if isinstance(node, (tuple, list)) and len(node) == 2:
         host, port = node
+        if isinstance(host, str) and "@" in host:
+            raise ValueError(_HOST_WITH_AT)
         if isinstance(host, str) and host and isinstance(port, int) and not isinstance(port, bool) \
                 and 0 < port < 65536:
             return host, int(port)

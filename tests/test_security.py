@@ -133,6 +133,22 @@ def test_malformed_url_error_names_no_password(url: str) -> None:
         assert_exception_clean(info.value)
 
 
+@pytest.mark.parametrize("make", [
+    lambda: resp.Client(host=f"admin:{PASSWORD}@127.0.0.1", port=7000),
+    lambda: HotQueue("q", host=f"admin:{PASSWORD}@127.0.0.1"),
+    lambda: resp.ClusterClient([f"admin:{PASSWORD}@127.0.0.1:7000"]),
+    lambda: resp.ClusterClient([(f"admin:{PASSWORD}@127.0.0.1", 7000)]),
+    lambda: resp.SentinelClient([f"admin:{PASSWORD}@127.0.0.1:26379"], "mymaster"),
+    lambda: resp.SentinelClient([(f"admin:{PASSWORD}@127.0.0.1", 26379)], "mymaster"),
+], ids=["Client", "HotQueue", "cluster node", "cluster pair", "sentinel", "sentinel pair"])
+def test_a_host_with_a_password_before_an_at_is_refused_without_repeating_it(make: Callable[[], Any]) -> None:
+    """A host written as a URL's authority, password and all, was taken as a
+    host name, and shown in repr and in every connection error."""
+    with pytest.raises(ValueError, match="has no '@'") as info:
+        make()
+    assert_exception_clean(info.value)
+
+
 def test_log_records_during_outage_name_no_password(make_server: Any, key: str, caplog: Any) -> None:
     caplog.set_level(logging.DEBUG)
     server = make_server(["--requirepass", PASSWORD])

@@ -266,6 +266,18 @@ def test_sentinel_urls(sentinels: SentinelSet) -> None:
         resp.SentinelClient(sentinels.addresses, "mymaster", host="127.0.0.1")
 
 
+def test_a_sentinel_url_that_says_more_than_host_and_port_is_refused() -> None:
+    """Its password, TLS, database or socket path were dropped without a word
+    (``rediss://`` then reached the sentinel in plain text, ``unix://`` the
+    default localhost:26379)."""
+    assert resp.SentinelClient(["redis://127.0.0.1:26380/0"], "mymaster").sentinels == [("127.0.0.1", 26380)]
+    for url in ["redis://:s3cret@127.0.0.1:26380", "rediss://127.0.0.1:26380", "redis://127.0.0.1:26380/7",
+                "redis://127.0.0.1:26380?socket_timeout=1", "unix:///tmp/sentinel.sock"]:
+        with pytest.raises(ValueError, match="sentinel_password") as caught:
+            resp.SentinelClient([url], "mymaster")
+        assert "s3cret" not in str(caught.value)
+
+
 def test_a_url_fragment_is_dropped_and_the_service_name_decoded() -> None:
     """As in a redis:// URL: a fragment is no part of the last host, service
     or database, and the service name is percent-decoded like the rest."""
