@@ -266,7 +266,9 @@ class ClusterClient:
                 if parsed.pop("db", 0) or "unix_socket_path" in parsed:
                     raise ValueError("a cluster node URL is redis[s]://host:port, with db 0")
                 host, port = parsed.pop("host", "localhost"), parsed.pop("port", 6379)
-                url_options.update(parsed)
+                for name, value in parsed.items():
+                    if url_options.setdefault(name, value) != value:  # which would hold for every node?
+                        raise ValueError(f"the cluster node URLs give different {name} options")
             else:
                 host, port = _node_address(node)
             seeds.append(f"{host}:{port}")

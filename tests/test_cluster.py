@@ -528,6 +528,11 @@ def test_bad_seeds_and_urls() -> None:
         resp.from_url("redis+cluster://127.0.0.1:7000/3")
     with pytest.raises(TypeError, match="db"):
         resp.ClusterClient(["127.0.0.1:7000"], db=1)
+    with pytest.raises(ValueError, match="different password options") as caught:  # not the last one for all
+        resp.ClusterClient(["redis://:s3cret@127.0.0.1:7000", "redis://:0ther@127.0.0.1:7001"])
+    assert "s3cret" not in str(caught.value) and "0ther" not in str(caught.value)
+    agreeing = resp.ClusterClient(["redis://:s3cret@127.0.0.1:7000", "redis://:s3cret@127.0.0.1:7001"])
+    assert agreeing._options == {"password": "s3cret"}
     port = resp.from_url("redis+cluster://127.0.0.1:1")
     with pytest.raises(resp.ConnectionError, match="no cluster node answered"):
         port.llen("x")
