@@ -13,6 +13,7 @@ Rules this module keeps:
 """
 
 import _socket  # socket's C core: socket.py would load enum and selectors for every import
+import _thread
 import os
 import select
 import time
@@ -25,7 +26,7 @@ TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp
 if TYPE_CHECKING:  # ssl is imported only by programs that use TLS: it costs ~30 modules
     import selectors
     import ssl
-    from typing import Any, List, Optional, Set, Tuple, Union
+    from typing import Any, Callable, List, Optional, Set, Tuple, Union
 
     from .protocol import Reply
 
@@ -79,22 +80,45 @@ class _WeakRegistry:
         self._refs.clear()
 
 
-# Every open connection, so that a forked child closes its copies of them all
-# at once, the busy ones included (a pool only knows its idle ones, and only
-# when the child uses it): a copy kept open in the child would keep the
-# parent's connection alive after the parent gave it up, and a BLPOP the
-# parent abandoned would go on taking messages that nobody reads.
+# Every connection, from before its socket is made (a fork may come while
+# another thread connects), so that a forked child closes its copies of their
+# sockets all at once, the busy ones included (a pool only knows its idle
+# ones, and only when the child uses it): a copy kept open in the child would
+# keep the parent's connection alive after the parent gave it up, and a BLPOP
+# the parent abandoned would go on taking messages that nobody reads.
 _OPEN = _WeakRegistry()
 
 
+# Held while a socket is made, or wrapped in TLS, and handed to its
+# connection: a fork waits for that, so no socket is copied into the child
+# that the hook does not know (wrap_socket() empties the plain socket object
+# before it returns the TLS one).
+_MAKING = _thread.allocate_lock()
+_making_held_by_fork = False
+
+
+def _hold_making() -> None:
+    global _making_held_by_fork
+    # A second at most: a fork from a signal handler, in the thread holding it, must not hang.
+    _making_held_by_fork = _MAKING.acquire(True, 1.0)
+
+
+def _release_making() -> None:
+    if _making_held_by_fork:
+        _MAKING.release()
+
+
 def _close_inherited() -> None:
+    _release_making()
     for conn in _OPEN.members():
-        conn.sock.close()  # never shutdown(): the parent's side stays usable
+        sock = getattr(conn, "sock", None)  # None: forked before it was made
+        if sock is not None:
+            sock.close()  # never shutdown(): the parent's side stays usable
     _OPEN.clear()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_inherited)
+    os.register_at_fork(before=_hold_making, after_in_parent=_release_making, after_in_child=_close_inherited)
 
 
 class NothingSentError(ConnectionError):
@@ -160,13 +184,17 @@ def _host_bytes(host: str) -> "Union[bytes, str]":
     return host
 
 
-def _connect_tcp(host: str, port: int, timeout: "Optional[float]") -> "Tuple[_socket.socket, float]":
+def _connect_tcp(host: str, port: int, timeout: "Optional[float]",
+                 made: "Callable[[Any], None]") -> "Tuple[_socket.socket, float]":
     # socket.create_connection: each address of the host in turn, until one
-    # connects, each with the whole timeout. Returns when the one that did began.
+    # connects, each with the whole timeout. Returns when the one that did
+    # began. Each socket is passed to made() as soon as it exists.
     error: "Optional[OSError]" = None
     for family, kind, proto, _, sockaddr in _socket.getaddrinfo(_host_bytes(host), port, 0, _socket.SOCK_STREAM):
         try:
-            sock = _socket.socket(family, kind, proto)
+            with _MAKING:
+                sock = _socket.socket(family, kind, proto)
+                made(sock)
         except OSError as exc:  # IPv6 turned off in the kernel, say: try the next address
             error = exc
             continue
@@ -184,14 +212,18 @@ def _connect_tcp(host: str, port: int, timeout: "Optional[float]") -> "Tuple[_so
     raise error if error is not None else OSError(f"no address found for {host!r}")
 
 
-def _open_socket(address: Address) -> "Tuple[_socket.socket, Optional[float]]":
+def _open_socket(address: Address, made: "Callable[[Any], None]") -> "Tuple[_socket.socket, Optional[float]]":
     # The socket, and the deadline of the rest of its setup: the connect
     # timeout counted from when the connect that succeeded began (None: none).
+    # Each socket (and the TLS one over it) is passed to made() as soon as it
+    # exists, before any wait.
     timeout = address.connect_timeout
     if timeout is not None and timeout > _MAX_SOCKET_TIMEOUT:
         timeout = _MAX_SOCKET_TIMEOUT  # a connection not made in 24.8 days is given up on
     if address.unix_socket_path is not None:
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        with _MAKING:
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            made(sock)
         try:
             began = _monotonic()
             sock.settimeout(timeout)
@@ -200,7 +232,7 @@ def _open_socket(address: Address) -> "Tuple[_socket.socket, Optional[float]]":
             sock.close()
             raise
         return sock, None if timeout is None else began + timeout
-    sock, began = _connect_tcp(address.host, address.port, timeout)
+    sock, began = _connect_tcp(address.host, address.port, timeout, made)
     deadline = None if timeout is None else began + timeout
     try:
         sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
@@ -214,8 +246,13 @@ def _open_socket(address: Address) -> "Tuple[_socket.socket, Optional[float]]":
             if left <= 0:
                 raise _socket.timeout("timed out")
             sock.settimeout(left)
+            # The handshake apart, so that made() has the TLS socket before it.
+            with _MAKING:
+                sock = address.ssl_context.wrap_socket(sock, server_hostname=address.host,  # type: ignore[arg-type]  # any stream socket
+                                                       do_handshake_on_connect=False)
+                made(sock)
             try:
-                sock = address.ssl_context.wrap_socket(sock, server_hostname=address.host)  # type: ignore[arg-type]  # any stream socket
+                sock.do_handshake()
             except _socket.timeout:
                 raise NothingSentTimeoutError(
                     f"timed out in the TLS handshake with {address}: is it a TLS port?"
@@ -246,8 +283,9 @@ class Connection:
         :raises TimeoutError: connecting took longer than its timeout.
         """
         self.address = address
+        _OPEN.add(self)
         try:
-            self.sock, self.setup_deadline = _open_socket(address)
+            self.sock, self.setup_deadline = _open_socket(address, self._made)
         except TimeoutError:
             raise  # the TLS handshake's, which says so
         except _socket.timeout as exc:
@@ -270,7 +308,6 @@ class Connection:
             raise NothingSentError(f"could not connect to {address}: {exc}") from exc
         self.reader = Reader()
         self.pid = os.getpid()
-        _OPEN.add(self)
         self.generation = 0  # the pool's, see pool.Pool.close
         self.counted = True  # the pool's: holds a place under max_connections
         self.lease = 0  # the pool's: bumped each time the connection goes back to it
@@ -399,7 +436,7 @@ class Connection:
                 except OSError as exc:
                     raise self._write_error(exc, sent_any=False) from exc
                 if count != size:
-                    self._send_all([memoryview(data)[count:]], None, count > 0)
+                    self._send_all([memoryview(data)[count:]], deadline, count > 0)
             else:
                 self.send(parts, deadline)
         # Receive until the reader has a whole reply (here, not in a method
@@ -523,6 +560,11 @@ class Connection:
             selector = self._selector = selectors.DefaultSelector()
             selector.register(sock, selectors.EVENT_READ)
         return bool(selector.select(0))
+
+    def _made(self, sock: "Any") -> None:
+        # A socket of this connection as it is being opened, known to the
+        # fork hook from now on (see _OPEN).
+        self.sock = sock
 
     def close(self) -> None:
         """Close the socket without ``shutdown()``: after a fork the parent's

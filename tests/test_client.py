@@ -960,6 +960,47 @@ def test_fork_child_uses_its_own_connection(redis_url: str, key: str, closing: C
     assert client.lpop(key) == b"from child"
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # what is tested
+def test_a_fork_while_another_thread_connects_leaves_the_child_no_copy_of_its_socket() -> None:
+    """A thread is in its TLS handshake (with a server that never answers one)
+    when the process forks. When the thread gives up and closes its socket,
+    the server sees the connection end, though the child lives on. (The
+    socket was known to the fork hook only once connected: the child's copy
+    kept the connection open, and a BLPOP abandoned by the parent would have
+    gone on taking messages.)"""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    failures: List[BaseException] = []
+
+    def connect() -> None:
+        try:
+            resp.Client("127.0.0.1", port, ssl=True, socket_connect_timeout=1.5).ping()
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    listener.settimeout(10)
+    accepted, _ = listener.accept()  # the thread is connected, in its handshake
+    pid = os.fork()
+    if pid == 0:  # the child: outlives the thread's connection, never returns into pytest
+        try:
+            time.sleep(10)
+        finally:
+            os._exit(0)
+    try:
+        thread.join(10)
+        assert len(failures) == 1 and isinstance(failures[0], resp.TimeoutError), failures
+        accepted.settimeout(3)
+        while accepted.recv(4096):  # its ClientHello, then the end
+            pass
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        accepted.close()
+        listener.close()
+
+
 def _first_commands_at_once(client: resp.Client, name: str) -> int:
     # In a forked child: 8 threads make their first commands on the inherited
     # client at the same moment, switching threads as often as they can.
