@@ -92,24 +92,22 @@ _OPEN = _WeakRegistry()
 # Held while a socket is made, or wrapped in TLS, and handed to its
 # connection: a fork waits for that, so no socket is copied into the child
 # that the hook does not know (wrap_socket() empties the plain socket object
-# before it returns the TLS one).
-_MAKING = _thread.allocate_lock()
-_making_held_by_fork = False
+# before it returns the TLS one). Reentrant: a signal handler or a finalizer
+# may connect, or fork, in the thread that holds it.
+_MAKING = _thread.RLock()
 
 
 def _hold_making() -> None:
-    global _making_held_by_fork
-    # A second at most: a fork from a signal handler, in the thread holding it, must not hang.
-    _making_held_by_fork = _MAKING.acquire(True, 1.0)
+    _MAKING.acquire()  # what it guards never waits on IO
 
 
 def _release_making() -> None:
-    if _making_held_by_fork:
-        _MAKING.release()
+    _MAKING.release()
 
 
 def _close_inherited() -> None:
-    _release_making()
+    global _MAKING
+    _MAKING = _thread.RLock()  # the child's own: held in it by the thread that forked, maybe more than once
     for conn in _OPEN.members():
         sock = getattr(conn, "sock", None)  # None: forked before it was made
         if sock is not None:

@@ -1001,6 +1001,42 @@ def test_a_fork_while_another_thread_connects_leaves_the_child_no_copy_of_its_so
         listener.close()
 
 
+def test_a_fork_or_a_connection_from_the_thread_making_a_socket_does_not_wait_on_itself(redis_url: str) -> None:
+    """What a signal handler (or a finalizer) may do while its thread holds
+    the lock that a fork waits on: fork at once, the child connecting freely,
+    and connect itself. (With a plain lock, the fork waited and the child, and
+    the connection, hung.)"""
+    from resp import connection
+
+    with connection._MAKING:  # as the thread making a socket holds it
+        reentered = connection._MAKING.acquire(True, 1.0)  # not a plain lock, which would hang what follows
+        assert reentered
+        connection._MAKING.release()
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            status = 1
+            try:
+                with resp.Client.from_url(redis_url, socket_connect_timeout=2) as client:
+                    status = 0 if client.ping() else 1
+            finally:
+                os._exit(status)
+        forked_in = time.monotonic() - started
+        with resp.Client.from_url(redis_url, socket_connect_timeout=2) as client:
+            assert client.ping()
+    deadline = time.monotonic() + 10
+    while True:
+        done, wait_status = os.waitpid(pid, os.WNOHANG)
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    if not done:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert done and os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0, "the child hung or failed"
+    assert forked_in < 0.5, forked_in
+
+
 def _first_commands_at_once(client: resp.Client, name: str) -> int:
     # In a forked child: 8 threads make their first commands on the inherited
     # client at the same moment, switching threads as often as they can.

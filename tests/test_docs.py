@@ -37,10 +37,10 @@ def shared_port_refused(monkeypatch: Any) -> None:
     port) fails instead of touching the machine's shared Redis."""
     connect = resp.connection._connect_tcp
 
-    def refuse_shared_port(host: str, port: int, timeout: Any) -> Any:
+    def refuse_shared_port(host: str, port: int, *rest: Any) -> Any:
         if port == 6379:
             raise AssertionError("a doc example connected to port 6379")
-        return connect(host, port, timeout)
+        return connect(host, port, *rest)
 
     monkeypatch.setattr(resp.connection, "_connect_tcp", refuse_shared_port)
 
