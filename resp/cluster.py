@@ -259,19 +259,26 @@ class ClusterClient:
         **options: Any,
     ) -> None:
         seeds: List[str] = []
-        url_options: Dict[str, Any] = {}
+        given: List[Dict[str, Any]] = []  # the options of each node URL
         for node in ([startup_nodes] if isinstance(startup_nodes, str) else startup_nodes):
             if isinstance(node, str) and "://" in node:
                 parsed = parse_url(node)
                 if parsed.pop("db", 0) or "unix_socket_path" in parsed:
                     raise ValueError("a cluster node URL is redis[s]://host:port, with db 0")
                 host, port = parsed.pop("host", "localhost"), parsed.pop("port", 6379)
-                for name, value in parsed.items():
-                    if url_options.setdefault(name, value) != value:  # which would hold for every node?
-                        raise ValueError(f"the cluster node URLs give different {name} options")
+                given.append(parsed)
             else:
                 host, port = _node_address(node)
             seeds.append(f"{host}:{port}")
+        # The options hold for every node: node URLs that disagree on one
+        # (one rediss://, one redis://; two passwords) leave none to take,
+        # unless a keyword gives it.
+        url_options: Dict[str, Any] = {}
+        for name in sorted({name for parsed in given for name in parsed} - set(options)):
+            values = [parsed.get(name) for parsed in given]
+            if any(value != values[0] for value in values):
+                raise ValueError(f"the cluster node URLs give different {name} options")
+            url_options[name] = values[0]
         if not seeds:
             raise ValueError("a cluster client needs at least one startup node")
         if isinstance(max_redirects, bool) or not isinstance(max_redirects, int) or max_redirects < 1:

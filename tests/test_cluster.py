@@ -531,8 +531,13 @@ def test_bad_seeds_and_urls() -> None:
     with pytest.raises(ValueError, match="different password options") as caught:  # not the last one for all
         resp.ClusterClient(["redis://:s3cret@127.0.0.1:7000", "redis://:0ther@127.0.0.1:7001"])
     assert "s3cret" not in str(caught.value) and "0ther" not in str(caught.value)
+    with pytest.raises(ValueError, match="different ssl options"):  # TLS for both, or for neither?
+        resp.ClusterClient(["redis://127.0.0.1:7000", "rediss://127.0.0.1:7001"])
     agreeing = resp.ClusterClient(["redis://:s3cret@127.0.0.1:7000", "redis://:s3cret@127.0.0.1:7001"])
     assert agreeing._options == {"password": "s3cret"}
+    overridden = resp.ClusterClient(["redis://:s3cret@127.0.0.1:7000", "redis://:0ther@127.0.0.1:7001"],
+                                    password="th3-one")
+    assert overridden._options == {"password": "th3-one"}
     port = resp.from_url("redis+cluster://127.0.0.1:1")
     with pytest.raises(resp.ConnectionError, match="no cluster node answered"):
         port.llen("x")
