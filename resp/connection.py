@@ -98,6 +98,7 @@ _MAKING = _thread.RLock()
 
 
 def _hold_making() -> None:
+    # Not _MAKING.acquire itself as the hook: a child replaces _MAKING.
     _MAKING.acquire()  # what it guards never waits on IO
 
 

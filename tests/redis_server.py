@@ -32,6 +32,21 @@ def free_port() -> int:
             return int(port)
 
 
+def reap_child(pid: int, timeout: float) -> Optional[int]:
+    """The wait status of the forked child ``pid`` once it has ended, or None
+    when it is still running after ``timeout`` seconds (it is then killed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.02)
+
+
 def server_version(binary: str = REDIS_SERVER) -> str:
     """The version that ``redis-server --version`` reports, e.g. ``'7.0.15'``."""
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout

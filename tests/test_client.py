@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 from urllib.parse import quote
 
 import pytest
-from redis_server import RedisServer, free_port
+from redis_server import RedisServer, free_port, reap_child
 
 import resp
 from resp.protocol import LARGE_VALUE
@@ -1024,16 +1024,9 @@ def test_a_fork_or_a_connection_from_the_thread_making_a_socket_does_not_wait_on
         forked_in = time.monotonic() - started
         with resp.Client.from_url(redis_url, socket_connect_timeout=2) as client:
             assert client.ping()
-    deadline = time.monotonic() + 10
-    while True:
-        done, wait_status = os.waitpid(pid, os.WNOHANG)
-        if done or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    if not done:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    assert done and os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0, "the child hung or failed"
+    wait_status = reap_child(pid, 10)
+    assert wait_status is not None, "the child hung"
+    assert os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0
     assert forked_in < 0.5, forked_in
 
 

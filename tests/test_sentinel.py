@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 from cluster_fixtures import NO_SYNC_DELAY, SentinelServer, SentinelSet, run_example, scaling_out_examples, wait_for
-from redis_server import RedisServer
+from redis_server import RedisServer, reap_child
 
 import resp
 import resp.sentinel
@@ -383,15 +383,8 @@ def test_a_child_forked_while_a_connection_is_stuck_can_connect(stuck: resp.Sent
             status = 2
         finally:
             os._exit(status)
-    deadline = time.monotonic() + 15
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    if not done:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+    status = reap_child(pid, 15)
+    if status is None:
         pytest.fail("the forked child hung on its first connection")
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
