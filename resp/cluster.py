@@ -148,6 +148,15 @@ _NUMKEYS: Dict[str, Tuple[int, bool]] = {
     **{name: (2, False) for name in ("BLMPOP", "BZMPOP")},
     **{name: (2, True) for name in ("ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE")},
 }
+# Commands with a key first and another one in their options (STORE), and
+# how many arguments each of their options takes (see _keys_of_options).
+_GEORADIUS_OPTIONS = {"COUNT": 1, "STORE": -1, "STOREDIST": -1}
+_OPTION_KEYS: Dict[str, Tuple[int, Dict[str, int]]] = {
+    "SORT": (2, {"BY": 1, "LIMIT": 2, "GET": 1, "STORE": -1}),
+    "GEORADIUS": (6, _GEORADIUS_OPTIONS),
+    "GEORADIUSBYMEMBER": (5, _GEORADIUS_OPTIONS),
+}
+_MIGRATE_OPTIONS = {"AUTH": 1, "AUTH2": 2, "KEYS": -2}
 # Commands whose key follows a subcommand (XINFO STREAM key, OBJECT ENCODING
 # key, XGROUP CREATE key group …, MEMORY USAGE key), and their subcommands
 # that take none (HELP, and MEMORY's others).
@@ -183,6 +192,13 @@ def command_keys(args: Sequence[CommandArg]) -> List[CommandArg]:
         except (TypeError, ValueError):
             return list(args[at + 1 : at + 2])  # the server refuses it
         return list(args[1:2] if destination else ()) + list(args[at + 1 : at + 1 + max(count, 0)])
+    if name in _OPTION_KEYS:
+        first, options = _OPTION_KEYS[name]
+        return list(args[1:2]) + _keys_of_options(args, first, options)
+    if name == "MIGRATE":
+        # MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw] [KEYS key …]
+        keys = [key for key in args[3:4] if key not in ("", b"")]
+        return keys + _keys_of_options(args, 6, _MIGRATE_OPTIONS)
     if name in ("XREAD", "XREADGROUP"):
         # ... STREAMS key [key ...] id [id ...] (XREADGROUP: after GROUP group consumer)
         for index in range(4 if name == "XREADGROUP" else 1, len(args)):
@@ -192,6 +208,23 @@ def command_keys(args: Sequence[CommandArg]) -> List[CommandArg]:
         return []
     first, stop, step = _KEY_SPECS.get(name, (1, 2, 1))
     return list(args[first:stop:step])
+
+
+def _keys_of_options(args: Sequence[CommandArg], first: int, options: Dict[str, int]) -> List[CommandArg]:
+    # The keys among a command's options from args[first] on: each option
+    # takes options[name] arguments (-1: the key after it, -2: every
+    # argument after it are keys); a word not known takes none.
+    keys: List[CommandArg] = []
+    index = first
+    while index < len(args):
+        takes = options.get(_command_name(args, index), 0)
+        if takes == -1:
+            keys += args[index + 1 : index + 2]
+            takes = 1
+        elif takes == -2:
+            return keys + list(args[index + 1 :])
+        index += 1 + takes
+    return keys
 
 
 def _slot_of(keys: Iterable[CommandArg]) -> Optional[int]:

@@ -952,7 +952,10 @@ def test_keys_not_in_first_position_are_routed_and_checked(cluster: RedisCluster
     for args in (("SUNION", a, b), ("PFCOUNT", a, b), ("LMPOP", 2, a, b, "LEFT"), ("SINTERCARD", 2, a, b),
                  ("ZUNIONSTORE", a, 1, b), ("XREAD", "STREAMS", a, b, 0, 0), ("BLMPOP", 1, 2, a, b, "LEFT"),
                  ("LCS", a, b), ("ZRANGESTORE", a, b, 0, -1), ("GEOSEARCHSTORE", a, b, "FROMLONLAT", 0, 0,
-                                                                "BYRADIUS", 1, "km")):
+                                                                "BYRADIUS", 1, "km"),
+                 ("SORT", a, "BY", "nosort", "GET", "STORE", "STORE", b), ("GEORADIUS", a, 0, 0, 1, "km", "STORE", b),
+                 ("GEORADIUSBYMEMBER", a, "m", 1, "km", "COUNT", 1, "STOREDIST", b),
+                 ("MIGRATE", "127.0.0.1", 1, "", 0, 100, "AUTH", "KEYS", "KEYS", a, b)):
         with pytest.raises(resp.CrossSlotError):
             cc.execute(*args)
     key = unique("{xread}")
@@ -967,6 +970,14 @@ def test_keys_not_in_first_position_are_routed_and_checked(cluster: RedisCluster
     for _ in range(3):
         assert len(cc.execute("XREAD", "COUNT", 1, "STREAMS", stream, 0)) == 1
         assert not cc._stale
+    # MIGRATE: routed by its key, not by the host before it (a key that does
+    # not exist: the server answers NOKEY and connects nowhere).
+    missing = next(f"gone-{n}" for n in range(100)
+                   if cc.node_for(f"gone-{n}").address.port != cc.node_for("127.0.0.1").address.port)
+    assert cc.execute("MIGRATE", "127.0.0.1", 1, missing, 0, 100) == "NOKEY"
+    assert cc.execute("MIGRATE", "127.0.0.1", 1, "", 0, 100, "KEYS", missing) == "NOKEY"
+    assert cc.execute("SORT", key + "l", "STORE", key + "sorted") == 0
+    assert not cc._stale
     # A key after a subcommand: routed by the key, not by the subcommand's name.
     elsewhere = next(f"stream-{n}" for n in range(100) if all(
         cc.node_for(f"stream-{n}").address.port != cc.node_for(word).address.port
