@@ -249,10 +249,12 @@ class Client:
         return conn
 
     def _call(self, parts: "List[Any]", timeout: "Optional[float]", count: "Optional[int]" = None,
-              blocking: bool = False) -> "Reply":
+              blocking: bool = False, ends_ok: bool = False) -> "Reply":
         # Send encoded commands and read one reply (count None: raised if an
         # error) or a list of ``count`` replies (errors left in place).
         # ``blocking``: the server may hold the command (see Pool.acquire).
+        # ``ends_ok``: unless the last reply is OK, the connection is left in
+        # a state the pool must not hand out (see Pipeline.execute): closed.
         pool = self._pool
         # The connection taken, put here by acquire (and replace) before they
         # return: whatever is raised from then on (an interrupt included, even
@@ -287,6 +289,9 @@ class Client:
                     deadline = None if timeout is None else _monotonic() + timeout
             if count is not None:
                 reply = [conn.read_reply(deadline) for _ in range(count)]
+                if ends_ok and reply[-1] != "OK":
+                    pool.discard(conn)
+                    return reply
             pool.release(conn)
         except BaseException:
             # An interrupt as release returns finds the connection back in

@@ -60,11 +60,13 @@ def _command_name(args: "Sequence[CommandArg]", index: int = 0) -> str:
     # The upper-case name of a command (index 1: its subcommand); "" if none.
     # A name given as any bytes-like object is read as the bytes the encoder
     # sends for it: b"MULTI" and array("B", b"MULTI") are refused alike.
+    # Only ASCII letters are made upper-case, as the server compares names:
+    # "diſcard".upper() is "DISCARD", a command it does not know.
     name = args[index] if len(args) > index else ""
     if isinstance(name, str):
-        return name.upper()
+        return name.upper() if name.isascii() else name.encode("utf-8", "replace").upper().decode("latin-1")
     try:
-        return memoryview(name).tobytes().decode("latin-1").upper()  # type: ignore[arg-type]
+        return memoryview(name).tobytes().upper().decode("latin-1")  # type: ignore[arg-type]
     except TypeError:
         return ""  # a number: no command's name
 
@@ -159,7 +161,7 @@ def _still_open(args: "Tuple[CommandArg, ...]", open_before: int) -> int:
     :raises ValueError: a command a pipeline refuses (see ``Client.execute``).
     """
     name = args[0]
-    name = name.upper() if type(name) is str else _command_name(args)
+    name = name.upper() if type(name) is str and name.isascii() else _command_name(args)
     transitions = _TRANSITIONS.get(name)
     if transitions is not None:
         return transitions[open_before]

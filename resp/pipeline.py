@@ -25,8 +25,9 @@ class Pipeline:
     blocking commands. A ``MULTI`` or ``WATCH`` must be closed by ``EXEC``
     or ``DISCARD`` in the same pipeline (a ``WATCH`` with no ``MULTI`` after
     it, by ``UNWATCH``); the commands ``execute`` refuses (``SELECT``…) are
-    refused here too. A pipeline with a ``WATCH`` ends with an ``UNWATCH``
-    of its own, whose reply is dropped.
+    refused here too. A pipeline with a ``MULTI`` or ``WATCH`` ends with an
+    ``UNWATCH`` of its own, whose reply is dropped: unless it is ``OK``, the
+    connection is closed rather than pooled.
     """
 
     def __init__(self, client: "Client") -> None:
@@ -34,7 +35,7 @@ class Pipeline:
         self._parts: List[Any] = []
         self._count = 0
         self._open = 0  # a MULTI or WATCH queued and not closed yet (see _still_open)
-        self._watched = False  # a WATCH queued: execute() ends with an UNWATCH (see there)
+        self._opened = False  # a MULTI or WATCH queued: execute() ends with an UNWATCH (see there)
 
     def __len__(self) -> int:
         return self._count
@@ -43,8 +44,8 @@ class Pipeline:
         """Queue one command (encoded now, so bad arguments raise here)."""
         parts = encode_parts(args)
         self._open = _still_open(args, self._open)
-        if self._open == 2:
-            self._watched = True
+        if self._open:
+            self._opened = True
         if len(parts) > 1 or type(parts[0]) is not bytes:
             # A long bytearray or memoryview comes back as a view of the
             # caller's buffer: copied, so that execute() sends what was queued.
@@ -60,21 +61,27 @@ class Pipeline:
         ``raise_on_error``, the first error is raised, else errors stay in the
         list as ``ResponseError`` instances. The queue is emptied either way.
         """
-        parts, count, still_open, watched = self._parts, self._count, self._open, self._watched
-        self._parts, self._count, self._open, self._watched = [], 0, 0, False
+        parts, count, still_open, opened = self._parts, self._count, self._open, self._opened
+        self._parts, self._count, self._open, self._opened = [], 0, 0, False
         if still_open:
             raise ValueError(UNCLOSED_TRANSACTION)
         if not count:
             return []
-        if watched:
+        if opened:
             # The commands close what they open, as the server answers when
-            # it runs them all; but a MULTI it refuses (an ACL) would leave
-            # the WATCH on the pooled connection, to abort a later
-            # transaction there. An UNWATCH after them, its reply dropped.
+            # it runs them all; but one it refuses would leave its part open
+            # on the pooled connection: a WATCH whose MULTI was refused (an
+            # ACL) would abort a later transaction there, and a MULTI whose
+            # DISCARD or EXEC was refused (an ACL, a wrong arity, or before
+            # Redis 6.2 an EXEC refused for memory) would queue every later
+            # command. An UNWATCH after them ends a WATCH, and its reply
+            # tells whether a MULTI is still open (QUEUED, not OK): then
+            # _call closes the connection.
             parts.append(b"*1\r\n$7\r\nUNWATCH\r\n")
         client = self._client
-        replies: List[Reply] = client._call(parts, client.socket_timeout, count + 1 if watched else count)
-        if watched:
+        replies: List[Reply] = client._call(parts, client.socket_timeout, count + 1 if opened else count,
+                                            ends_ok=opened)
+        if opened:
             replies.pop()
         if raise_on_error:
             for reply in replies:

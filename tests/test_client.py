@@ -1823,6 +1823,11 @@ def test_a_pipeline_must_close_its_multi_or_watch(client: resp.Client, key: str)
         with pytest.raises(ValueError, match="closed by EXEC or DISCARD"):
             pipe.execute()
         assert len(pipe) == 0 and client.llen(key) == 0  # nothing was sent
+    # Names are compared as the server does, ASCII letters alone made
+    # upper-case: "diſcard".upper() is "DISCARD", a command it does not know.
+    pipe = client.pipeline().command("MULTI").command("RPUSH", key, "never").command("diſcard")
+    with pytest.raises(ValueError, match="closed by EXEC or DISCARD"):
+        pipe.execute()
     replies = client.pipeline().command("WATCH", key).command("MULTI").command("RPUSH", key, "a").command(
         "EXEC").execute()
     assert replies == ["OK", "OK", "QUEUED", [1]]
@@ -1879,6 +1884,32 @@ def test_a_watch_whose_multi_the_server_refused_is_not_left_on_the_connection(
             assert user.pipeline().command("MULTI").command("INCR", key + "n").command("EXEC").execute() == [
                 "OK", "QUEUED", [1]]
             assert user.pipeline().command("WATCH", key).command("UNWATCH").execute() == ["OK", "OK"]
+        finally:
+            user.close()
+
+
+@pytest.mark.parametrize("closer", [("DISCARD", "all"), ("EXEC", "now"), ("DISCARD",)])
+def test_a_multi_the_server_kept_open_is_not_left_on_the_connection(
+        make_server: MakeServer, key: str, closer: Tuple[str, ...]) -> None:
+    """A DISCARD (or EXEC) the server refuses leaves the MULTI open: every
+    later command on that pooled connection would be queued, not run, its
+    reply "QUEUED" (an RPUSH never written). The connection is closed. The
+    last closer is an ACL's refusal (Redis 7.0 answers an EXEC of the wrong
+    arity EXECABORT, and ends the MULTI)."""
+    server = make_server()
+    with resp.Client(port=server.port) as admin:
+        assert admin.execute("ACL", "SETUSER", "u", "on", ">pw", "~*", "+@all", "-discard") == "OK"
+        user = resp.Client(port=server.port, username="u", password="pw", max_connections=1)
+        try:
+            pipe = user.pipeline().command("MULTI").command("RPUSH", key, "queued").command(*closer)
+            replies = pipe.execute(raise_on_error=False)
+            assert replies[:2] == ["OK", "QUEUED"] and isinstance(replies[2], resp.ResponseError)
+            assert user.rpush(key, "written") == 1
+            assert user.llen(key) == 1 and admin.lpop(key) == b"written"
+            # A WATCH before it changes nothing.
+            pipe = user.pipeline().command("WATCH", key).command("MULTI").command("RPUSH", key, "q").command(*closer)
+            assert pipe.execute(raise_on_error=False)[:3] == ["OK", "OK", "QUEUED"]
+            assert user.rpush(key, "written") == 1 and admin.lpop(key) == b"written"
         finally:
             user.close()
 
