@@ -16,6 +16,7 @@ import _socket  # socket's C core: socket.py would load enum and selectors for e
 import _thread
 import os
 import select
+import sys
 import time
 from _weakref import ref as _ref  # weakref's C core: the weakref module costs a third of a MiB
 
@@ -106,9 +107,35 @@ def _release_making() -> None:
     _MAKING.release()
 
 
+def _forget_imports_of_other_threads() -> None:
+    # In a child: a module that another thread of the parent was importing
+    # as it forked stays locked for good, by a thread the child does not
+    # have, and the child's first import of it (of hotqueue.reliable by a
+    # first reserve(), of logging by a first warning) would hang. Forget that
+    # lock and the half-made module: the child imports it afresh. Through
+    # importlib's own per-module locks (internal, alike in every version
+    # since 3.3; nothing is done where they are missing). Waiting for such
+    # imports before the fork instead could hang the parent: the fork hooks
+    # of modules imported after this one run first and hold their locks
+    # (logging's), which the import may need.
+    bootstrap = sys.modules.get("_frozen_importlib")
+    locks = getattr(bootstrap, "_module_locks", None)
+    if not isinstance(locks, dict):
+        return
+    me = _thread.get_ident()
+    for name, lock_ref in list(locks.items()):
+        owner = getattr(lock_ref(), "owner", None)
+        if owner is not None and owner != me:
+            del locks[name]
+            module = sys.modules.get(name)
+            if getattr(getattr(module, "__spec__", None), "_initializing", False):
+                del sys.modules[name]
+
+
 def _close_inherited() -> None:
     global _MAKING
     _MAKING = _thread.RLock()  # the child's own: held in it by the thread that forked, maybe more than once
+    _forget_imports_of_other_threads()
     for conn in _OPEN.members():
         sock = getattr(conn, "sock", None)  # None: forked before it was made
         if sock is not None:

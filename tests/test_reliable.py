@@ -956,6 +956,52 @@ def test_a_consumer_made_before_a_fork_and_started_after_it_has_an_id_per_proces
     assert child_id and child_id != made_as and f":{pid}:" in child_id
 
 
+_FORK_WHILE_IMPORTING = r"""
+import importlib.abc, os, signal, sys, threading, time
+
+class SlowUuid(importlib.abc.MetaPathFinder):  # as a cold disk would make it, in the parent's thread only
+    def find_spec(self, name, path, target=None):
+        if name == "uuid" and threading.current_thread() is not threading.main_thread():
+            time.sleep(1.0)
+        return None
+
+sys.meta_path.insert(0, SlowUuid())
+from hotqueue import HotQueue
+queue = HotQueue(sys.argv[2], url=sys.argv[1])
+queue.put("one", "two")
+
+def first_reliable_call():  # imports hotqueue.reliable, and uuid with it
+    with queue.reserve(block=False):
+        pass
+
+thread = threading.Thread(target=first_reliable_call)
+thread.start()
+time.sleep(0.3)
+assert "hotqueue.reliable" in sys.modules and "uuid" not in sys.modules, "not forking mid-import"
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)  # SIGALRM ends a child that hangs
+    with queue.reserve(block=False) as message:
+        pass  # acked as the block ends
+    os._exit(0 if message in ("one", "two") else 3)
+thread.join()
+_, status = os.waitpid(pid, 0)
+print("child", "killed by signal %d" % os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+"""
+
+
+def test_a_child_forked_while_a_thread_imports_the_reliable_module_can_use_it(queue: HotQueue, redis_url: str) -> None:
+    """A thread makes the process's first reliable call, which imports
+    hotqueue.reliable, and the process forks meanwhile: the child's own first
+    reliable call hung for good on the module's import lock, held by a
+    thread the child does not have."""
+    done = subprocess.run([sys.executable, "-c", _FORK_WHILE_IMPORTING, redis_url, queue.name], env=child_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "child 0", done.stdout + done.stderr
+    assert len(queue) == 0 and all(c.in_flight == 0 for c in queue.stats().consumers)
+
+
 def test_consumer_checks_its_options(queue: HotQueue) -> None:
     with pytest.raises(ValueError, match="UTF-8"):
         Consumer(queue, consumer_id="worker-\ud800")
