@@ -472,6 +472,7 @@ class Consumer:
                         return None
                     continue
                 if taken is None:
+                    expired = 0  # alive on the server: not in a row
                     if not block or deadline is not None and time.monotonic() >= deadline:
                         return None
                     # Wait for a message without taking it: a BLMOVE of the

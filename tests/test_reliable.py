@@ -301,6 +301,39 @@ def test_a_message_the_serializer_cannot_read_is_dead_lettered_and_skipped(
     assert "dead-lettered after 1 attempt(s): cannot deserialize:" in record.getMessage()
 
 
+def test_two_lapses_of_registration_apart_are_not_taken_for_a_heartbeat_ttl_too_short(
+        queue: HotQueue, caplog: pytest.LogCaptureFixture) -> None:
+    """A fetch that finds its consumer forgotten on the server (a restart, a
+    long stall) registers again; twice in a row, before a take gets through,
+    means heartbeat_ttl is too short for the link (logged). Twice with an
+    alive take between (here: the consumer's registration removed during two
+    waits, each ended by CLIENT UNBLOCK) is not; it was said all the same."""
+    with Consumer(queue, heartbeat_ttl=60) as consumer:
+        outcome: List[Any] = []
+        fetching = threading.Thread(target=lambda: outcome.append(consumer.fetch(timeout=8)))
+        fetching.start()
+        admin = queue.client
+        try:
+            for _ in range(2):
+                deadline = time.monotonic() + 5
+                while True:  # the fetch's wait, once it is there
+                    waiting = [line for line in admin.execute("CLIENT", "LIST").decode().splitlines()
+                               if "cmd=blmove" in line and " flags=b " in line]
+                    if waiting or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.02)
+                assert waiting, "the fetch is not waiting"
+                assert admin.execute("SREM", consumer.keys.consumers, consumer.id) == 1
+                client_id = waiting[0].split("id=", 1)[1].split()[0]
+                assert admin.execute("CLIENT", "UNBLOCK", client_id) == 1
+                time.sleep(0.3)  # registered again, and waiting again
+        finally:
+            queue.put("done")
+            fetching.join(10)
+    assert outcome and outcome[0] is not None and outcome[0][1] == "done"
+    assert not [r for r in caplog.records if "too short" in r.getMessage()]
+
+
 def test_serializer_none_and_json(redis_url: str, key: str) -> None:
     raw = HotQueue(key, url=redis_url, serializer=None)
     raw.put(b"\x00\r\n\xff")
