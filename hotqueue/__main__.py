@@ -8,7 +8,7 @@ Rules it keeps:
   add a subcommand by adding a row.
 - Exit status: 0 done; 1 ``get`` found the queue empty or timed out; 2 bad
   usage or input; 3 Redis could not be reached or refused the command; 4 a
-  message could not be decoded; 70 an unexpected error (a bug, or the demo
+  message could not be decoded or shown; 70 an unexpected error (a bug, or the demo
   saw what the tutorial does not promise); 74 the
   output could not be written (a full disk); 130 interrupted (Ctrl-C); 141
   the output was closed (``| head``); 143 terminated (SIGTERM). Every error
@@ -49,7 +49,7 @@ import os
 import pickle
 import shutil
 from types import FrameType
-from typing import Any, Callable, Dict, Iterator, NamedTuple, NoReturn, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, NoReturn, Optional, Sequence
 from urllib.parse import parse_qsl
 
 import resp
@@ -113,6 +113,9 @@ def seconds(text: str) -> float:
 # -- helpers the subcommands share -------------------------------------------------
 
 
+_opened: "List[Any]" = []  # the clients of the queues open_queue made
+
+
 def open_queue(args: argparse.Namespace, stored_bytes: bool = False) -> HotQueue:
     """The queue ``args.queue`` at ``args.url``, with ``args.serializer``, or
     with ``serializer=None`` when the caller decodes (``stored_bytes``)."""
@@ -124,7 +127,9 @@ def open_queue(args: argparse.Namespace, stored_bytes: bool = False) -> HotQueue
         # rediss:// URL to a plain server would otherwise hang in the handshake.
         options["socket_connect_timeout"] = CONNECT_TIMEOUT
     try:
-        return HotQueue(args.queue, serializer=serializer, url=args.url, **options)
+        queue = HotQueue(args.queue, serializer=serializer, url=args.url, **options)
+        _opened.append(queue.client)  # closed by _run on the way out
+        return queue
     except resp.RespError:
         raise  # a resp.ConnectionError is an OSError too
     except (TypeError, ValueError, OSError) as exc:  # OSError: an ssl_ca_certs that cannot be read
@@ -190,6 +195,10 @@ def to_message(text: str, serializer: str) -> Any:
     """Turn one command-line argument into the message ``put`` stores."""
     if serializer == "json":
         try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # an argument's bytes that are not UTF-8: no JSON text
+            raise CLIError("a JSON message must be UTF-8 text: an argument is not") from None
+        try:
             return json.loads(text, parse_constant=_not_json, parse_float=_finite_float, parse_int=_json_int)
         except RecursionError:
             raise CLIError(f"JSON text nested too deep: {text[:40]!r}…") from None
@@ -234,23 +243,36 @@ def say(text: Any) -> None:
     _raise_held()
 
 
-def write_message(value: Any, serializer: str, one_line: bool = False) -> None:
-    """Print one message on a line of its own (see the module docstring);
-    with ``one_line``, one whose text would span lines as its ``repr``."""
+def render_message(value: Any, serializer: str, one_line: bool = False) -> bytes:
+    """The bytes that print one message (see the module docstring); with
+    ``one_line``, one whose text would span lines as its ``repr``.
+
+    :raises CLIError: the message cannot be shown: its ``repr`` fails (lists
+        in lists 100,000 deep, a valid pickle, exceed the recursion limit).
+    """
     if serializer == "raw" and isinstance(value, bytes) and not (one_line and _spans_lines(value)):
-        data = value
-    else:
+        return value
+    encoding = sys.stdout.encoding or "utf-8"
+    try:
         if serializer == "json":
-            text = json.dumps(value, ensure_ascii=False)
-        else:
-            text = value if isinstance(value, str) else repr(value)
-        if one_line and _spans_lines(text):
-            text = repr(text)
-        encoding = sys.stdout.encoding or "utf-8"
-        try:  # surrogateescape gives back the bytes of a non-UTF-8 argument
-            data = text.encode(encoding, "surrogateescape")
-        except UnicodeEncodeError:
-            data = text.encode(encoding, "backslashreplace")
+            try:  # the characters as they are where the output can hold them
+                return json.dumps(value, ensure_ascii=False).encode(encoding)
+            except UnicodeEncodeError:  # else escaped: still JSON text (a lone surrogate too)
+                return json.dumps(value).encode(encoding)
+        text = value if isinstance(value, str) else repr(value)
+    except Exception as exc:
+        raise CLIError(f"a message could not be shown ({type(exc).__name__} from the repr of a "
+                       f"{type(value).__name__}); it has been removed from the queue", EXIT_DECODE) from None
+    if one_line and _spans_lines(text):
+        text = repr(text)
+    try:  # surrogateescape gives back the bytes of a non-UTF-8 argument
+        return text.encode(encoding, "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace")
+
+
+def write_message(data: bytes) -> None:
+    """Print ``data`` and a line feed, whole (see ``render_message``)."""
     with _writing():
         sys.stdout.flush()
         buffer = getattr(sys.stdout, "buffer", None)
@@ -300,9 +322,9 @@ def _hand_out(queue: HotQueue, data: bytes, serializer: str, one_line: bool = Fa
     held signal's grace runs out while the output is not read, put
     the message back at the head of the queue, where it was, before the error
     goes on."""
-    message = decode(data, serializer)
+    shown = render_message(decode(data, serializer), serializer, one_line)
     try:
-        write_message(message, serializer, one_line)
+        write_message(shown)
     except BaseException as failure:
         # What is left of it in the output's buffer must not follow it (nor
         # block the exit on a pipe nobody reads): it goes back whole.
@@ -695,7 +717,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _run(argv: Optional[Sequence[str]]) -> int:
     try:
         args = make_parser().parse_args(argv)
-        status = args.run(args)
+        try:
+            status = args.run(args)
+        finally:
+            while _opened:  # their sockets, which Python would warn of (-X dev) as it exits
+                _opened.pop().close()
         return EXIT_INTERRUPTED if _interrupted else status
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -253,6 +253,50 @@ def test_json_integer_too_long_for_python_says_so(redis_url: str, queue: HotQueu
     assert len(queue) == 0
 
 
+def test_json_is_utf_8_text_in_and_out(redis_url: str, queue: HotQueue, client: resp.Client) -> None:
+    """An argument whose bytes are not UTF-8 is no JSON text: refused (it was
+    stored with a lone surrogate, "caf\\udce9"). A stored lone surrogate, and a
+    character the output's encoding lacks, are printed as \\u escapes (the
+    first was printed as a raw 0xFF byte, the second as Python's \\xe9)."""
+    put = subprocess.run([sys.executable, "-m", "hotqueue", "--url", redis_url, "--serializer", "json", "put",
+                          queue.name, b'"caf\xe9"'], capture_output=True, env=env(), cwd=ROOT, timeout=30)
+    assert put.returncode == 2 and b"UTF-8" in put.stderr and put.stderr.count(b"\n") == 1, put.stderr
+    assert len(queue) == 0
+    client.rpush(queue.key, b'"\\udcff"', b'"caf\xc3\xa9"', b'"caf\xc3\xa9"')
+    for encoding, printed in (("utf-8", b'"\\udcff"\n'), ("utf-8", '"café"\n'.encode()),
+                              ("ascii", b'"caf\\u00e9"\n')):
+        got = subprocess.run([sys.executable, "-m", "hotqueue", "--url", redis_url, "--serializer", "json", "get",
+                              queue.name], capture_output=True, env=env(PYTHONIOENCODING=encoding), cwd=ROOT,
+                             timeout=30)
+        assert (got.returncode, got.stdout, got.stderr) == (0, printed, b""), encoding
+
+
+def test_a_message_whose_repr_fails_is_reported_and_removed(redis_url: str, queue: HotQueue,
+                                                           client: resp.Client) -> None:
+    """A valid pickle of lists in lists 100,000 deep: its repr exceeds the
+    recursion limit (3.13's too). It was "an unexpected error" (a bug, status 70), and put
+    back at the head of the queue, where it stopped every later get."""
+    nested = b"\x80\x04" + b"]" * 100_000 + b"a" * 99_999 + b"."  # [[[…]]]: EMPTY_LIST, then APPEND
+    assert pickle.loads(nested)
+    client.rpush(queue.key, nested, pickle.dumps("next"))
+    for command in (["get"], ["consume", "--no-block"]):
+        err = one_line_error(hq(*command, queue.name, url=redis_url), 4)
+        assert "could not be shown" in err and "removed" in err, err
+        assert hq("get", queue.name, url=redis_url).stdout == "next\n"
+        client.rpush(queue.key, nested, pickle.dumps("next"))
+    queue.clear()
+
+
+@pytest.mark.parametrize("words", [["get", "{queue}"], ["len", "{queue}"], ["put", "{queue}", "m"]])
+def test_the_command_line_closes_its_connections(redis_url: str, queue: HotQueue, words: List[str]) -> None:
+    """Run with -X dev, Python warns of every socket left open at exit."""
+    words = [word.format(queue=queue.name) for word in words]
+    result = subprocess.run([sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-m", "hotqueue",
+                             "--url", redis_url, *words], capture_output=True, text=True, env=env(), cwd=ROOT,
+                            timeout=30)
+    assert result.returncode in (0, 1) and result.stderr == "", result.stderr
+
+
 def test_raw(redis_url: str, key: str) -> None:
     q = HotQueue(key, serializer=None, url=redis_url)
     try:
