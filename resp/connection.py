@@ -112,7 +112,9 @@ def _forget_imports_of_other_threads() -> None:
     # as it forked stays locked for good, by a thread the child does not
     # have, and the child's first import of it (of hotqueue.reliable by a
     # first reserve(), of logging by a first warning) would hang. Forget that
-    # lock and the half-made module: the child imports it afresh. Through
+    # lock and the half-made module, with a package's submodules (made while
+    # it was, they would keep the half-made one): the child imports them
+    # afresh. Through
     # importlib's own per-module locks (internal, alike in every version
     # since 3.3; nothing is done where they are missing). Waiting for such
     # imports before the fork instead could hang the parent: the fork hooks
@@ -129,18 +131,23 @@ def _forget_imports_of_other_threads() -> None:
             del locks[name]
             module = sys.modules.get(name)
             if getattr(getattr(module, "__spec__", None), "_initializing", False):
-                del sys.modules[name]
+                inside = name + "."
+                for made in [other for other in sys.modules if other == name or other.startswith(inside)]:
+                    del sys.modules[made]
 
 
 def _close_inherited() -> None:
     global _MAKING
     _MAKING = _thread.RLock()  # the child's own: held in it by the thread that forked, maybe more than once
-    _forget_imports_of_other_threads()
     for conn in _OPEN.members():
         sock = getattr(conn, "sock", None)  # None: forked before it was made
         if sock is not None:
             sock.close()  # never shutdown(): the parent's side stays usable
     _OPEN.clear()
+    try:
+        _forget_imports_of_other_threads()
+    except Exception:  # a module that is no module (an object in sys.modules whose attributes raise)
+        pass  # its import, if the child makes it, hangs as it would have without this
 
 
 if hasattr(os, "register_at_fork"):

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -1028,6 +1029,45 @@ def test_a_fork_or_a_connection_from_the_thread_making_a_socket_does_not_wait_on
     assert wait_status is not None, "the child hung"
     assert os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0
     assert forked_in < 0.5, forked_in
+
+
+_FORK_WHILE_A_PACKAGE_LOADS = r"""
+import os, signal, sys, threading, time
+import resp
+
+threading.Thread(target=lambda: __import__("slowpkg"), daemon=True).start()
+time.sleep(0.3)  # slowpkg.impl is made, slowpkg is still loading
+assert "slowpkg.impl" in sys.modules
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)  # SIGALRM ends a child that hangs
+    import slowpkg
+    try:
+        slowpkg.work()
+    except slowpkg.Error:
+        os._exit(0)
+    except Exception:
+        os._exit(3)  # the Error class of a half-made package, not this one
+    os._exit(4)
+_, status = os.waitpid(pid, 0)
+print("killed by signal %d" % os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+"""
+
+
+def test_a_child_forked_while_a_thread_imports_a_package_imports_it_whole(tmp_path: Any) -> None:
+    """The child forgets a package another thread was importing as it forked,
+    with its submodules made meanwhile, and imports them afresh: without the
+    submodules, one kept would hold what the half-made package had defined
+    (another Error class). Without any of this, the child's import hung."""
+    package = tmp_path / "slowpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("import time\n\nclass Error(Exception):\n    pass\n\n"
+                                         "from .impl import work\n\ntime.sleep(1.0)\n")
+    (package / "impl.py").write_text("from . import Error\n\ndef work():\n    raise Error('boom')\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", _FORK_WHILE_A_PACKAGE_LOADS], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), root])))
+    assert (done.returncode, done.stdout.strip()) == (0, "0"), done.stdout + done.stderr
 
 
 def _first_commands_at_once(client: resp.Client, name: str) -> int:
