@@ -471,8 +471,8 @@ class Consumer:
                     if expired >= 2 and (not block or deadline is not None and time.monotonic() >= deadline):
                         return None
                     continue
+                expired = 0  # alive on the server: lapses are counted in a row
                 if taken is None:
-                    expired = 0  # alive on the server: not in a row
                     if not block or deadline is not None and time.monotonic() >= deadline:
                         return None
                     # Wait for a message without taking it: a BLMOVE of the

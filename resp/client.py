@@ -33,7 +33,7 @@ from .protocol import encode_parts
 TYPE_CHECKING = False  # not typing's: importing typing would slow ``import resp``
 if TYPE_CHECKING:
     import ssl as _ssl
-    from typing import Any, List, Optional, Sequence, Tuple, Type, TypeVar, Union
+    from typing import Any, Callable, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
     from .pipeline import Pipeline
     from .protocol import CommandArg, Reply
@@ -249,12 +249,12 @@ class Client:
         return conn
 
     def _call(self, parts: "List[Any]", timeout: "Optional[float]", count: "Optional[int]" = None,
-              blocking: bool = False, ends_ok: bool = False) -> "Reply":
+              blocking: bool = False, keep: "Optional[Callable[[List[Reply]], bool]]" = None) -> "Reply":
         # Send encoded commands and read one reply (count None: raised if an
         # error) or a list of ``count`` replies (errors left in place).
         # ``blocking``: the server may hold the command (see Pool.acquire).
-        # ``ends_ok``: unless the last reply is OK, the connection is left in
-        # a state the pool must not hand out (see Pipeline.execute): closed.
+        # ``keep``: given the replies, False if they leave the connection in a
+        # state the pool must not hand out (see Pipeline.execute): closed.
         pool = self._pool
         # The connection taken, put here by acquire (and replace) before they
         # return: whatever is raised from then on (an interrupt included, even
@@ -289,7 +289,7 @@ class Client:
                     deadline = None if timeout is None else _monotonic() + timeout
             if count is not None:
                 reply = [conn.read_reply(deadline) for _ in range(count)]
-                if ends_ok and reply[-1] != "OK":
+                if keep is not None and not keep(reply):
                     pool.discard(conn)
                     return reply
             pool.release(conn)

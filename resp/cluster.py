@@ -212,19 +212,22 @@ def command_keys(args: Sequence[CommandArg]) -> List[CommandArg]:
 
 def _keys_of_options(args: Sequence[CommandArg], first: int, options: Dict[str, int]) -> List[CommandArg]:
     # The keys among a command's options from args[first] on: each option
-    # takes options[name] arguments (-1: the key after it, -2: every
-    # argument after it are keys); a word not known takes none.
-    keys: List[CommandArg] = []
+    # takes options[name] arguments (-1: the key after it, the last such
+    # option of a name counting, as for the server; -2: every argument after
+    # it are keys); a word not known takes none.
+    named: Dict[str, List[CommandArg]] = {}
     index = first
     while index < len(args):
-        takes = options.get(_command_name(args, index), 0)
+        name = _command_name(args, index)
+        takes = options.get(name, 0)
         if takes == -1:
-            keys += args[index + 1 : index + 2]
+            named[name] = list(args[index + 1 : index + 2])
             takes = 1
         elif takes == -2:
-            return keys + list(args[index + 1 :])
+            named[name] = list(args[index + 1 :])
+            break
         index += 1 + takes
-    return keys
+    return [key for keys in named.values() for key in keys]
 
 
 def _slot_of(keys: Iterable[CommandArg]) -> Optional[int]:

@@ -25,9 +25,10 @@ class Pipeline:
     blocking commands. A ``MULTI`` or ``WATCH`` must be closed by ``EXEC``
     or ``DISCARD`` in the same pipeline (a ``WATCH`` with no ``MULTI`` after
     it, by ``UNWATCH``); the commands ``execute`` refuses (``SELECT``…) are
-    refused here too. A pipeline with a ``MULTI`` or ``WATCH`` ends with an
-    ``UNWATCH`` of its own, whose reply is dropped: unless it is ``OK``, the
-    connection is closed rather than pooled.
+    refused here too. A pipeline with a ``WATCH`` ends with an ``UNWATCH``
+    of its own, whose reply is dropped. Unless the commands that close what
+    they open are answered as closing it, the connection is closed rather
+    than pooled.
     """
 
     def __init__(self, client: "Client") -> None:
@@ -35,7 +36,8 @@ class Pipeline:
         self._parts: List[Any] = []
         self._count = 0
         self._open = 0  # a MULTI or WATCH queued and not closed yet (see _still_open)
-        self._opened = False  # a MULTI or WATCH queued: execute() ends with an UNWATCH (see there)
+        self._watched = False  # a WATCH queued: execute() ends with an UNWATCH (see there)
+        self._closers: List[int] = []  # where the EXECs and DISCARDs closing a MULTI are
 
     def __len__(self) -> int:
         return self._count
@@ -43,9 +45,11 @@ class Pipeline:
     def command(self, *args: "CommandArg") -> "Pipeline":
         """Queue one command (encoded now, so bad arguments raise here)."""
         parts = encode_parts(args)
-        self._open = _still_open(args, self._open)
-        if self._open:
-            self._opened = True
+        was_open, self._open = self._open, _still_open(args, self._open)
+        if self._open == 2:
+            self._watched = True
+        elif was_open == 1 and not self._open:
+            self._closers.append(self._count)
         if len(parts) > 1 or type(parts[0]) is not bytes:
             # A long bytearray or memoryview comes back as a view of the
             # caller's buffer: copied, so that execute() sends what was queued.
@@ -61,27 +65,34 @@ class Pipeline:
         ``raise_on_error``, the first error is raised, else errors stay in the
         list as ``ResponseError`` instances. The queue is emptied either way.
         """
-        parts, count, still_open, opened = self._parts, self._count, self._open, self._opened
-        self._parts, self._count, self._open, self._opened = [], 0, 0, False
+        parts, count, still_open, watched, closers = (
+            self._parts, self._count, self._open, self._watched, self._closers)
+        self._parts, self._count, self._open, self._watched, self._closers = [], 0, 0, False, []
         if still_open:
             raise ValueError(UNCLOSED_TRANSACTION)
         if not count:
             return []
-        if opened:
-            # The commands close what they open, as the server answers when
-            # it runs them all; but one it refuses would leave its part open
-            # on the pooled connection: a WATCH whose MULTI was refused (an
-            # ACL) would abort a later transaction there, and a MULTI whose
-            # DISCARD or EXEC was refused (an ACL, a wrong arity, or before
-            # Redis 6.2 an EXEC refused for memory) would queue every later
-            # command. An UNWATCH after them ends a WATCH, and its reply
-            # tells whether a MULTI is still open (QUEUED, not OK): then
-            # _call closes the connection.
+        # The commands close what they open, as the server answers when it
+        # runs them all; but one it refuses would leave its part open on the
+        # pooled connection. A WATCH whose MULTI was refused (an ACL) would
+        # abort a later transaction there: an UNWATCH after them, which must
+        # answer OK. A MULTI whose EXEC or DISCARD was refused other than by
+        # EXECABORT (an ACL, a wrong arity, and before Redis 6.2 an EXEC
+        # refused for memory) would queue every later command. Either way,
+        # _call closes the connection.
+        if watched:
             parts.append(b"*1\r\n$7\r\nUNWATCH\r\n")
+
+        def closed_all(replies: "List[Reply]") -> bool:
+            if watched and replies[-1] != "OK":
+                return False
+            return not any(isinstance(replies[index], ResponseError) and replies[index].kind != "EXECABORT"
+                           for index in closers)
+
         client = self._client
-        replies: List[Reply] = client._call(parts, client.socket_timeout, count + 1 if opened else count,
-                                            ends_ok=opened)
-        if opened:
+        replies: List[Reply] = client._call(parts, client.socket_timeout, count + 1 if watched else count,
+                                            keep=closed_all if watched or closers else None)
+        if watched:
             replies.pop()
         if raise_on_error:
             for reply in replies:

@@ -274,10 +274,10 @@ class SentinelClient(Client):
             self.sentinels = [s for s in sentinels if s != sentinel] + [sentinel]
 
     def _call(self, parts: List[Any], timeout: Optional[float], count: Optional[int] = None,
-              blocking: bool = False, ends_ok: bool = False) -> Reply:
+              blocking: bool = False, keep: Optional[Callable[[List[Reply]], bool]] = None) -> Reply:
         for attempt in (1, 2):
             try:
-                reply = super()._call(parts, timeout, count, blocking, ends_ok)
+                reply = super()._call(parts, timeout, count, blocking, keep)
             except ResponseError as exc:
                 if attempt == 2 or not (isinstance(exc, ReadOnlyError) or _demoted(exc)):
                     raise  # e.g. UNBLOCKED by CLIENT UNBLOCK … ERROR: someone meant to stop it

@@ -1954,6 +1954,22 @@ def test_a_multi_the_server_kept_open_is_not_left_on_the_connection(
             user.close()
 
 
+def test_a_transaction_keeps_its_connection_for_a_user_without_unwatch(make_server: MakeServer, key: str) -> None:
+    """Whether a MULTI is still open is read from the replies to its EXEC or
+    DISCARD, not from an UNWATCH sent after it, which a user without that
+    command is refused: each such pipeline would close its connection."""
+    server = make_server()
+    with resp.Client(port=server.port) as admin:
+        assert admin.execute("ACL", "SETUSER", "u", "on", ">pw", "~*", "+@all", "-unwatch") == "OK"
+        with resp.Client(port=server.port, username="u", password="pw") as user:
+            first = user.execute("CLIENT", "ID")
+            for closer in ("EXEC", "DISCARD", "EXEC"):
+                replies = user.pipeline().command("MULTI").command("INCR", key).command(closer).execute()
+                assert replies[:2] == ["OK", "QUEUED"]
+            assert user.execute("CLIENT", "ID") == first
+            assert admin.execute("GET", key) == b"2"
+
+
 def test_lua_status_and_error_replies_of_70_kib(client: resp.Client) -> None:
     text = "x" * 70_000
     assert client.execute("EVAL", "return redis.status_reply(ARGV[1])", 0, text) == text

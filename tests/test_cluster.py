@@ -977,6 +977,9 @@ def test_keys_not_in_first_position_are_routed_and_checked(cluster: RedisCluster
     assert cc.execute("MIGRATE", "127.0.0.1", 1, missing, 0, 100) == "NOKEY"
     assert cc.execute("MIGRATE", "127.0.0.1", 1, "", 0, 100, "KEYS", missing) == "NOKEY"
     assert cc.execute("SORT", key + "l", "STORE", key + "sorted") == 0
+    elsewhere_key = next(f"dest-{n}" for n in range(100) if resp.key_slot(f"dest-{n}") != resp.key_slot(key))
+    # The last STORE is the one the server takes: the first is no key of the command.
+    assert cc.execute("SORT", key + "l", "STORE", elsewhere_key, "STORE", key + "sorted") == 0
     assert not cc._stale
     # A key after a subcommand: routed by the key, not by the subcommand's name.
     elsewhere = next(f"stream-{n}" for n in range(100) if all(
