@@ -152,6 +152,28 @@ class _RidingOut:
         return max(1, round(left)) if isinstance(timeout, int) else left
 
 
+#: How long the pop that probes a new connection waits (see _probe).
+PROBE_WAIT = 0.01
+
+
+def _probe(client: "Any", key: str) -> "Optional[bytes]":
+    # After a reconnection, whether the link answers, before the next wait
+    # counts toward a timeout: a pop that waits a hundredth of a second, whose
+    # reply the client waits for only its margin (resp.BLOCKING_MARGIN), even
+    # with socket_timeout=None, where an LLEN would wait for as long as a
+    # server that accepts connections and never answers (a stopped process)
+    # stays so. The message it may pop, or None.
+    try:
+        popped = client.blpop(key, PROBE_WAIT)
+    except resp.ResponseError as exc:
+        if "timeout is not" not in str(exc):  # LOADING, CLUSTERDOWN…: ridden out as from any pop
+            raise
+        return None  # a fraction of a second, refused before Redis 6.0: an answer all the same
+    return None if popped is None else popped[1]
+
+
+_WORKER_OPTIONS = frozenset({"block", "timeout", "reliable"})
+_RELIABLE_WORKER_OPTIONS = _WORKER_OPTIONS | {"max_attempts", "heartbeat_ttl", "consumer_id"}
 _RAW_TYPES = frozenset({bytes, str, int, float, bytearray, memoryview})
 _DUMPED_TYPES = frozenset({bytes, str, bytearray, memoryview})
 
@@ -354,7 +376,7 @@ class HotQueue:
         warning logged each time) and goes on; a timeout counts the time the
         pops for one message waited on a live connection, those that a
         connection broke under included, but not the time spent reconnecting
-        (a reconnection is confirmed with an ``LLEN`` before the next wait
+        (a reconnection is confirmed with a pop that hardly waits before the next wait
         counts); with no timeout, a server that stops answering is
         noticed within two slices of ``WAIT_SLICE`` seconds (plus the
         client's ``socket_timeout``), and ridden out
@@ -381,11 +403,14 @@ class HotQueue:
             loads = None if serializer is None else serializer.loads  # before the pop, as in get()
             started = time.monotonic() if riding.timeout else 0.0  # read only to count a timeout
             try:
+                data = None
                 if failing and riding.probing:  # after a reconnection: does the link answer?
-                    client.llen(key)
+                    data = _probe(client, key)  # a message, maybe
                     riding.answered()
                     server_timeout, started = riding.left(), time.monotonic()
-                if block:  # as get() does, without its checks each time
+                if data is not None:
+                    pass
+                elif block:  # as get() does, without its checks each time
                     popped = client.blpop(key, server_timeout)
                     data = None if popped is None else popped[1]
                 else:
@@ -446,6 +471,9 @@ class HotQueue:
         """
         if args and (len(args) > 1 or kwargs or not callable(args[0])):
             raise TypeError("use @queue.worker or @queue.worker(block=..., timeout=...)")
+        unknown = set(kwargs) - (_RELIABLE_WORKER_OPTIONS if kwargs.get("reliable") else _WORKER_OPTIONS)
+        if unknown:  # now, not when the worker is first called
+            raise TypeError(f"worker() got unexpected argument(s): {', '.join(sorted(unknown))}")
         _check_timeout(kwargs.get("timeout"))
 
         def decorator(func: "Callable[..., Any]") -> "Callable[..., None]":

@@ -54,10 +54,12 @@ _KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
 #: unable to get the issuer (locally), self-signed (in the chain), unable to
 #: verify the leaf's signature.
 _UNKNOWN_ISSUER = frozenset((2, 18, 19, 20, 21))
-#: Seconds a TLS handshake may take when no connect timeout is given: a plain
-#: (non-TLS) Redis port never answers one, and would otherwise hold the
-#: client forever (it waits for the end of a command line that never comes).
-_TLS_HANDSHAKE_TIMEOUT = 10.0
+#: Seconds the set-up of a new connection (a TLS handshake, AUTH, SELECT,
+#: CLIENT SETNAME) may take once connected when no connect timeout is given:
+#: a plain (non-TLS) Redis port never answers a handshake (it waits for the
+#: end of a command line that never comes), and a server that accepts
+#: connections and never answers (a stopped process) never answers AUTH.
+_SETUP_TIMEOUT = 10.0
 
 
 class _WeakRegistry:
@@ -245,9 +247,10 @@ def _connect_tcp(host: str, port: int, timeout: "Optional[float]",
     raise error if error is not None else OSError(f"no address found for {host!r}")
 
 
-def _open_socket(address: Address, made: "Callable[[Any], None]") -> "Tuple[_socket.socket, Optional[float]]":
+def _open_socket(address: Address, made: "Callable[[Any], None]") -> "Tuple[_socket.socket, float]":
     # The socket, and the deadline of the rest of its setup: the connect
-    # timeout counted from when the connect that succeeded began (None: none).
+    # timeout counted from when the connect that succeeded began (none given:
+    # _SETUP_TIMEOUT from now).
     # Each socket (and the TLS one over it) is passed to made() as soon as it
     # exists, before any wait.
     timeout = address.connect_timeout
@@ -264,9 +267,9 @@ def _open_socket(address: Address, made: "Callable[[Any], None]") -> "Tuple[_soc
         except BaseException:
             sock.close()
             raise
-        return sock, None if timeout is None else began + timeout
+        return sock, _monotonic() + _SETUP_TIMEOUT if timeout is None else began + timeout
     sock, began = _connect_tcp(address.host, address.port, timeout, made)
-    deadline = None if timeout is None else began + timeout
+    deadline = _monotonic() + _SETUP_TIMEOUT if timeout is None else began + timeout
     try:
         sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
@@ -275,7 +278,7 @@ def _open_socket(address: Address, made: "Callable[[Any], None]") -> "Tuple[_soc
                 sock.setsockopt(_socket.IPPROTO_TCP, getattr(_socket, name), value)
         if address.ssl_context is not None:
             # What is left of the connect timeout: the handshake is part of connecting.
-            left = _TLS_HANDSHAKE_TIMEOUT if deadline is None else deadline - _monotonic()
+            left = deadline - _monotonic()
             if left <= 0:
                 raise _socket.timeout("timed out")
             sock.settimeout(left)

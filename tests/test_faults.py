@@ -274,6 +274,34 @@ def test_silent_server_endless_consume_is_ridden_out(
     queue.client.close()
 
 
+@pytest.mark.parametrize("reliable", [False, True], ids=["plain", "reliable"])
+def test_consume_with_a_timeout_rides_out_a_server_silent_after_a_reconnection(
+    proxied: Any, key: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, reliable: bool
+) -> None:
+    """After its connection drops, consume(timeout=…) checks that the new one
+    answers before its waits count again. With socket_timeout=None that check
+    (an LLEN) waited for as long as a server that accepts connections stayed
+    silent: one warning, then nothing. It is now a wait of a hundredth of a
+    second, whose reply the client waits for only its margin: the consumer
+    warns and retries while the server is silent, and goes on after."""
+    monkeypatch.setattr("resp.client.BLOCKING_MARGIN", 1.0)  # a quicker test; the margin is not its subject
+    proxy, _, direct = proxied
+    queue = HotQueue(key, host="127.0.0.1", port=proxy.port, serializer=None)  # socket_timeout=None
+    assert len(queue) == 0
+    thread, outcome = _in_thread(lambda: next(iter(queue.consume(timeout=60, reliable=reliable))))
+    wait_for("the consumer to wait", lambda: proxy.connections() >= 1, timeout=5)
+    time.sleep(0.5)
+    proxy.silent = True
+    proxy.close_idle()  # the wait's connection drops; the next ones are never answered
+    wait_for("three warnings", lambda: caplog.text.count("retrying") >= 3, timeout=3 * (1 + 1.0) + SLACK)
+    assert caplog.text.count("retrying") >= 3, caplog.text
+    proxy.silent = False
+    direct.rpush(queue.key, b"after the silence")
+    thread.join(3 * (1 + 1.0) + SLACK)
+    assert outcome == [b"after the silence"]
+    queue.client.close()
+
+
 def test_client_unblock_does_not_end_an_endless_wait(redis_url: str, key: str) -> None:
     """CLIENT UNBLOCK ends a BLPOP as if it timed out: a get(block=True) with
     no timeout has none, and goes on waiting (HotQueue 0.2.8 returned None)."""

@@ -230,6 +230,8 @@ CASES: List[Case] = [
     ("worker timeout=-1", lambda p: queue(p).worker(timeout=-1), ValueError),
     ("worker timeout=1e12", lambda p: queue(p).worker(timeout=1e12), ValueError),
     ("worker two functions", lambda p: queue(p).worker(print, print), TypeError),
+    ("worker timout=1", lambda p: queue(p).worker(timout=1), TypeError),  # type: ignore[call-overload]
+    ("worker max_attempts without reliable", lambda p: queue(p).worker(max_attempts=2), TypeError),  # type: ignore[call-overload]
     ("worker not callable", lambda p: queue(p).worker("f"), TypeError),
     # Options every connection would send, and the server refuse, every time.
     ("Client client_name with a space", lambda p: client(p, client_name="my worker").ping(), ValueError),

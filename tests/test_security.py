@@ -10,7 +10,7 @@ import ssl
 import threading
 import time
 import traceback
-from typing import Any, Callable, List
+from typing import Any, Callable, Dict, List
 
 import pytest
 from redis_server import free_port, make_certificates
@@ -318,7 +318,7 @@ def test_rediss_to_a_plain_server_does_not_hang_without_a_timeout(make_server: A
     """With no timeout at all, neither for a command nor to connect, the TLS
     handshake alone is bounded (10 s, shortened here); the bound does not stay
     on the connection, whose commands wait as long as they take."""
-    monkeypatch.setattr(resp.connection, "_TLS_HANDSHAKE_TIMEOUT", 1.0)
+    monkeypatch.setattr(resp.connection, "_SETUP_TIMEOUT", 1.0)
     server = make_server()
     raised = _raised_within(10, resp.Client("127.0.0.1", server.port, ssl=True).ping,
                             "a rediss:// client hung on a plain port")
@@ -327,6 +327,30 @@ def test_rediss_to_a_plain_server_does_not_hang_without_a_timeout(make_server: A
     tls = make_server(tls=True)
     with resp.Client("localhost", tls.port, ssl_ca_certs=f"{tls.tls_dir}/ca.crt") as client:
         assert client.blpop(key, 2) is None  # a wait past the handshake's bound
+
+
+@pytest.mark.parametrize("options", [{"password": "pw"}, {"db": 3}, {"client_name": "n"}],
+                         ids=["AUTH", "SELECT", "SETNAME"])
+def test_a_new_connections_set_up_on_a_silent_server_does_not_hang_without_a_timeout(
+        make_server: Any, monkeypatch: Any, key: str, options: Dict[str, Any]) -> None:
+    """With no timeout at all, AUTH, SELECT and CLIENT SETNAME on a new
+    connection are bounded as the TLS handshake is (10 s, shortened here): a
+    server that accepts connections and never answers (a stopped process)
+    held the client, and a consume riding out its outage, for as long as it
+    stayed so. The bound does not stay on the connection."""
+    monkeypatch.setattr(resp.connection, "_SETUP_TIMEOUT", 1.0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # the kernel accepts; nothing ever answers
+    try:
+        raised = _raised_within(10, resp.Client("127.0.0.1", listener.getsockname()[1], **options).ping,
+                                "the set-up of a connection hung on a silent server")
+        assert isinstance(raised, resp.TimeoutError), raised
+    finally:
+        listener.close()
+    server = make_server(["--requirepass", "pw"]) if "password" in options else make_server()
+    with resp.Client("127.0.0.1", server.port, **options) as client:
+        assert client.blpop(key, 2) is None  # a wait past the set-up's bound
 
 
 def test_empty_password_or_user_name_is_none(make_server: Any, key: str) -> None:
