@@ -152,24 +152,26 @@ class _RidingOut:
         return max(1, round(left)) if isinstance(timeout, int) else left
 
 
-#: How long the pop that probes a new connection waits (see _probe).
+#: How long the wait that checks a new connection takes (see _probe).
 PROBE_WAIT = 0.01
 
 
-def _probe(client: "Any", key: str) -> "Optional[bytes]":
+def _probe(client: "Any", key: str) -> None:
     # After a reconnection, whether the link answers, before the next wait
-    # counts toward a timeout: a pop that waits a hundredth of a second, whose
-    # reply the client waits for only its margin (resp.BLOCKING_MARGIN), even
-    # with socket_timeout=None, where an LLEN would wait for as long as a
-    # server that accepts connections and never answers (a stopped process)
-    # stays so. The message it may pop, or None.
+    # counts toward a timeout: a BLMOVE of the queue onto itself, head to
+    # head, waiting a hundredth of a second. The client waits for its reply
+    # only its margin (resp.BLOCKING_MARGIN), even with socket_timeout=None,
+    # where an LLEN would wait for as long as a server that accepts
+    # connections and never answers (a stopped process) stays so; and it
+    # moves nothing, even run by a server that wakes after the client gave up
+    # on it (a pop would then take a message and lose it). Any answer will
+    # do, a refusal too (no BLMOVE before Redis 6.2, or not for this user),
+    # but one that says the server is not ready yet: ridden out.
     try:
-        popped = client.blpop(key, PROBE_WAIT)
+        client.blmove(key, key, PROBE_WAIT, "LEFT", "LEFT")
     except resp.ResponseError as exc:
-        if "timeout is not" not in str(exc):  # LOADING, CLUSTERDOWN…: ridden out as from any pop
+        if isinstance(exc, RIDE_OUT):  # LOADING, BUSY, CLUSTERDOWN
             raise
-        return None  # a fraction of a second, refused before Redis 6.0: an answer all the same
-    return None if popped is None else popped[1]
 
 
 _WORKER_OPTIONS = frozenset({"block", "timeout", "reliable"})
@@ -376,7 +378,7 @@ class HotQueue:
         warning logged each time) and goes on; a timeout counts the time the
         pops for one message waited on a live connection, those that a
         connection broke under included, but not the time spent reconnecting
-        (a reconnection is confirmed with a pop that hardly waits before the next wait
+        (a reconnection is confirmed with a wait that moves nothing before the next wait
         counts); with no timeout, a server that stops answering is
         noticed within two slices of ``WAIT_SLICE`` seconds (plus the
         client's ``socket_timeout``), and ridden out
@@ -403,14 +405,11 @@ class HotQueue:
             loads = None if serializer is None else serializer.loads  # before the pop, as in get()
             started = time.monotonic() if riding.timeout else 0.0  # read only to count a timeout
             try:
-                data = None
                 if failing and riding.probing:  # after a reconnection: does the link answer?
-                    data = _probe(client, key)  # a message, maybe
+                    _probe(client, key)
                     riding.answered()
                     server_timeout, started = riding.left(), time.monotonic()
-                if data is not None:
-                    pass
-                elif block:  # as get() does, without its checks each time
+                if block:  # as get() does, without its checks each time
                     popped = client.blpop(key, server_timeout)
                     data = None if popped is None else popped[1]
                 else:

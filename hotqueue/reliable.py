@@ -96,7 +96,7 @@ import resp
 
 from ._inspection import ConsumerStats, DeadLetter, DeadLetters, QueueStats, stats
 from ._scripts import ACK, FAIL, RECOVER, RELEASE, RETIRE, TAKE, Keys, Script, keys_for, meta
-from .queue import PROBE_WAIT, RIDE_OUT, _check_timeout, _RidingOut
+from .queue import RIDE_OUT, _check_timeout, _probe, _RidingOut
 
 if TYPE_CHECKING:
     from .queue import HotQueue
@@ -644,11 +644,7 @@ class Consumer:
             started = time.monotonic()
             try:
                 if riding.probing:  # after a reconnection: does the link answer?
-                    # A wait of a hundredth of a second on a list never
-                    # written: bounded by the client's margin even without
-                    # socket_timeout (see queue._probe), and it takes nothing.
-                    probe = self.keys.prefix + "probe"
-                    self.queue.client.blmove(probe, probe, PROBE_WAIT, "LEFT", "LEFT")
+                    _probe(self.queue.client, self.keys.main)
                     riding.answered()
                     started = time.monotonic()
                 return self.fetch(block, riding.left() or timeout)

@@ -9,6 +9,7 @@ carried anything is resent transparently; and no call outlives its deadline.
 import os
 import pickle
 import random
+import signal
 import socket
 import threading
 import time
@@ -300,6 +301,55 @@ def test_consume_with_a_timeout_rides_out_a_server_silent_after_a_reconnection(
     thread.join(3 * (1 + 1.0) + SLACK)
     assert outcome == [b"after the silence"]
     queue.client.close()
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["plain", "reliable"])
+def test_the_checks_a_stopped_server_runs_when_it_wakes_take_no_message(
+    make_server: Any, key: str, monkeypatch: pytest.MonkeyPatch, reliable: bool
+) -> None:
+    """The checks a consume(timeout=…) sends on each new connection while
+    the server is stopped (SIGSTOP: its kernel still accepts connections) are
+    given up by the client after its margin, but run by the server when it
+    wakes. A pop as the check would then take a message each, for a closed
+    connection: lost. A BLMOVE of the queue onto itself moves nothing."""
+    monkeypatch.setattr("resp.client.BLOCKING_MARGIN", 1.0)  # a quicker test; the margin is not its subject
+    server = make_server()
+    assert server.process is not None
+    queue = HotQueue(key, port=server.port, serializer=None)  # socket_timeout=None, no set-up commands
+    admin = resp.Client(port=server.port, socket_timeout=5)
+    got: List[bytes] = []
+
+    def consume() -> None:
+        for message in queue.consume(timeout=60, reliable=reliable):
+            got.append(message)
+            if len(got) == 5:
+                return
+
+    thread, outcome = _in_thread(consume)
+    try:
+        def waiting_id() -> Optional[str]:
+            for line in admin.execute("CLIENT", "LIST").decode().splitlines():
+                fields = dict(field.split("=", 1) for field in line.split())
+                if fields.get("cmd") in ("blpop", "blmove"):  # the consumer's: the admin never waits
+                    return fields["id"]
+            return None
+
+        wait_for("the consumer to wait", lambda: waiting_id() is not None, timeout=5)
+        admin.execute("CLIENT", "KILL", "ID", waiting_id())
+        admin.rpush(queue.key, *[f"m{n}".encode() for n in range(5)])
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(4)  # checks sent, given up on, left for the server
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        thread.join(20)
+        assert outcome == [None], outcome
+        assert got == [f"m{n}".encode() for n in range(5)], got
+        # Reliable: leaving the loop gives back the message held, the last.
+        assert admin.execute("LRANGE", queue.key, 0, -1) == ([b"m4"] if reliable else [])
+    finally:
+        admin.close()
+        queue.client.close()
 
 
 def test_client_unblock_does_not_end_an_endless_wait(redis_url: str, key: str) -> None:
