@@ -160,8 +160,8 @@ def _probe(client: "Any", key: str) -> None:
     # After a reconnection, whether the link answers, before the next wait
     # counts toward a timeout: a BLMOVE of the queue onto itself, head to
     # head, waiting a hundredth of a second. The client waits for its reply
-    # only its margin (resp.BLOCKING_MARGIN), even with socket_timeout=None,
-    # where an LLEN would wait for as long as a server that accepts
+    # its margin (resp.BLOCKING_MARGIN) plus socket_timeout, a bound even with
+    # socket_timeout=None, where an LLEN would wait for as long as a server that accepts
     # connections and never answers (a stopped process) stays so; and it
     # moves nothing, even run by a server that wakes after the client gave up
     # on it (a pop would then take a message and lose it). Any answer will
@@ -378,8 +378,8 @@ class HotQueue:
         warning logged each time) and goes on; a timeout counts the time the
         pops for one message waited on a live connection, those that a
         connection broke under included, but not the time spent reconnecting
-        (a reconnection is confirmed with a wait that moves nothing before the next wait
-        counts); with no timeout, a server that stops answering is
+        (a reconnection is confirmed with a wait that moves nothing before
+        the next wait counts); with no timeout, a server that stops answering is
         noticed within two slices of ``WAIT_SLICE`` seconds (plus the
         client's ``socket_timeout``), and ridden out
         the same way. ``KeyboardInterrupt`` while waiting ends it quietly.

@@ -116,9 +116,8 @@ def _forget_imports_of_other_threads() -> None:
     # first reserve(), of logging by a first warning) would hang. Forget that
     # lock and the half-made module, with a package's submodules (made while
     # it was, they would keep the half-made one): the child imports them
-    # afresh. Through
-    # importlib's own per-module locks (internal, alike in every version
-    # since 3.3; nothing is done where they are missing). Waiting for such
+    # afresh. Through importlib's own per-module locks (internal, alike in
+    # every version since 3.3; nothing is done where they are missing). Waiting for such
     # imports before the fork instead could hang the parent: the fork hooks
     # of modules imported after this one run first and hold their locks
     # (logging's), which the import may need.
