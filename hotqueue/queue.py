@@ -174,6 +174,12 @@ def _probe(client: "Any", key: str) -> None:
             raise
 
 
+def _no_loads(serializer: "Any") -> TypeError:
+    """The error for a serializer whose ``loads`` was set to ``None``: raised
+    before a message is taken, not returned as raw bytes."""
+    return TypeError(f"serializer {serializer!r} has loads=None: it cannot read a message")
+
+
 _WORKER_OPTIONS = frozenset({"block", "timeout", "reliable"})
 _RELIABLE_WORKER_OPTIONS = _WORKER_OPTIONS | {"max_attempts", "heartbeat_ttl", "consumer_id"}
 _RAW_TYPES = frozenset({bytes, str, int, float, bytearray, memoryview})
@@ -348,6 +354,8 @@ class HotQueue:
             _check_timeout(timeout)
         serializer = self.serializer
         loads = None if serializer is None else serializer.loads  # before the pop: a message depends on it
+        if loads is None and serializer is not None:
+            raise _no_loads(serializer)
         if block:
             while True:
                 popped = self._client.blpop(self._key, timeout or WAIT_SLICE)
@@ -403,6 +411,8 @@ class HotQueue:
         while True:
             serializer = self.serializer
             loads = None if serializer is None else serializer.loads  # before the pop, as in get()
+            if loads is None and serializer is not None:
+                raise _no_loads(serializer)
             started = time.monotonic() if riding.timeout else 0.0  # read only to count a timeout
             try:
                 if failing and riding.probing:  # after a reconnection: does the link answer?

@@ -287,6 +287,13 @@ class DumpsOnly:
         return b"dumped"
 
 
+class LoadsNone:
+    """A serializer whose ``loads`` is there, as ``None``."""
+
+    dumps = staticmethod(pickle.dumps)
+    loads = None
+
+
 @pytest.mark.parametrize("serializer", [object(), DumpsOnly, json.dumps, "pickle"])
 def test_a_serializer_without_dumps_and_loads_is_refused_at_once(serializer: Any) -> None:
     with pytest.raises(TypeError, match="dumps.*loads"):
@@ -297,12 +304,13 @@ def test_a_serializer_without_loads_given_later_costs_no_message(queue: HotQueue
     """``serializer`` set afterwards to one that cannot read: get() and
     consume() fail before they pop, not after, which would lose the message."""
     queue.put("kept")
-    queue.serializer = DumpsOnly
-    for take in (queue.get, lambda: queue.get(block=True, timeout=1), lambda: next(queue.consume(timeout=1)),
-                 lambda: next(queue.consume(block=False))):
-        with pytest.raises(AttributeError, match="loads"):
-            take()
-        assert len(queue) == 1
+    for serializer, error in ((DumpsOnly, AttributeError), (LoadsNone, TypeError)):
+        queue.serializer = serializer
+        for take in (queue.get, lambda: queue.get(block=True, timeout=1), lambda: next(queue.consume(timeout=1)),
+                     lambda: next(queue.consume(block=False))):
+            with pytest.raises(error, match="loads"):
+                take()
+            assert len(queue) == 1
     queue.serializer = pickle
     assert queue.get() == "kept"
 

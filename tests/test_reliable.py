@@ -301,6 +301,25 @@ def test_a_message_the_serializer_cannot_read_is_dead_lettered_and_skipped(
     assert "dead-lettered after 1 attempt(s): cannot deserialize:" in record.getMessage()
 
 
+def test_a_serializer_with_loads_none_set_later_takes_nothing(queue: HotQueue) -> None:
+    """``loads`` there but ``None``: reserve() raises before its take, and
+    does not hand over the raw bytes as the message."""
+    queue.put("kept")
+
+    class LoadsNone:
+        dumps = staticmethod(pickle.dumps)
+        loads = None
+
+    queue.serializer = LoadsNone
+    with pytest.raises(TypeError, match="loads"):
+        with queue.reserve(timeout=1):
+            pass
+    assert len(queue) == 1  # not taken into a processing list
+    queue.serializer = pickle
+    with queue.reserve(timeout=1) as msg:
+        assert msg == "kept"
+
+
 def test_two_lapses_of_registration_apart_are_not_taken_for_a_heartbeat_ttl_too_short(
         queue: HotQueue, caplog: pytest.LogCaptureFixture) -> None:
     """A fetch that finds its consumer forgotten on the server (a restart, a
