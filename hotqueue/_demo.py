@@ -131,9 +131,11 @@ class PrivateServer:
         self.stop()
 
     def start(self) -> None:
-        """Start the server and wait until it answers.
+        """Start the server and wait until it answers on its port, as itself:
+        the ``process_id`` in its ``INFO`` is the one we started.
 
-        :raises DemoError: it exited or did not answer within ``WAIT_LIMIT`` seconds.
+        :raises DemoError: it exited (e.g. the port was taken by another
+            program) or did not answer within ``WAIT_LIMIT`` seconds.
         """
         log = os.path.join(self.dir, "redis.log")
         self.process = subprocess.Popen(
@@ -150,12 +152,28 @@ class PrivateServer:
             if self.process.poll() is not None:
                 # Its log goes with its directory (see stop): say what it says.
                 raise DemoError(f"{self.binary} exited with status {self.process.returncode}{_last_line(log)}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise DemoError(f"{self.binary} did not listen on port {self.port} within {WAIT_LIMIT:g} s")
+            if self._serving() == self.process.pid:
+                return
+            time.sleep(0.02)
+        raise DemoError(f"{self.binary} did not answer on port {self.port} within {WAIT_LIMIT:g} s")
+
+    def _serving(self) -> Optional[int]:
+        """The ``process_id`` of the Redis server answering on our port, or
+        None when none does: another program may have taken the port after
+        ``_free_port`` let it go, and our server then fails to bind it."""
+        try:
+            with resp.Client(host="127.0.0.1", port=self.port, socket_timeout=0.5,
+                             socket_connect_timeout=0.5) as client:
+                info = client.execute("INFO", "server")
+        except (resp.RespError, OSError):
+            return None
+        if not isinstance(info, bytes):
+            return None
+        for line in info.splitlines():
+            key, _, value = line.partition(b":")
+            if key == b"process_id" and value.strip().isdigit():
+                return int(value)
+        return None
 
     def stop(self) -> None:
         """Stop the server by its pid (SIGTERM, then SIGKILL) and remove its directory."""

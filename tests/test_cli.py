@@ -12,6 +12,7 @@ import os
 import pickle
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -680,6 +681,33 @@ def test_demo_starts_its_own_server() -> None:
     assert port != 6379
     with pytest.raises(OSError):  # and stopped it
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+@pytest.mark.parametrize("taker", ["listener", "redis-server"])
+def test_demo_server_is_not_fooled_by_a_port_taken_before_it_binds(
+    taker: str, make_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another program takes the port between ``_free_port()`` and our
+    redis-server's bind (here, before it is even started): a socket that
+    accepts and never answers, or a Redis server of its own. Our server fails
+    to bind and exits; start() says so, rather than report that server up."""
+    from hotqueue import _demo
+
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    with socket.socket() as listener:
+        if taker == "listener":
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            port = int(listener.getsockname()[1])
+        else:
+            port = make_server().port
+        monkeypatch.setattr(_demo, "_free_port", lambda: port)
+        server = _demo.PrivateServer(binary)
+        with pytest.raises(_demo.DemoError, match="exited with status"):
+            with server:
+                pass
+    assert server.process is None and not os.path.exists(server.dir)
 
 
 def test_demo_reports_a_worker_still_running(make_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
