@@ -132,7 +132,7 @@ class PrivateServer:
 
     def start(self) -> None:
         """Start the server and wait until it answers on its port, as itself:
-        the ``process_id`` in its ``INFO`` is the one we started.
+        its working directory is the one made for it.
 
         :raises DemoError: it exited (e.g. the port was taken by another
             program) or did not answer within ``WAIT_LIMIT`` seconds.
@@ -148,31 +148,29 @@ class PrivateServer:
             start_new_session=True,
         )
         deadline = time.monotonic() + WAIT_LIMIT
+        ours = os.fsencode(os.path.realpath(self.dir))
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 # Its log goes with its directory (see stop): say what it says.
                 raise DemoError(f"{self.binary} exited with status {self.process.returncode}{_last_line(log)}")
-            if self._serving() == self.process.pid:
+            if self._serving_from() == ours:
                 return
             time.sleep(0.02)
         raise DemoError(f"{self.binary} did not answer on port {self.port} within {WAIT_LIMIT:g} s")
 
-    def _serving(self) -> Optional[int]:
-        """The ``process_id`` of the Redis server answering on our port, or
-        None when none does: another program may have taken the port after
-        ``_free_port`` let it go, and our server then fails to bind it."""
+    def _serving_from(self) -> Optional[bytes]:
+        """The working directory of the Redis server answering on our port,
+        or None when none does. Another program may have taken the port
+        after ``_free_port`` let it go (our server then fails to bind it):
+        only ours works in ``self.dir``."""
         try:
             with resp.Client(host="127.0.0.1", port=self.port, socket_timeout=0.5,
                              socket_connect_timeout=0.5) as client:
-                info = client.execute("INFO", "server")
+                reply = client.execute("CONFIG", "GET", "dir")
         except (resp.RespError, OSError):
             return None
-        if not isinstance(info, bytes):
-            return None
-        for line in info.splitlines():
-            key, _, value = line.partition(b":")
-            if key == b"process_id" and value.strip().isdigit():
-                return int(value)
+        if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], bytes):
+            return reply[1]
         return None
 
     def stop(self) -> None:
