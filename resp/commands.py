@@ -170,11 +170,12 @@ def _still_open(args: "Tuple[CommandArg, ...]", open_before: int) -> int:
     return open_before
 
 
-def _time_left(timeout: "Any", started: float) -> "Any":
+def _time_left(timeout: "Any", started: float, at_least: bool = False) -> "Any":
     # A blocking command's timeout, waited since ``started`` (time.monotonic),
-    # cut to what is left of it; None once it has passed. Whole seconds stay
-    # whole (servers before 6.0 take nothing else); 0 (forever) and what is
-    # not a number stay as they are.
+    # cut to what is left of it; None once it has passed, or with
+    # ``at_least`` the shortest wait instead (1, or MIN_FRACTION). Whole
+    # seconds stay whole (servers before 6.0 take nothing else); 0 (forever)
+    # and what is not a number stay as they are.
     try:
         total = float(timeout)
     except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float's range
@@ -182,13 +183,14 @@ def _time_left(timeout: "Any", started: float) -> "Any":
     if not total > 0:
         return timeout
     left = total - (time.monotonic() - started)
-    if left <= 0:
+    if left <= 0 and not at_least:
         return None
     return max(1, round(left)) if isinstance(timeout, int) else max(round(left, 3), MIN_FRACTION)
 
 
-def _with_time_left(args: "Tuple[CommandArg, ...]", index: int, started: float) -> "Optional[Tuple[CommandArg, ...]]":
+def _with_time_left(args: "Tuple[CommandArg, ...]", index: int, started: float,
+                    at_least: bool = False) -> "Optional[Tuple[CommandArg, ...]]":
     # The command with its timeout (at args[index]) cut by _time_left; None
-    # once it has passed.
-    left = _time_left(args[index], started)
+    # once it has passed (unless ``at_least``).
+    left = _time_left(args[index], started, at_least)
     return None if left is None else args[:index] + (left,) + args[index + 1 :]

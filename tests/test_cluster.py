@@ -388,6 +388,45 @@ def test_a_resent_timeout_too_large_for_a_float_is_left_to_the_server() -> None:
     assert _with_time_left(command, 2, time.monotonic() - 1) == command
 
 
+def test_a_check_redirected_once_its_wait_has_passed_is_answered_by_the_new_owner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """consume's check of a new connection (a BLMOVE of a hundredth of a
+    second) that a MOVED sends on once its time has passed still waits for
+    the new owner: here frozen (its kernel still accepts), so the check
+    times out. It returned None, as for an empty queue, with only the old
+    owner's MOVED heard: the waits after it counted as on a live link."""
+    from hotqueue.queue import _probe
+
+    monkeypatch.setattr("resp.client.BLOCKING_MARGIN", 1.0)  # a quicker test; the margin is not its subject
+    try:
+        small = RedisCluster(primaries=3, replicas=0, node_timeout_ms=60000).start()
+    except Exception as exc:
+        pytest.fail(f"cannot start a Redis Cluster for the test: {exc}", pytrace=False)
+    client = None
+    first, middle, last = small.owner(0), small.owner(8192), small.owner(16383)
+    frozen = next(node for node in small.nodes if node.port == first)
+    key = next(key for key in (unique("moved-check") for _ in range(1000)) if small.owner(resp.key_slot(key)) == last)
+    slot, first_id = resp.key_slot(key), small.node_ids()[first]
+    try:
+        # The slot goes to the first primary, stopped first: it tells no other
+        # node, and the middle one, asked for the map, still names the last.
+        os.kill(frozen.process.pid, signal.SIGSTOP)
+        small.client(last).execute("CLUSTER", "SETSLOT", slot, "NODE", first_id)
+        served = [row for row in small.client(middle).execute("CLUSTER", "SLOTS") if row[0] <= slot <= row[1]]
+        assert served[0][2][1] == last, "the middle primary learned the move: nothing to test"
+        # The frozen node is asked for the map first: its socket_timeout passes
+        # before the middle one answers, and with it the check's wait.
+        client = resp.ClusterClient([f"127.0.0.1:{port}" for port in (first, middle, last)], socket_timeout=1)
+        with pytest.raises(resp.TimeoutError):
+            _probe(client, key)
+    finally:
+        os.kill(frozen.process.pid, signal.SIGCONT)
+        if client is not None:
+            client.close()
+        small.stop()
+
+
 def test_a_script_with_a_bad_numkeys_is_refused_by_the_server(cc: resp.ClusterClient) -> None:
     """As a plain client does: the server's error, not a Python one from
     reading numkeys to route the command."""
