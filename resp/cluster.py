@@ -15,8 +15,9 @@ Rules this module keeps:
    connection, without touching the map), ``TRYAGAIN`` and ``CLUSTERDOWN``
    (wait a little, retry), and for a blocking command the ``UNBLOCKED`` of a
    primary demoted while it waited (learn the map again, wait on the new
-   primary for what is left of the timeout; after ``MOVED`` or ``ASK``, at
-   least the shortest wait, so that the owner answers). Each command
+   primary for what is left of the timeout; after ``MOVED`` or ``ASK``, a
+   timeout given in fractions of a second at least the shortest wait, so
+   that the owner answers). Each command
    gets at most ``max_redirects`` of those. A connection that fails after the
    command was sent raises, as on one server; the map is refreshed before the
    next command because the node may have failed over.
@@ -517,10 +518,11 @@ class ClusterClient:
         last: Optional[ResponseError] = None
         wait = RETRY_FIRST
         # A blocking command resent after a redirection waits only for what
-        # is left of its timeout; after MOVED or ASK (run nowhere yet), at
-        # least the shortest wait once it has passed: the owner is asked
-        # still, so that a short wait (consume's check of a new connection)
-        # is answered by the node that serves the key, not by a redirection.
+        # is left of its timeout; after MOVED or ASK (run nowhere yet), one
+        # in fractions of a second at least the shortest wait once it has
+        # passed: the owner is asked still, so that a short wait (consume's
+        # check of a new connection) is answered by the node that serves the
+        # key, not by a redirection. (Whole seconds would wait one more.)
         blocking = None if key is not None else _timeout_index(args)
         started = time.monotonic() if blocking is not None else 0.0
         waited = args[blocking] if blocking is not None else 0  # the timeout the server is sent

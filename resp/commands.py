@@ -173,7 +173,8 @@ def _still_open(args: "Tuple[CommandArg, ...]", open_before: int) -> int:
 def _time_left(timeout: "Any", started: float, at_least: bool = False) -> "Any":
     # A blocking command's timeout, waited since ``started`` (time.monotonic),
     # cut to what is left of it; None once it has passed, or with
-    # ``at_least`` the shortest wait instead (1, or MIN_FRACTION). Whole
+    # ``at_least`` the shortest wait instead (MIN_FRACTION) unless it is
+    # whole seconds, where that wait would be a whole second more. Whole
     # seconds stay whole (servers before 6.0 take nothing else); 0 (forever)
     # and what is not a number stay as they are.
     try:
@@ -183,7 +184,7 @@ def _time_left(timeout: "Any", started: float, at_least: bool = False) -> "Any":
     if not total > 0:
         return timeout
     left = total - (time.monotonic() - started)
-    if left <= 0 and not at_least:
+    if left <= 0 and (not at_least or isinstance(timeout, int)):
         return None
     return max(1, round(left)) if isinstance(timeout, int) else max(round(left, 3), MIN_FRACTION)
 
@@ -191,6 +192,6 @@ def _time_left(timeout: "Any", started: float, at_least: bool = False) -> "Any":
 def _with_time_left(args: "Tuple[CommandArg, ...]", index: int, started: float,
                     at_least: bool = False) -> "Optional[Tuple[CommandArg, ...]]":
     # The command with its timeout (at args[index]) cut by _time_left; None
-    # once it has passed (unless ``at_least``).
+    # once it has passed (unless ``at_least``, for a fraction of a second).
     left = _time_left(args[index], started, at_least)
     return None if left is None else args[:index] + (left,) + args[index + 1 :]

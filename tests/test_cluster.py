@@ -388,6 +388,18 @@ def test_a_resent_timeout_too_large_for_a_float_is_left_to_the_server() -> None:
     assert _with_time_left(command, 2, time.monotonic() - 1) == command
 
 
+def test_a_redirected_wait_past_its_time_is_resent_shortest_only_in_fractions_of_a_second() -> None:
+    """After MOVED or ASK (at_least): a timeout in fractions of a second is
+    resent as the shortest wait, so that the owner answers; whole seconds
+    are not, as a second more would be waited past what was asked."""
+    from resp.cluster import _with_time_left
+
+    past = time.monotonic() - 2
+    assert _with_time_left(("BLPOP", "k", 1.5), 2, past, True) == ("BLPOP", "k", resp.commands.MIN_FRACTION)
+    assert _with_time_left(("BLPOP", "k", 1), 2, past, True) is None
+    assert _with_time_left(("BLPOP", "k", 1.5), 2, past) is None
+
+
 def test_a_check_redirected_once_its_wait_has_passed_is_answered_by_the_new_owner(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
