@@ -287,7 +287,8 @@ class ClusterClient:
         replies one command may meet before ``ClusterError`` (or the last
         ``ClusterDownError``) is raised; an int >= 1 (else ``ValueError``).
     :param options: ``Client`` options for every node: ``password``,
-        ``username``, ``socket_timeout``, ``ssl`` … (a cluster has only db 0).
+        ``username``, ``socket_timeout``, ``ssl`` … (a cluster has only db 0:
+        ``db=0`` is taken, any other ``db`` raises ``ValueError``).
     """
 
     def __init__(
@@ -321,6 +322,9 @@ class ClusterClient:
             raise ValueError("a cluster client needs at least one startup node")
         if isinstance(max_redirects, bool) or not isinstance(max_redirects, int) or max_redirects < 1:
             raise ValueError(f"max_redirects must be an int >= 1, not {max_redirects!r}")
+        db = options.pop("db", 0)  # a Client option that a cluster takes as 0 only
+        if type(db) is not int or db:
+            raise ValueError(f"a Redis Cluster has only database 0, not db={db!r}")
         unknown = sorted(set(options) - _NODE_OPTIONS)
         if unknown:
             raise TypeError(f"ClusterClient() got unknown option(s): {', '.join(unknown)}")

@@ -577,8 +577,14 @@ def test_the_readme_example_runs(cluster: RedisCluster) -> None:
 def test_bad_seeds_and_urls() -> None:
     with pytest.raises(ValueError, match="database 0"):
         resp.from_url("redis+cluster://127.0.0.1:7000/3")
-    with pytest.raises(TypeError, match="db"):
-        resp.ClusterClient(["127.0.0.1:7000"], db=1)
+    # db= is taken as the URL's /0 is: 0 only (it was an unknown option).
+    for db in (1, True, "0", None):
+        with pytest.raises(ValueError, match="database 0"):
+            resp.ClusterClient(["127.0.0.1:7000"], db=db)
+    with pytest.raises(ValueError, match="database 0"):
+        resp.from_url("redis+cluster://127.0.0.1:7000", db=1)
+    resp.ClusterClient(["127.0.0.1:7000"], db=0).close()
+    HotQueue("q", url="redis+cluster://127.0.0.1:7000/0", db=0).client.close()
     with pytest.raises(ValueError, match="different password options") as caught:  # not the last one for all
         resp.ClusterClient(["redis://:s3cret@127.0.0.1:7000", "redis://:0ther@127.0.0.1:7001"])
     assert "s3cret" not in str(caught.value) and "0ther" not in str(caught.value)
