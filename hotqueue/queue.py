@@ -174,6 +174,12 @@ def _probe(client: "Any", key: str) -> None:
             raise
 
 
+def _no_loads(serializer: "Any") -> TypeError:
+    """The error for a serializer whose ``loads`` was set to ``None``: raised
+    before a message is taken, not returned as raw bytes."""
+    return TypeError(f"serializer {serializer!r} has loads=None: it cannot read a message")
+
+
 _WORKER_OPTIONS = frozenset({"block", "timeout", "reliable"})
 _RELIABLE_WORKER_OPTIONS = _WORKER_OPTIONS | {"max_attempts", "heartbeat_ttl", "consumer_id"}
 _RAW_TYPES = frozenset({bytes, str, int, float, bytearray, memoryview})
@@ -220,8 +226,7 @@ class HotQueue:
         existing ``resp.Client`` (``resp.SentinelClient`` included) or
         ``resp.ClusterClient`` to share among queues. Nothing connects until the first command.
     :raises TypeError: an unknown connection option (named in the message),
-        or a ``serializer`` without ``dumps`` and ``loads`` (also when one is
-        set later: ``queue.serializer = …``).
+        or a ``serializer`` without ``dumps`` and ``loads``.
     """
 
     def __init__(self, name: str, serializer: "Any" = _PICKLE, **kwargs: "Any") -> None:
@@ -246,24 +251,12 @@ class HotQueue:
             import pickle
 
             serializer = pickle
+        elif serializer is not None and not (callable(getattr(serializer, "dumps", None))
+                                             and callable(getattr(serializer, "loads", None))):
+            # Found out only after a pop, it would cost the message popped.
+            raise TypeError(f"serializer must have dumps() and loads(), or be None, not {serializer!r}")
         self.serializer = serializer
         self._client: Union[resp.Client, resp.ClusterClient] = client
-
-    @property
-    def serializer(self) -> "Any":
-        """What turns messages into bytes and back (``dumps``, ``loads``), or
-        ``None``. May be set; a value without both raises ``TypeError``."""
-        return self._serializer
-
-    @serializer.setter
-    def serializer(self, value: "Any") -> None:
-        # Found out only after a pop, a loads that cannot be called would
-        # cost the message popped. (The hot paths read _serializer.)
-        if value is not None and not (
-            callable(getattr(value, "dumps", None)) and callable(getattr(value, "loads", None))
-        ):
-            raise TypeError(f"serializer must have dumps() and loads(), or be None, not {value!r}")
-        self._serializer = value
 
     def __repr__(self) -> str:
         return f"HotQueue({self.name!r}, {self._client!r})"
@@ -313,7 +306,7 @@ class HotQueue:
         and nothing is sent. Then one ``RPUSH`` stores all of them or none.
         ``put()`` with no message does nothing.
         """
-        serializer = self._serializer
+        serializer = self.serializer
         if len(msgs) == 1:  # the usual case, without building a list
             msg = msgs[0]
             if serializer is None:
@@ -359,8 +352,10 @@ class HotQueue:
         """
         if timeout is not None and (type(timeout) is not int or not 0 <= timeout <= _MAX_WHOLE_TIMEOUT):
             _check_timeout(timeout)
-        serializer = self._serializer
+        serializer = self.serializer
         loads = None if serializer is None else serializer.loads  # before the pop: a message depends on it
+        if loads is None and serializer is not None:
+            raise _no_loads(serializer)
         if block:
             while True:
                 popped = self._client.blpop(self._key, timeout or WAIT_SLICE)
@@ -414,8 +409,10 @@ class HotQueue:
         server_timeout = timeout or WAIT_SLICE
         failing = False  # since the last reply: riding is then to be asked
         while True:
-            serializer = self._serializer
+            serializer = self.serializer
             loads = None if serializer is None else serializer.loads  # before the pop, as in get()
+            if loads is None and serializer is not None:
+                raise _no_loads(serializer)
             started = time.monotonic() if riding.timeout else 0.0  # read only to count a timeout
             try:
                 if failing and riding.probing:  # after a reconnection: does the link answer?

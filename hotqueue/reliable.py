@@ -96,7 +96,7 @@ import resp
 
 from ._inspection import ConsumerStats, DeadLetter, DeadLetters, QueueStats, stats
 from ._scripts import ACK, FAIL, RECOVER, RELEASE, RETIRE, TAKE, Keys, Script, keys_for, meta
-from .queue import RIDE_OUT, _check_timeout, _probe, _RidingOut
+from .queue import RIDE_OUT, _check_timeout, _no_loads, _probe, _RidingOut
 
 if TYPE_CHECKING:
     from .queue import HotQueue
@@ -446,8 +446,10 @@ class Consumer:
         take_keys = [keys.main, self._processing, self._heartbeat, keys.consumers, keys.deliveries]
         expired = 0  # takes in a row that found this consumer's heartbeat gone
         while True:
-            serializer = self.queue._serializer  # the property's value, read without a call
+            serializer = self.queue.serializer
             loads = None if serializer is None else serializer.loads  # before the take
+            if loads is None and serializer is not None:
+                raise _no_loads(serializer)
             try:
                 if time.monotonic() - self._last_beat > self.heartbeat_ttl / 3:
                     # The heartbeat thread is late (stalled, or waiting for a
