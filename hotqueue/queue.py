@@ -174,10 +174,11 @@ def _probe(client: "Any", key: str) -> None:
             raise
 
 
-def _no_loads(serializer: "Any") -> TypeError:
-    """The error for a serializer whose ``loads`` was set to ``None``: raised
-    before a message is taken, not returned as raw bytes."""
-    return TypeError(f"serializer {serializer!r} has loads=None: it cannot read a message")
+def _no_loads(serializer: "Any", loads: "Any") -> TypeError:
+    """The error for a serializer set later whose ``loads`` cannot be called
+    (``None``, a string): raised before a message is taken, which would
+    otherwise be lost, or handed over as raw bytes."""
+    return TypeError(f"serializer {serializer!r} has loads={loads!r}, not callable: it cannot read a message")
 
 
 _WORKER_OPTIONS = frozenset({"block", "timeout", "reliable"})
@@ -354,8 +355,8 @@ class HotQueue:
             _check_timeout(timeout)
         serializer = self.serializer
         loads = None if serializer is None else serializer.loads  # before the pop: a message depends on it
-        if loads is None and serializer is not None:
-            raise _no_loads(serializer)
+        if serializer is not None and not callable(loads):
+            raise _no_loads(serializer, loads)
         if block:
             while True:
                 popped = self._client.blpop(self._key, timeout or WAIT_SLICE)
@@ -411,8 +412,8 @@ class HotQueue:
         while True:
             serializer = self.serializer
             loads = None if serializer is None else serializer.loads  # before the pop, as in get()
-            if loads is None and serializer is not None:
-                raise _no_loads(serializer)
+            if serializer is not None and not callable(loads):
+                raise _no_loads(serializer, loads)
             started = time.monotonic() if riding.timeout else 0.0  # read only to count a timeout
             try:
                 if failing and riding.probing:  # after a reconnection: does the link answer?

@@ -448,8 +448,8 @@ class Consumer:
         while True:
             serializer = self.queue.serializer
             loads = None if serializer is None else serializer.loads  # before the take
-            if loads is None and serializer is not None:
-                raise _no_loads(serializer)
+            if serializer is not None and not callable(loads):
+                raise _no_loads(serializer, loads)
             try:
                 if time.monotonic() - self._last_beat > self.heartbeat_ttl / 3:
                     # The heartbeat thread is late (stalled, or waiting for a

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from decimal import Decimal
 from typing import Any, Dict, Iterator, List
 
@@ -294,6 +295,11 @@ class LoadsNone:
     loads = None
 
 
+class LoadsNotCallable:
+    dumps = staticmethod(pickle.dumps)
+    loads = "pickle.loads"
+
+
 @pytest.mark.parametrize("serializer", [object(), DumpsOnly, json.dumps, "pickle"])
 def test_a_serializer_without_dumps_and_loads_is_refused_at_once(serializer: Any) -> None:
     with pytest.raises(TypeError, match="dumps.*loads"):
@@ -301,11 +307,16 @@ def test_a_serializer_without_dumps_and_loads_is_refused_at_once(serializer: Any
 
 
 def test_a_serializer_without_loads_given_later_costs_no_message(queue: HotQueue) -> None:
-    """``serializer`` set afterwards to one that cannot read: get() and
-    consume() fail before they pop, not after, which would lose the message."""
+    """``serializer`` set afterwards to one that cannot read, or losing its
+    ``loads`` once set: get() and consume() fail before they pop, not after,
+    which lost the message (a ``loads`` not callable) or handed over its raw
+    bytes (``loads = None``)."""
     queue.put("kept")
-    for serializer, error in ((DumpsOnly, AttributeError), (LoadsNone, TypeError)):
+    emptied = types.SimpleNamespace(dumps=pickle.dumps, loads=pickle.loads)
+    for serializer, error in ((DumpsOnly, AttributeError), (LoadsNone, TypeError),
+                              (LoadsNotCallable, TypeError), (emptied, TypeError)):
         queue.serializer = serializer
+        emptied.loads = None
         for take in (queue.get, lambda: queue.get(block=True, timeout=1), lambda: next(queue.consume(timeout=1)),
                      lambda: next(queue.consume(block=False))):
             with pytest.raises(error, match="loads"):

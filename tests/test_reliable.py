@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections import Counter
 from typing import Any, Callable, Dict, Iterator, List, Set
 from urllib.parse import urlsplit
@@ -302,15 +303,13 @@ def test_a_message_the_serializer_cannot_read_is_dead_lettered_and_skipped(
 
 
 def test_a_serializer_with_loads_none_set_later_takes_nothing(queue: HotQueue) -> None:
-    """``loads`` there but ``None``: reserve() raises before its take, and
-    does not hand over the raw bytes as the message."""
+    """``loads`` set to ``None`` once the serializer was set: reserve()
+    raises before its take, and does not hand over the raw bytes as the
+    message."""
     queue.put("kept")
-
-    class LoadsNone:
-        dumps = staticmethod(pickle.dumps)
-        loads = None
-
-    queue.serializer = LoadsNone
+    serializer = types.SimpleNamespace(dumps=pickle.dumps, loads=pickle.loads)
+    queue.serializer = serializer
+    serializer.loads = None
     with pytest.raises(TypeError, match="loads"):
         with queue.reserve(timeout=1):
             pass
