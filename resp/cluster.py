@@ -323,7 +323,7 @@ class ClusterClient:
         if isinstance(max_redirects, bool) or not isinstance(max_redirects, int) or max_redirects < 1:
             raise ValueError(f"max_redirects must be an int >= 1, not {max_redirects!r}")
         db = options.pop("db", 0)  # a Client option that a cluster takes as 0 only
-        if type(db) is not int or db:
+        if isinstance(db, bool) or not isinstance(db, int) or db:  # as Client checks it
             raise ValueError(f"a Redis Cluster has only database 0, not db={db!r}")
         unknown = sorted(set(options) - _NODE_OPTIONS)
         if unknown:
