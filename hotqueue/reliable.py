@@ -53,7 +53,9 @@ Rules this module keeps:
    counter (the hash is keyed by their SHA-1); success clears it.
 4. A consumer refreshes its heartbeat key (``SET … PX ttl``) from a background
    thread every ``heartbeat_ttl / 3`` seconds, so a handler may run for longer
-   than the TTL. When a consumer dies its key expires; any consumer (when it
+   than the TTL; each refresh is waited for that long at most, and one left
+   unanswered is followed at once by another, on another connection. When a
+   consumer dies its key expires; any consumer (when it
    starts and every ``heartbeat_ttl`` seconds) or ``recover()`` then moves its
    in-flight message back to the head of the queue, counting the abandoned
    delivery as a failed attempt (so a message that kills every worker that
@@ -120,6 +122,9 @@ log = logging.getLogger("hotqueue")
 
 #: A message that failed this many times goes to the dead letters.
 DEFAULT_MAX_ATTEMPTS = 5
+#: Heartbeat rounds left waiting for a reply (see Consumer._beat) at most; past
+#: it, no new round is sent until one of them ends.
+UNANSWERED_ROUNDS = 2
 #: Seconds after its last heartbeat that a silent consumer counts as dead: long
 #: enough for a stalled process or a brief network cut, short enough that a
 #: crashed worker's message waits only seconds.
@@ -373,21 +378,54 @@ class Consumer:
 
     def _beat(self, stopping: threading.Event) -> None:
         # The background thread: heartbeat every ttl/3, recovery every ttl.
+        # Each round is sent by a thread of its own and waited for ttl/3 at
+        # most. A request the link swallowed (a connection dropped without a
+        # word, with socket_timeout=None) would otherwise hold the heartbeat
+        # for as long as the kernel keeps that connection, and every handler
+        # longer than heartbeat_ttl would be recovered from under it. A round
+        # left waiting keeps its connection; the next one, sent at once, goes
+        # on another. At most UNANSWERED_ROUNDS are left waiting at a time.
+        interval = self.heartbeat_ttl / 3
         next_recovery = time.monotonic() + self.heartbeat_ttl
         failing = False
-        while not stopping.wait(self.heartbeat_ttl / 3):
-            try:
-                self._send_heartbeat()
-                self._last_beat = time.monotonic()
-                if time.monotonic() >= next_recovery:
-                    next_recovery = time.monotonic() + self.heartbeat_ttl
-                    recover(self.queue, self.max_attempts)
-            except Exception as exc:  # keep beating: the server may come back
-                if not failing:
-                    log.warning("queue %r: heartbeat of consumer %s failed: %r", self.queue.name, self.id, exc)
-                failing = True
+        waiting: List[threading.Thread] = []
+        pause = interval
+        while not stopping.wait(pause):
+            pause = interval
+            waiting = [sender for sender in waiting if sender.is_alive()]
+            if len(waiting) >= UNANSWERED_ROUNDS:
+                continue
+            recovering = time.monotonic() >= next_recovery
+            if recovering:
+                next_recovery = time.monotonic() + self.heartbeat_ttl
+            outcome: List[Optional[Exception]] = []
+            sender = threading.Thread(target=self._beat_once, args=(recovering, outcome),
+                                      name=f"hotqueue-heartbeat-round-{self.id}", daemon=True)
+            sender.start()
+            sender.join(interval)
+            if sender.is_alive():
+                waiting.append(sender)
+                pause = 0.0
+                error: Optional[Exception] = resp.TimeoutError(f"no reply within {interval:g} s")
             else:
+                error = outcome[0] if outcome else None
+            if error is None:
                 failing = False
+            elif not failing:  # keep beating: the server may come back
+                log.warning("queue %r: heartbeat of consumer %s failed: %r", self.queue.name, self.id, error)
+                failing = True
+
+    def _beat_once(self, recovering: bool, outcome: List[Optional[Exception]]) -> None:
+        # One round of _beat: the heartbeat, and recovery when it is time.
+        try:
+            self._send_heartbeat()
+            self._last_beat = time.monotonic()
+            if recovering:
+                recover(self.queue, self.max_attempts)
+        except Exception as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
 
     def stop(self) -> None:
         """Stop the heartbeat, put any message still held back at the head of

@@ -319,6 +319,36 @@ def test_a_serializer_with_loads_none_set_later_takes_nothing(queue: HotQueue) -
         assert msg == "kept"
 
 
+def test_a_heartbeat_the_link_swallowed_does_not_stop_the_next(queue: HotQueue, redis_url: str) -> None:
+    """With socket_timeout=None, a heartbeat sent while the link is silent
+    for a moment (a connection dropped without a word) never gets its reply.
+    The heartbeat thread waited for it for as long as the connection lived,
+    and every handler longer than heartbeat_ttl was then recovered from under
+    it: its ack failed, and it handled the same message again and again.
+    Each round now waits for its reply a third of the TTL; the next goes on
+    another connection."""
+    ttl = 1.5
+    with proxy_for(redis_url) as proxy:
+        proxied = through(proxy, redis_url, queue.name, serializer=None)
+        try:
+            queue.put("one")
+            handled: List[Any] = []
+            with Consumer(proxied, heartbeat_ttl=ttl) as consumer:
+                taken = consumer.fetch(timeout=5)
+                assert taken is not None
+                handled.append(taken[1])
+                proxy.silent = True  # a heartbeat (every 0.5 s) is sent into the silence and lost
+                time.sleep(0.7)
+                proxy.silent = False
+                with Consumer(queue, heartbeat_ttl=ttl):  # another, recovering the dead's messages as it starts
+                    time.sleep(2 * ttl)  # the handler runs past heartbeat_ttl
+                    assert consumer.ack(taken[0]), "the message was recovered from under its live consumer"
+            assert handled == [pickle.dumps("one")]
+            assert len(queue) == 0 and queue.dead_letters.peek() == []
+        finally:
+            proxied.client.close()
+
+
 def test_two_lapses_of_registration_apart_are_not_taken_for_a_heartbeat_ttl_too_short(
         queue: HotQueue, caplog: pytest.LogCaptureFixture) -> None:
     """A fetch that finds its consumer forgotten on the server (a restart, a
@@ -1928,15 +1958,16 @@ def test_a_heartbeat_that_expires_before_each_take_does_not_hold_fetch_past_its_
 
 def test_a_heartbeat_thread_stop_gave_up_on_does_not_beat_again_after_a_new_start(
         redis_url: str, key: str, queue: HotQueue) -> None:
-    """stop() waits heartbeat_ttl for the heartbeat thread, here held up in
-    the network for longer, and goes on without it; the consumer is started
-    again. When the old thread's heartbeat lands at last, the old thread ends:
-    one heartbeat thread per consumer. (It took up beating beside the new
-    one, both for as long as the consumer ran.)"""
+    """A heartbeat held up in the network for longer than heartbeat_ttl; the
+    consumer is stopped and started again. The round that sent it is left
+    waiting (the heartbeat thread waits a third of the TTL for a round), and
+    ends when its heartbeat lands at last: one heartbeat thread per consumer.
+    (Before rounds, the thread itself was held up, stop() went on without
+    it, and it took up beating beside the new one.)"""
     heartbeat = keys_for(queue.key).heartbeat("c").encode()
 
-    def beating() -> List[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name == "hotqueue-heartbeat-c" and t.is_alive()]
+    def beating(name: str = "hotqueue-heartbeat-c") -> List[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == name and t.is_alive()]
 
     with proxy_for(redis_url) as proxy:
         slow = through(proxy, redis_url, key)
@@ -1944,11 +1975,12 @@ def test_a_heartbeat_thread_stop_gave_up_on_does_not_beat_again_after_a_new_star
         consumer.start()
         proxy.inject(("delay_request", 1.0), marker=b"$%d\r\n%s" % (len(heartbeat), heartbeat))
         wait_until("a heartbeat held up", lambda: proxy.injected["delay_request"] == 1)
-        consumer.stop()  # gives up on the thread after 0.3 s
-        assert len(beating()) == 1
+        consumer.stop()
+        wait_until("the heartbeat thread ended", lambda: not beating())
+        assert len(beating("hotqueue-heartbeat-round-c")) == 1  # the round held up
         consumer.start()
         wait_until("the late heartbeat passed on", lambda: proxy.passed_late == 1)
-        wait_until("one heartbeat thread", lambda: len(beating()) == 1)
+        wait_until("the held-up round ended", lambda: not beating("hotqueue-heartbeat-round-c"))
         time.sleep(0.5)  # several beats of the new thread
         assert len(beating()) == 1
         consumer.stop()
