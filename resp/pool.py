@@ -347,12 +347,18 @@ class Pool:
             self._generation += 1
             generation = self._generation
             idle, self._idle = self._idle, []
+        interrupted: Optional[BaseException] = None
         while idle:  # pop(), not a for loop: a release without the lock may take one out meanwhile
             try:
                 conn = idle.pop()
             except IndexError:
                 break
-            self.discard(conn)
+            try:
+                self.discard(conn)
+            except BaseException as exc:  # an interrupt: the others still give their places back
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
         return generation
 
     def retire(self) -> None:

@@ -1261,6 +1261,35 @@ def test_an_interrupt_while_waiting_for_a_connection_gives_the_turn_on(redis_url
     client.close()
 
 
+def test_an_interrupt_while_close_closes_the_idle_connections_loses_no_place(redis_url: str) -> None:
+    """Ctrl-C in close(), as it closes one idle connection of several: the
+    others were dropped unclosed, their places under max_connections never
+    given back, and every command after waited for room for good."""
+    client = resp.Client.from_url(redis_url, max_connections=2, socket_timeout=2)
+    first, _ = client._pool.acquire()
+    second, _ = client._pool.acquire()
+    client._pool.release(first)
+    client._pool.release(second)
+    real_close = type(first).close
+    calls: List[Any] = []
+
+    def interrupted_close(conn: Any) -> None:
+        real_close(conn)
+        calls.append(conn)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # as the first one is closed
+
+    type(first).close = interrupted_close  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.close()
+    finally:
+        type(first).close = real_close  # type: ignore[method-assign]
+    assert len(calls) == 2 and client._pool._open_count == 0
+    assert client.ping() and client.execute("ECHO", "both places back") == b"both places back"
+    client.close()
+
+
 def _named(observer: resp.Client, name: str, flag: str = "") -> int:
     # How many connections named ``name`` the server has open (with ``flag``
     # among their flags: "b" for one waiting in a blocking command).
