@@ -5,6 +5,7 @@ stopped by its pid, and is never on port 6379. Used by ``tests/``,
 ``conformance/`` and ``benchmarks/``.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Set
 
 REDIS_SERVER = os.environ.get("REDIS_SERVER", "redis-server")
 SHARED_PORT = 6379  # the machine's own Redis: never touched by the tests
@@ -22,14 +23,43 @@ class ServerStartError(RuntimeError):
     """redis-server could not be started."""
 
 
+#: Ports ``free_port`` has handed out: the kernel may give a port it just
+#: freed to the next ``bind(0)``, and two servers made before either started
+#: would then share one port.
+_HANDED_OUT: Set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback TCP port that nothing listens on right now (never 6379)."""
+    """A loopback TCP port that nothing listens on right now (never 6379),
+    and never one this process was given before."""
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port != SHARED_PORT:
-            return int(port)
+            port = int(sock.getsockname()[1])
+        if port != SHARED_PORT and port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port``.
+
+    True where ``/proc`` cannot tell (not Linux), so that only a listener
+    known to be another process's counts against it.
+    """
+    wanted = f"0100007F:{port:04X}"
+    try:
+        with open("/proc/net/tcp") as table:
+            inodes = {f"socket:[{row[9]}]" for row in (line.split() for line in table)
+                      if row[1] == wanted and row[3] == "0A"}  # 0A: LISTEN
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return True
+    for fd in descriptors:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+    return False
 
 
 def reap_child(pid: int, timeout: float) -> Optional[int]:
@@ -131,9 +161,14 @@ class RedisServer:
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return self
+                    pass
             except OSError:
-                time.sleep(0.02)
+                pass
+            else:
+                # Another process may hold the port: ours then exits, unable to bind.
+                if listens_on(self.process.pid, self.port):
+                    return self
+            time.sleep(0.02)
         self.stop()
         raise ServerStartError(f"redis-server did not listen on port {self.port} within {timeout} s")
 

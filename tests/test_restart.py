@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, List
 
 import pytest
 from faultproxy import FaultProxy, report
-from redis_server import RedisServer, free_port
+from redis_server import RedisServer, ServerStartError, free_port
 
 import resp
 from hotqueue import HotQueue
@@ -386,3 +386,21 @@ def test_a_server_at_maxclients_is_ridden_out(make_server: Any, stop_later: Any,
             time.sleep(0.05)
     wait_until(lambda: got == ["served"] or bool(failure))
     assert not failure and got == ["served"]
+
+
+def test_the_private_servers_never_share_a_port() -> None:
+    # The kernel may give a port it just freed to the next bind(0): two
+    # servers made before either started then shared one (a sentinel set of
+    # three ran with two, in CI).
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+
+
+def test_a_private_server_does_not_take_another_listener_for_itself() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        server = RedisServer(port=taken.getsockname()[1])
+        try:
+            with pytest.raises(ServerStartError, match="exited"):
+                server.start(timeout=10)
+        finally:
+            server.cleanup()
