@@ -315,12 +315,15 @@ class SentinelClient(Client):
     def _waited(self, wait: Callable[[Any], Reply], timeout: Any) -> Reply:
         # wait(timeout), and once more with what is left of the timeout if a
         # failover released it (rule 2); None, as on a timeout, if none is.
+        # A READONLY means it ran nowhere: a timeout in fractions of a second
+        # past its time gets the shortest wait on the new primary, as after
+        # a cluster's MOVED.
         started = time.monotonic()
         try:
             return wait(timeout)
         except _Demoted:
             pass
-        left = _time_left(timeout, started)
+        left = _time_left(timeout, started, at_least=True)
         if left is None:
             return None
         try:

@@ -207,6 +207,69 @@ def test_readonly_and_unblocked_re_resolve_and_retry_once(make_server) -> None:
     fake.close()
 
 
+class SlowlyDemoted:
+    """A "primary" that passes the ROLE check, then answers every other
+    command, ``delay`` seconds late, with READONLY: a primary demoted while
+    the command was on its way."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        reader = resp.Reader()
+        with conn, contextlib.suppress(OSError):
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                reader.feed(data)
+                command = reader.gets()
+                while command is not False:
+                    if command[0].upper() == b"ROLE":
+                        conn.sendall(b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n")
+                    else:
+                        time.sleep(self.delay)
+                        conn.sendall(b"-READONLY You can't write against a read only replica.\r\n")
+                    command = reader.gets()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("how", ["blpop", "execute", "blmove"])
+def test_a_short_wait_refused_after_its_time_is_still_sent_to_the_new_primary(make_server, how: str) -> None:
+    """The READONLY comes after the 0.05 s wait is over: the command ran
+    nowhere, so the new primary gets it with the shortest wait, as a cluster's
+    new owner does after MOVED; returning None unasked passed consume's
+    check of a new connection on the old primary's refusal alone."""
+    old = SlowlyDemoted(delay=0.2)
+    new = make_server()
+    fake = FakeSentinel([old.port, new.port])
+    client = resp.SentinelClient([("127.0.0.1", fake.port)], "svc")
+    key = unique()
+    client_of_new = resp.Client("127.0.0.1", new.port)
+    client_of_new.rpush(key, "waiting")
+    wait = {"blpop": lambda: client.blpop(key, 0.05), "execute": lambda: client.execute("BLPOP", key, 0.05),
+            "blmove": lambda: client.blmove(key, key + "-to", 0.05)}[how]
+    assert wait() in ([key.encode(), b"waiting"], (key.encode(), b"waiting"), b"waiting")
+    assert fake.asked == 2
+    for c in (client, client_of_new, fake, old):
+        c.close()
+
+
 @pytest.mark.parametrize("how", ["blpop", "execute", "blmove"])
 def test_a_wait_released_by_a_failover_goes_on_for_the_time_left(make_server, how: str) -> None:
     # 3 s of a 4 s wait gone when the failover releases it: the wait sent to
