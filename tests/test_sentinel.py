@@ -50,14 +50,11 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class FakeSentinel:
-    """Answers ``SENTINEL get-master-addr-by-name`` with the next port of
-    ``ports`` (the last one repeats), like a sentinel whose view changes."""
+class TinyServer:
+    """A listening socket on a free loopback port whose thread hands each
+    connection to ``answer``; ``close()`` stops it."""
 
-    def __init__(self, ports: List[int], raw: Optional[bytes] = None) -> None:
-        self.ports = list(ports)
-        self.raw = raw  # a reply to send instead, as it is
-        self.asked = 0
+    def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
@@ -68,19 +65,10 @@ class FakeSentinel:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with conn:
-                reader = resp.Reader()
-                command = False
-                while command is False:
-                    data = conn.recv(4096)
-                    if not data:
-                        break
-                    reader.feed(data)
-                    command = reader.gets()
-                port = self.ports[min(self.asked, len(self.ports) - 1)]
-                self.asked += 1
-                reply = b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n" % (len(str(port)), port)
-                conn.sendall(self.raw if self.raw is not None else reply)
+            self.answer(conn)
+
+    def answer(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         # shutdown() first: close() alone leaves the serving thread's accept()
@@ -88,6 +76,32 @@ class FakeSentinel:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+
+
+class FakeSentinel(TinyServer):
+    """Answers ``SENTINEL get-master-addr-by-name`` with the next port of
+    ``ports`` (the last one repeats), like a sentinel whose view changes."""
+
+    def __init__(self, ports: List[int], raw: Optional[bytes] = None) -> None:
+        self.ports = list(ports)
+        self.raw = raw  # a reply to send instead, as it is
+        self.asked = 0
+        super().__init__()
+
+    def answer(self, conn: socket.socket) -> None:
+        with conn:
+            reader = resp.Reader()
+            command = False
+            while command is False:
+                data = conn.recv(4096)
+                if not data:
+                    break
+                reader.feed(data)
+                command = reader.gets()
+            port = self.ports[min(self.asked, len(self.ports) - 1)]
+            self.asked += 1
+            reply = b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n" % (len(str(port)), port)
+            conn.sendall(self.raw if self.raw is not None else reply)
 
 
 def test_resolves_the_primary_and_promotes_the_sentinel_that_answered(sentinels: SentinelSet) -> None:
@@ -207,24 +221,17 @@ def test_readonly_and_unblocked_re_resolve_and_retry_once(make_server) -> None:
     fake.close()
 
 
-class SlowlyDemoted:
+class SlowlyDemoted(TinyServer):
     """A "primary" that passes the ROLE check, then answers every other
     command, ``delay`` seconds late, with READONLY: a primary demoted while
     the command was on its way."""
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+    def answer(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     def _answer(self, conn: socket.socket) -> None:
         reader = resp.Reader()
@@ -242,11 +249,6 @@ class SlowlyDemoted:
                         time.sleep(self.delay)
                         conn.sendall(b"-READONLY You can't write against a read only replica.\r\n")
                     command = reader.gets()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
 
 
 @pytest.mark.parametrize("how", ["blpop", "execute", "blmove"])
