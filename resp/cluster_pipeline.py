@@ -7,7 +7,8 @@ Rules this module keeps:
    (``CrossSlotError``, nothing sent); key-less commands go along.
 2. The pipeline is sent again only when every reply says nothing ran
    (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``, or a transaction they
-   aborted), at most ``max_redirects`` times. Once any command may have run,
+   aborted; ``PING`` and ``ECHO`` change nothing), at most ``max_redirects``
+   times. Once any command may have run,
    the replies stand as they are: resending could run it twice. Outside a
    transaction, the commands answered ``ASK`` alone (a slot half migrated:
    their keys are on the target already) are then sent on there, once.
@@ -42,18 +43,25 @@ if TYPE_CHECKING:  # type aliases, defined for type checkers only
 __all__ = ["ClusterPipeline"]
 
 
+#: Key-less commands that change nothing anywhere: run twice, they are as
+#: run once, so they do not keep the rest of a pipeline from being resent.
+EFFECT_FREE = frozenset({"PING", "ECHO"})
+
+
 def _not_run(reply: Reply, args: Tuple[CommandArg, ...], queued: bool) -> bool:
     # Whether a pipelined command's reply shows it did not run, or ran without
-    # effect (MULTI; a command queued in a transaction that was then aborted).
-    # Only one sent between MULTI and its EXEC (queued) is QUEUED by that
-    # reply: a script may return the status "QUEUED" after it has written.
+    # effect (MULTI, PING, ECHO; a command queued in a transaction that was
+    # then aborted). Only one sent between MULTI and its EXEC (queued) is
+    # QUEUED by that reply: a script may return the status "QUEUED" after it
+    # has written.
     if isinstance(reply, (MovedError, AskError, TryAgainError, ClusterDownError)):
         return True
     if isinstance(reply, ResponseError):
         return reply.kind == "EXECABORT"
     if queued:
         return bool(reply == "QUEUED")
-    return reply == "OK" and _command_name(args) == "MULTI"
+    name = _command_name(args)
+    return name in EFFECT_FREE or (reply == "OK" and name == "MULTI")
 
 
 def _queued_flags(commands: List[Tuple[CommandArg, ...]]) -> List[bool]:
@@ -104,8 +112,8 @@ class ClusterPipeline:
 
     Like ``Pipeline``, not atomic unless wrapped in ``MULTI``/``EXEC``. When
     every reply says nothing ran (``MOVED``, ``ASK``, ``TRYAGAIN``,
-    ``CLUSTERDOWN``, or a transaction aborted by one), the whole pipeline is
-    sent again: to the new owner, to the ``ASK`` target after ``ASKING`` when
+    ``CLUSTERDOWN``, or a transaction aborted by one; ``PING`` and ``ECHO``
+    change nothing), the whole pipeline is sent again: to the new owner, to the ``ASK`` target after ``ASKING`` when
     every command with a key was sent there, or after a short wait. Otherwise
     some of the commands may have run, so none of those is resent; outside a
     ``MULTI`` (and with no ``WATCH``), those answered ``ASK`` (a slot half

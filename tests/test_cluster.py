@@ -189,14 +189,22 @@ def test_moved_refreshes_the_map_and_retries(cluster: RedisCluster, cc: resp.Clu
     assert replies == ["OK", "QUEUED", [1]]
     assert cc.node_for(third).address.port != owner
     assert cc.delete(key) == 1 and cc.delete(other) == 1 and cc.lpop(third) == b"2"
-    # A pipeline that partly ran is not sent again, but the map is learned anew.
+    # A pipeline that partly ran (a key-less PUBLISH) is not sent again, but
+    # the map is learned anew.
     fourth = unique("{moved-partly}")
     owner = cc.node_for(fourth).address.port
     target = other_primary(cluster, owner)
     move_empty_slot(cluster, resp.key_slot(fourth), target)
-    replies = cc.pipeline().command("PING").command("RPUSH", fourth, "3").execute(raise_on_error=False)
-    assert replies[0] == "PONG" and isinstance(replies[1], resp.MovedError)
+    replies = cc.pipeline().command("PUBLISH", fourth, "3").command("RPUSH", fourth, "3").execute(
+        raise_on_error=False)
+    assert replies[0] == 0 and isinstance(replies[1], resp.MovedError)
     assert cc.node_for(fourth).address.port == target and cc.llen(fourth) == 0
+    # PING and ECHO change nothing: beside them, the rest ran nowhere.
+    fifth = unique("{moved-ping}")
+    owner = cc.node_for(fifth).address.port
+    move_empty_slot(cluster, resp.key_slot(fifth), other_primary(cluster, owner))
+    replies = cc.pipeline().command("PING").command("RPUSH", fifth, "4").command("ECHO", "e").execute()
+    assert replies == ["PONG", 1, b"e"] and cc.lpop(fifth) == b"4"
 
 
 def test_ask_goes_to_the_target_once_without_changing_the_map(
