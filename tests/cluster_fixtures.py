@@ -226,7 +226,7 @@ class SentinelSet:
         self.replica = RedisServer(args=[*NO_SYNC_DELAY, "--replicaof", "127.0.0.1", str(self.primary.port)])
         config = (
             f"sentinel monitor {service} 127.0.0.1 {self.primary.port} 2\n"
-            f"sentinel down-after-milliseconds {service} 1000\n"
+            f"sentinel down-after-milliseconds {service} 5000\n"
             f"sentinel failover-timeout {service} 5000\n"
             f"sentinel parallel-syncs {service} 1\n"
         )

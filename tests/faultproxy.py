@@ -21,7 +21,8 @@ Faults are real socket events, not patched code:
 
 ``accepted`` counts the connections clients opened (used to bound reconnection
 attempts); ``injected`` counts the faults that were applied, by kind;
-``passed_late`` the requests held by ``delay_request`` that were passed on.
+``passed_late`` the requests held by ``delay_request`` that were passed on;
+``swallowed`` the pieces of requests that arrived while ``silent``.
 
 ``inject(fault, marker)`` ties a fault to the request that contains
 ``marker`` (a command's unique value): then neither a late piece of an earlier
@@ -90,7 +91,9 @@ class _Link:
                 if not data:
                     break
                 if proxy.silent:
-                    continue  # swallowed: the client waits for a reply that never comes
+                    with proxy._lock:
+                        proxy.swallowed += 1
+                    continue  # the client waits for a reply that never comes
                 with self.lock:
                     if self.closed:
                         break  # a piece read before a cut: the next fault is not its own
@@ -164,6 +167,7 @@ class FaultProxy:
         self.upstream_failures = 0
         self.injected: Dict[str, int] = collections.Counter()
         self.passed_late = 0  # requests held by delay_request, passed on by now
+        self.swallowed = 0  # pieces of requests that arrived while silent
         self._faults: Deque[Tuple[Fault, Optional[bytes]]] = collections.deque()
         self._lock = threading.Lock()
         self._links: Set[_Link] = set()

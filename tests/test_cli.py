@@ -81,6 +81,23 @@ def signal_once(proc: "subprocess.Popen[bytes]", sig: int, ready: Callable[[], b
             proc.wait()
 
 
+def named(url: str, name: str) -> str:
+    """``url`` with ``client_name=name`` added to its options."""
+    return f"{url}{'&' if '?' in url else '?'}client_name={name}"
+
+
+def wait_blocked(url: str, name: str, timeout: float = 30) -> None:
+    """Wait until the server at ``url`` has a client named ``name`` (given to
+    the command by ``named``) blocked in a pop: the command started,
+    connected and waits (a fixed sleep was too short for a loaded PyPy)."""
+    blocked = re.compile(rf"\bname={re.escape(name)} .*\bflags=\w*b")
+    deadline = time.monotonic() + timeout
+    with resp.Client.from_url(url) as admin:
+        while not any(blocked.search(line) for line in admin.execute("CLIENT", "LIST").decode().splitlines()):
+            assert time.monotonic() < deadline, f"{name} never waited"
+            time.sleep(0.01)
+
+
 def one_line_error(result: "subprocess.CompletedProcess[str]", status: int) -> str:
     assert result.returncode == status, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr
@@ -429,9 +446,10 @@ def test_unknown_sentinel_service_is_a_redis_error() -> None:
 
 def test_ctrl_c_while_waiting(redis_url: str, key: str) -> None:
     for args in (["consume", key], ["get", key, "--block"]):
-        proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", redis_url, *args],
+        name = f"{key}-{args[0]}"
+        proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", named(redis_url, name), *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
-        time.sleep(0.7)
+        wait_blocked(redis_url, name)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
         assert (proc.returncode, out, err) == (130, "", ""), args
@@ -1090,10 +1108,11 @@ def test_a_signal_while_consume_rides_out_an_outage_still_stops_it(make_server: 
     """With the server gone, nothing can be in flight: SIGTERM stops
     ``consume`` within its grace of a few seconds, not when the server is back."""
     server = make_server()
-    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", f"redis://127.0.0.1:{server.port}/0",
+    url = f"redis://127.0.0.1:{server.port}/0"
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", named(url, "outage"),
                              "consume", "q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT)
     try:
-        time.sleep(0.5)
+        wait_blocked(url, "outage")
         server.stop()
         time.sleep(1)  # riding it out
         start = time.monotonic()
@@ -1235,10 +1254,10 @@ def test_a_signal_ignored_when_the_command_starts_stays_ignored(redis_url: str, 
     does, where it set its own handlers and stopped. Not on PyPy, whose
     ``signal.getsignal()`` does not report an inherited ignore (and which
     sets its own Ctrl-C handler over one): there the command stops as before."""
-    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", redis_url, "consume", key],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "hotqueue", "--url", named(redis_url, key), "consume",
+                             key], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT,
                             preexec_fn=lambda: signal.signal(ignored, signal.SIG_IGN))
-    time.sleep(1.0)  # loaded and waiting
+    wait_blocked(redis_url, key)
     proc.send_signal(ignored)
     if platform.python_implementation() == "PyPy":
         out, err = proc.communicate(timeout=10)

@@ -338,7 +338,7 @@ def test_a_heartbeat_the_link_swallowed_does_not_stop_the_next(queue: HotQueue, 
                 assert taken is not None
                 handled.append(taken[1])
                 proxy.silent = True  # a heartbeat (every 0.5 s) is sent into the silence and lost
-                time.sleep(0.7)
+                wait_until("a heartbeat to be swallowed", lambda: proxy.swallowed >= 1, timeout=5)
                 proxy.silent = False
                 with Consumer(queue, heartbeat_ttl=ttl):  # another, recovering the dead's messages as it starts
                     time.sleep(2 * ttl)  # the handler runs past heartbeat_ttl

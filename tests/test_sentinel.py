@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 from cluster_fixtures import NO_SYNC_DELAY, SentinelServer, SentinelSet, run_example, scaling_out_examples, wait_for
-from redis_server import RedisServer, reap_child
+from redis_server import RedisServer, free_port, reap_child
 
 import resp
 import resp.sentinel
@@ -45,9 +45,8 @@ def unique(prefix: str = "k") -> str:
 
 
 def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on, never handed to a server of these tests."""
+    return free_port()
 
 
 class TinyServer:
@@ -847,7 +846,8 @@ def test_a_stale_sentinel_naming_an_unreachable_primary_is_asked_last(sentinels:
     """A sentinel that answers with an address where nothing listens (it
     missed a failover) goes to the back of the list: the next connection asks
     the others, instead of failing on that address for ever."""
-    stale = FakeSentinel([closed_port()])
+    stale = FakeSentinel([])
+    stale.ports = [closed_port()]  # after the fake's own bind(0): it cannot be the fake's port
     try:
         client = resp.SentinelClient([("127.0.0.1", stale.port), *sentinels.addresses], "mymaster")
         with pytest.raises(resp.ConnectionError):
