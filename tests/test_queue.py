@@ -237,6 +237,21 @@ def test_raw_accepts(queue: HotQueue) -> None:
     assert list(queue.consume(block=False)) == [b"b", b"ba", b"mv", "st\u00e9".encode(), b"7", b"-2", b"1.5"]
 
 
+def test_raw_an_int_too_long_for_text_is_refused_before_anything_is_sent(queue: HotQueue) -> None:
+    """Python 3.11 and later turn no int of over 4,300 digits into text
+    (``sys.set_int_max_str_digits``): its ValueError, as from redis-py,
+    before the put's other messages are sent."""
+    queue.serializer = None
+    huge = 10 ** 5000
+    if not hasattr(sys, "get_int_max_str_digits"):
+        queue.put(huge)
+        assert queue.get() == str(huge).encode()
+        return
+    with pytest.raises(ValueError, match="int_max_str_digits"):
+        queue.put(b"before", huge)
+    assert len(queue) == 0
+
+
 def test_none_message_is_yielded(queue: HotQueue) -> None:
     queue.put(1, None, 2, None)
     assert list(queue.consume(block=False)) == [1, None, 2, None]
