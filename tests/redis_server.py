@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from typing import List, Optional, Sequence, Set
@@ -42,24 +43,39 @@ def free_port() -> int:
 
 
 def listens_on(pid: int, port: int) -> bool:
-    """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port``.
+    """Whether process ``pid``, or one it started (a ``REDIS_SERVER`` wrapper
+    that forks), holds the socket listening on 127.0.0.1:``port``.
 
     True where ``/proc`` cannot tell (not Linux), so that only a listener
     known to be another process's counts against it.
     """
-    wanted = f"0100007F:{port:04X}"
+    loopback = socket.inet_aton("127.0.0.1")
+    address = (loopback[::-1] if sys.byteorder == "little" else loopback).hex().upper()
     try:
         with open("/proc/net/tcp") as table:
             inodes = {f"socket:[{row[9]}]" for row in (line.split() for line in table)
-                      if row[1] == wanted and row[3] == "0A"}  # 0A: LISTEN
-        descriptors = os.listdir(f"/proc/{pid}/fd")
+                      if row[1] == f"{address}:{port:04X}" and row[3] == "0A"}  # 0A: LISTEN
+        processes = [name for name in os.listdir("/proc") if name.isdigit()]
     except OSError:
         return True
-    for fd in descriptors:
+    for process in processes:
         with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
-                return True
+            if any(os.readlink(f"/proc/{process}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{process}/fd")):
+                return pid in _ancestry(int(process))
     return False
+
+
+def _ancestry(pid: int) -> List[int]:
+    """``pid``, its parent, its parent's parent … up to the first process."""
+    chain = [pid]
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                pid = int(stat.read().rsplit(")", 1)[1].split()[1])  # after "(name)": state, ppid
+        except (OSError, IndexError, ValueError):
+            break
+        chain.append(pid)
+    return chain
 
 
 def reap_child(pid: int, timeout: float) -> Optional[int]:
