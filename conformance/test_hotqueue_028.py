@@ -161,7 +161,7 @@ def test_threaded(make_queue: Any, key: str) -> None:
             time.sleep(0.1)
 
     def consume() -> None:
-        msgs.extend(consumer.consume(timeout=1))
+        msgs.extend(consumer.consume(timeout=3))  # 0.2.8 had 1 s: a loaded machine stalls the puts longer
 
     threads = [threading.Thread(target=put), threading.Thread(target=consume)]
     for thread in threads:

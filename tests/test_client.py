@@ -706,7 +706,7 @@ def test_timeout_mid_reply_against_redis(make_server: MakeServer, key: str) -> N
     client = resp.Client(port=server.port, socket_timeout=0.3)
     pauser = resp.Client(port=server.port)
     first_id = client.execute("CLIENT", "ID")
-    pauser.execute("CLIENT", "PAUSE", 1000, "WRITE")  # holds writes, not reads
+    pauser.execute("CLIENT", "PAUSE", 10000, "WRITE")  # holds writes, not reads; UNPAUSE below ends it
     with pytest.raises(resp.TimeoutError):
         client.rpush(key, "a", "b", "c")
     # Not paused, but on the old connection it would queue behind the RPUSH
@@ -1028,7 +1028,7 @@ def test_a_fork_or_a_connection_from_the_thread_making_a_socket_does_not_wait_on
     wait_status = reap_child(pid, 10)
     assert wait_status is not None, "the child hung"
     assert os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0
-    assert forked_in < 0.5, forked_in
+    assert forked_in < 5, forked_in  # a plain lock hung it for good; a large PyPy heap forks slowly
 
 
 _FORK_WHILE_A_PACKAGE_LOADS = r"""
