@@ -121,7 +121,7 @@ def test_mixed_pool_receives_each_message_once(oracle: str, server: Any, key: st
     }
     for group in consumers.values():
         for consumer in group:
-            consumer.send("consume", kwargs={"timeout": 5})  # idle 5 s: done (longer than a stall)
+            consumer.send("consume", kwargs={"timeout": 3})  # idle 3 s: done (under redis-py's 5 s socket_timeout)
     old_producer = drivers(oracle, key, server.port)
     new_producer = HotQueue(key, port=server.port)
     for start in range(0, total, batch):
